@@ -1,0 +1,321 @@
+//! A backup job: `begin` takes the stanza lock and decides type, parent and label; `copy`
+//! reads what changed through the pipeline; `commit` writes index segment, manifest and
+//! catalog record, in that order, so a backup interrupted anywhere is simply not listed.
+//! Engines sit around it: the PostgreSQL engine starts the database's backup between
+//! `begin` and `copy` and adds `backup_label` before `commit`.
+
+use crate::catalog::BackupRecord;
+use crate::chunker::ChunkPolicy;
+use crate::error::{Error, Result};
+use crate::ids::{BackupLabel, BackupType, ChunkId};
+use crate::index::{Index, Location, Segment};
+use crate::lock::Lock;
+use crate::manifest::{self, Content, EntryKind, FileEntry, Manifest};
+use crate::pack::PackEntry;
+use crate::pipeline::{self, Opener, Outcome, PipelineConfig, Progress, ReadItem, VanishPolicy};
+use crate::repository::Stanza;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Default pack size: tens of MiB, so a PUT carries enough to amortise its cost.
+pub const DEFAULT_PACK_TARGET: usize = 32 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub kind: BackupType,
+    pub process_max: usize,
+    pub compress_level: i32,
+    pub pack_target: usize,
+    pub vanish: VanishPolicy,
+    /// Read every file, even those whose size and mtime match the parent.
+    pub delta: bool,
+    pub command: String,
+}
+
+/// One thing the engine wants in the backup.
+pub struct SourceEntry {
+    /// Path, kind, mode, owner, mtime, size as found; `content` is filled in by the job.
+    pub entry: FileEntry,
+    pub policy: ChunkPolicy,
+    pub origin: String,
+    /// How to read a regular file's bytes; None for directories and symlinks.
+    pub open: Option<Opener>,
+}
+
+impl std::fmt::Debug for SourceEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SourceEntry({})", self.origin)
+    }
+}
+
+#[derive(Debug)]
+pub struct BackupJob {
+    stanza: Stanza,
+    lock: Option<Lock>,
+    pub label: BackupLabel,
+    pub kind: BackupType,
+    pub start: i64,
+    parent: Option<BackupRecord>,
+    /// The parent backup's resolved entries by path.
+    parent_files: HashMap<Vec<u8>, FileEntry>,
+    index: Arc<Index>,
+    opts: BackupOptions,
+    entries: Vec<FileEntry>,
+    packs: Vec<(crate::ids::PackId, Vec<PackEntry>)>,
+    delta_bytes: u64,
+}
+
+impl BackupJob {
+    pub async fn begin(stanza: &Stanza, mut opts: BackupOptions) -> Result<BackupJob> {
+        let lock = stanza.lock(&opts.command).await?;
+        match Self::prepare(stanza, &mut opts).await {
+            Ok((label, start, parent, parent_files, index)) => Ok(BackupJob {
+                stanza: stanza.clone(),
+                lock: Some(lock),
+                kind: opts.kind,
+                label,
+                start,
+                parent,
+                parent_files,
+                index: Arc::new(index),
+                opts,
+                entries: Vec::new(),
+                packs: Vec::new(),
+                delta_bytes: 0,
+            }),
+            Err(e) => {
+                let _ = lock.release().await;
+                Err(e)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn prepare(
+        stanza: &Stanza,
+        opts: &mut BackupOptions,
+    ) -> Result<(BackupLabel, i64, Option<BackupRecord>, HashMap<Vec<u8>, FileEntry>, Index)> {
+        let catalog = stanza.catalog().await?;
+        let parent = match opts.kind {
+            BackupType::Full => None,
+            BackupType::Diff => catalog.latest_full().cloned(),
+            BackupType::Incr => catalog.latest().cloned(),
+        };
+        if parent.is_none() && opts.kind != BackupType::Full {
+            tracing::warn!("no prior backup exists, {} backup has been changed to full", opts.kind);
+            opts.kind = BackupType::Full;
+        }
+        let mut start = crate::time::now_unix();
+        if let Some(last) = catalog.latest() {
+            // Labels sort in time order and must be unique: never reuse a second.
+            start = start.max(last.start + 1);
+        }
+        let stamp = crate::time::label_stamp(start);
+        let full = parent.as_ref().map(|p| p.label.full());
+        let label = BackupLabel::new(&stamp, opts.kind, full.as_ref())?;
+        let mut parent_files = HashMap::new();
+        if let Some(p) = &parent {
+            let chain = stanza.chain(&catalog, &p.label).await?;
+            for e in manifest::resolve(&chain)? {
+                parent_files.insert(e.path.clone(), e);
+            }
+        }
+        let index = stanza.index().await?;
+        Ok((label, start, parent, parent_files, index))
+    }
+
+    /// Whether `e` can be taken from the parent without reading it.
+    fn unchanged(&self, e: &FileEntry) -> bool {
+        let (Some(parent), false) = (&self.parent, self.opts.delta) else {
+            return false;
+        };
+        // A file modified within a second of the parent's start may have changed again after
+        // the parent read it, with the same mtime on a coarse clock: read it again.
+        let trust_before_ns = (parent.start - 1) as i128 * 1_000_000_000;
+        self.parent_files.get(&e.path).is_some_and(|p| {
+            p.kind == EntryKind::File
+                && p.size == e.size
+                && p.mtime_ns == e.mtime_ns
+                && (e.mtime_ns as i128) < trust_before_ns
+        })
+    }
+
+    /// Read and store `sources`. May be called more than once (the PostgreSQL engine adds the
+    /// backup label after stopping the backup).
+    pub async fn copy(&mut self, sources: Vec<SourceEntry>, progress: Arc<dyn Progress>) -> Result<()> {
+        let mut items = Vec::new();
+        let mut slots = Vec::new(); // entry index for each item
+        let mut total = 0u64;
+        for mut s in sources {
+            match (s.entry.kind, s.open.take()) {
+                (EntryKind::File, Some(open)) if !self.unchanged(&s.entry) => {
+                    total += s.entry.size;
+                    slots.push(self.entries.len());
+                    items.push(ReadItem {
+                        policy: s.policy,
+                        origin: s.origin,
+                        open,
+                    });
+                    s.entry.content = Content::Chunks(Vec::new());
+                }
+                (EntryKind::File, _) => s.entry.content = Content::Inherit,
+                _ => s.entry.content = Content::None,
+            }
+            self.entries.push(s.entry);
+        }
+        progress.set_total(total);
+        let cfg = PipelineConfig {
+            process_max: self.opts.process_max,
+            compress_level: self.opts.compress_level,
+            pack_target: self.opts.pack_target,
+            vanish: self.opts.vanish,
+        };
+        let (store, stanza, index) = (self.stanza.store().clone(), self.stanza.clone(), self.index.clone());
+        let rt = tokio::runtime::Handle::current();
+        let progress2 = progress.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            pipeline::run(&rt, store, &|id| stanza.pack_key(id), &index, items, cfg, progress2.as_ref())
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("backup pipeline failed: {e}")))??;
+        progress.finish();
+        let mut vanished = HashSet::new();
+        for (slot, outcome) in slots.into_iter().zip(out.outcomes) {
+            match outcome {
+                Outcome::Read { chunks, size } => {
+                    let e = &mut self.entries[slot];
+                    e.size = size;
+                    e.content = Content::Chunks(chunks);
+                }
+                Outcome::Vanished => {
+                    vanished.insert(slot);
+                }
+            }
+        }
+        if !vanished.is_empty() {
+            let mut i = 0;
+            self.entries.retain(|_| {
+                i += 1;
+                !vanished.contains(&(i - 1))
+            });
+        }
+        self.delta_bytes += out.bytes_read;
+        self.packs.extend(out.packs);
+        Ok(())
+    }
+
+    pub fn entries(&self) -> &[FileEntry] {
+        &self.entries
+    }
+
+    /// Write index segment, manifest, catalog record (in that order), then unlock.
+    pub async fn commit(mut self, meta: BTreeMap<String, String>) -> Result<BackupRecord> {
+        let result = self.commit_inner(meta).await;
+        if let Some(lock) = self.lock.take() {
+            lock.release().await?;
+        }
+        result
+    }
+
+    async fn commit_inner(&mut self, meta: BTreeMap<String, String>) -> Result<BackupRecord> {
+        self.entries.sort_by(|a, b| a.path.cmp(&b.path));
+        if let Some(w) = self.entries.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(Error::Invalid(format!("the backup lists '{}' twice", w[0].display_path())));
+        }
+        // 1. index segment for the new chunks (packs are already durable).
+        let mut seg = Segment::default();
+        let mut new_stored: HashMap<ChunkId, u64> = HashMap::new();
+        for (ord, (pack, entries)) in self.packs.iter().enumerate() {
+            seg.packs.push(*pack);
+            for e in entries {
+                new_stored.insert(e.id, e.stored_len as u64);
+                seg.entries.push((
+                    e.id,
+                    Location {
+                        pack: ord as u32,
+                        offset: e.offset as u32,
+                        stored_len: e.stored_len,
+                        raw_len: e.raw_len,
+                    },
+                ));
+            }
+        }
+        seg.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        seg.entries.dedup_by(|b, a| a.0 == b.0);
+        if !seg.entries.is_empty() {
+            self.stanza.put_index_segment(&seg).await?;
+        }
+
+        // 2. manifest, with sizes computed over the resolved backup.
+        let mut size = 0u64;
+        let mut all_chunks = HashSet::new();
+        let mut chunk_count = 0u64;
+        let mut file_count = 0u64;
+        for e in &self.entries {
+            if e.kind != EntryKind::File {
+                continue;
+            }
+            file_count += 1;
+            size += e.size;
+            let chunks = match &e.content {
+                Content::Chunks(c) => c.as_slice(),
+                Content::Inherit => match self.parent_files.get(&e.path).map(|p| &p.content) {
+                    Some(Content::Chunks(c)) => c.as_slice(),
+                    _ => &[],
+                },
+                Content::None => &[],
+            };
+            chunk_count += chunks.len() as u64;
+            all_chunks.extend(chunks.iter().map(|c| c.id));
+        }
+        let stored = |id: &ChunkId| {
+            new_stored
+                .get(id)
+                .copied()
+                .or_else(|| self.index.get(id).map(|(_, l)| l.stored_len as u64))
+                .unwrap_or(0)
+        };
+        let repo_size = all_chunks.iter().map(stored).sum();
+        let repo_delta = new_stored.values().sum();
+        let mut references = Vec::new();
+        if let Some(p) = &self.parent {
+            references.extend(p.references.iter().cloned());
+            references.push(p.label.clone());
+        }
+        let record = BackupRecord {
+            label: self.label.clone(),
+            kind: self.kind,
+            parent: self.parent.as_ref().map(|p| p.label.clone()),
+            references,
+            start: self.start,
+            stop: crate::time::now_unix().max(self.start),
+            size,
+            delta: self.delta_bytes,
+            repo_size,
+            repo_delta,
+            file_count,
+            chunk_count,
+            new_chunk_count: new_stored.len() as u64,
+            meta,
+        };
+        let manifest = Manifest {
+            record: record.clone(),
+            entries: std::mem::take(&mut self.entries),
+        };
+        self.stanza.put_manifest(&manifest).await?;
+
+        // 3. catalog: from here on the backup exists.
+        let mut catalog = self.stanza.catalog().await?;
+        catalog.backups.push(record.clone());
+        self.stanza.save_catalog(&catalog).await?;
+        Ok(record)
+    }
+
+    /// Give up: release the lock. What was written stays unreferenced until expire.
+    pub async fn abort(mut self) -> Result<()> {
+        if let Some(lock) = self.lock.take() {
+            lock.release().await?;
+        }
+        Ok(())
+    }
+}

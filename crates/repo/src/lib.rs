@@ -1,0 +1,27 @@
+//! cairn's repository layer. It knows nothing about databases: it stores byte streams
+//! (files, dumps, WAL segments) as deduplicated, compressed chunks in pack objects, records
+//! backups as manifests in a per-stanza catalog, and restores and verifies them.
+//!
+//! Layering: `storage` (objects) <- `pack`/`index`/`manifest`/`catalog` (formats, all through
+//! `codec`) <- `repository` (layout, stanzas, locks) <- `backup`/`restore`/`verify` (jobs).
+
+pub mod backup;
+pub mod catalog;
+pub mod chunker;
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod index;
+pub mod lock;
+pub mod manifest;
+pub mod pack;
+pub mod pipeline;
+pub mod repository;
+pub mod restore;
+pub mod storage;
+pub mod time;
+pub mod verify;
+
+pub use error::{Error, Result};
+pub use ids::{BackupLabel, BackupType, ChunkId, PackId, StanzaName};
+pub use repository::{Repository, Stanza};

@@ -1,0 +1,347 @@
+//! The backup pipeline, where blocking reads, CPU work and async uploads meet, bounded at
+//! every step so memory does not grow with the input:
+//!
+//! ```text
+//! reader thread --raw chunks--> rayon pool (BLAKE3, dedup, zstd) --sealed--> packer thread --PUT--> tokio
+//!                                      \--chunk refs--> collector (this thread)
+//! ```
+//! Channels hold at most a few chunks per worker, the packer holds one pack being filled, and
+//! at most `process_max` pack uploads are in flight, so peak memory is about
+//! `(4 * process_max + 2) * max_chunk + (process_max + 1) * pack_target`.
+
+use crate::chunker::{ChunkPolicy, chunk_stream};
+use crate::error::{Error, Result};
+use crate::ids::{ChunkId, PackId};
+use crate::index::Index;
+use crate::manifest::ChunkRef;
+use crate::pack::{PackBuilder, PackEntry, SealedChunk};
+use crate::storage::{Key, PutMode, Storage, StorageError};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, bounded};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub type Opener = Box<dyn FnOnce() -> io::Result<Box<dyn Read + Send>> + Send>;
+
+/// Progress reporting; the CLI draws a bar, tests and cron runs log.
+pub trait Progress: Send + Sync {
+    fn set_total(&self, _bytes: u64) {}
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}
+
+#[derive(Debug)]
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// What to do when a file to read is gone by the time it is opened.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VanishPolicy {
+    /// A plain directory tree: the user should know.
+    Fail,
+    /// A live database: files come and go, WAL replay fixes it up.
+    Skip,
+}
+
+pub struct ReadItem {
+    pub policy: ChunkPolicy,
+    /// Where the bytes come from, for messages (an absolute path, `stdin`).
+    pub origin: String,
+    pub open: Opener,
+}
+
+impl std::fmt::Debug for ReadItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReadItem({})", self.origin)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Read { chunks: Vec<ChunkRef>, size: u64 },
+    Vanished,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineConfig {
+    pub process_max: usize,
+    pub compress_level: i32,
+    pub pack_target: usize,
+    pub vanish: VanishPolicy,
+}
+
+#[derive(Debug, Default)]
+pub struct PipelineOutput {
+    /// One per input item, in input order.
+    pub outcomes: Vec<Outcome>,
+    /// Packs written, with their trailer entries.
+    pub packs: Vec<(PackId, Vec<PackEntry>)>,
+    pub bytes_read: u64,
+}
+
+enum Msg {
+    Chunk { item: usize, pos: usize, r: ChunkRef },
+    End { item: usize, outcome: EndKind },
+}
+
+enum EndKind {
+    Read { size: u64, count: usize },
+    Vanished,
+}
+
+struct Shared {
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
+impl Shared {
+    fn fail(&self, e: Error) {
+        self.abort.store(true, Ordering::SeqCst);
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(e);
+        }
+    }
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+}
+
+/// Run the pipeline over `items`. Must be called from a blocking thread (not a tokio worker).
+pub fn run(
+    rt: &tokio::runtime::Handle,
+    store: Arc<dyn Storage>,
+    pack_key: &(dyn Fn(&PackId) -> Result<Key> + Sync),
+    known: &Index,
+    items: Vec<ReadItem>,
+    cfg: PipelineConfig,
+    progress: &dyn Progress,
+) -> Result<PipelineOutput> {
+    let workers = cfg.process_max.max(1);
+    let n_items = items.len();
+    let shared = Shared {
+        abort: AtomicBool::new(false),
+        error: Mutex::new(None),
+    };
+    let (raw_tx, raw_rx) = bounded::<(usize, usize, Vec<u8>)>(workers * 2);
+    let (msg_tx, msg_rx) = bounded::<Msg>(workers * 4 + 16);
+    let (pack_tx, pack_rx) = bounded::<SealedChunk>(workers * 2);
+    let seen = Mutex::new(HashSet::<ChunkId>::new());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(workers)
+        .thread_name(|i| format!("cairn-cpu-{i}"))
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start {workers} worker threads: {e}")))?;
+
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; n_items];
+    let mut bytes_read = 0u64;
+    let mut packs = Vec::new();
+
+    std::thread::scope(|s| {
+        // Reader: one file at a time, chunked by its policy.
+        let reader_msg = msg_tx.clone();
+        let shared_r = &shared;
+        s.spawn(move || read_all(items, cfg.vanish, raw_tx, reader_msg, shared_r, progress));
+
+        // CPU workers on the rayon pool.
+        for _ in 0..workers {
+            let (raw_rx, msg_tx, pack_tx) = (raw_rx.clone(), msg_tx.clone(), pack_tx.clone());
+            let (seen, shared) = (&seen, &shared);
+            let level = cfg.compress_level;
+            let pool = &pool;
+            s.spawn(move || pool.install(move || work(raw_rx, msg_tx, pack_tx, known, seen, shared, level)));
+        }
+        drop((raw_rx, msg_tx, pack_tx));
+
+        // Packer and uploads.
+        let packer = s.spawn(|| pack_all(rt, store, pack_key, pack_rx, cfg, &shared));
+
+        // Collector: put chunk refs back in file order.
+        let mut partial: HashMap<usize, (Vec<Option<ChunkRef>>, Option<(u64, usize)>)> = HashMap::new();
+        for msg in msg_rx {
+            let item = match msg {
+                Msg::Chunk { item, pos, r } => {
+                    let slot = &mut partial.entry(item).or_default().0;
+                    if slot.len() <= pos {
+                        slot.resize(pos + 1, None);
+                    }
+                    slot[pos] = Some(r);
+                    item
+                }
+                Msg::End { item, outcome: EndKind::Vanished } => {
+                    partial.remove(&item);
+                    outcomes[item] = Some(Outcome::Vanished);
+                    continue;
+                }
+                Msg::End { item, outcome: EndKind::Read { size, count } } => {
+                    bytes_read += size;
+                    partial.entry(item).or_default().1 = Some((size, count));
+                    item
+                }
+            };
+            let done = partial.get(&item).is_some_and(|(refs, end)| {
+                end.is_some_and(|(_, count)| refs.len() == count && refs.iter().all(Option::is_some))
+            });
+            if done {
+                if let Some((refs, Some((size, _)))) = partial.remove(&item) {
+                    let chunks = refs.into_iter().flatten().collect();
+                    outcomes[item] = Some(Outcome::Read { chunks, size });
+                }
+            }
+        }
+        match packer.join() {
+            Ok(Ok(p)) => packs = p,
+            Ok(Err(e)) => shared.fail(e),
+            Err(_) => shared.fail(Error::Invalid("the packer thread panicked".into())),
+        }
+    });
+
+    if let Some(e) = shared.error.lock().ok().and_then(|mut e| e.take()) {
+        return Err(e);
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, o)| o.ok_or_else(|| Error::Invalid(format!("internal: item {i} was never finished"))))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PipelineOutput {
+        outcomes,
+        packs,
+        bytes_read,
+    })
+}
+
+fn read_all(
+    items: Vec<ReadItem>,
+    vanish: VanishPolicy,
+    raw_tx: Sender<(usize, usize, Vec<u8>)>,
+    msg_tx: Sender<Msg>,
+    shared: &Shared,
+    progress: &dyn Progress,
+) {
+    for (item, ReadItem { policy, origin, open }) in items.into_iter().enumerate() {
+        if shared.aborted() {
+            return;
+        }
+        let reader = match open() {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && vanish == VanishPolicy::Skip => {
+                let _ = msg_tx.send(Msg::End { item, outcome: EndKind::Vanished });
+                continue;
+            }
+            Err(e) => {
+                let what = if e.kind() == io::ErrorKind::NotFound {
+                    format!("source file {origin} vanished during the backup; run the backup again")
+                } else {
+                    format!("cannot open source file {origin}; make it readable by the user running cairn")
+                };
+                shared.fail(Error::io(what, e));
+                return;
+            }
+        };
+        let mut pos = 0usize;
+        let result = chunk_stream(policy, reader, |data| {
+            if shared.aborted() {
+                return Err(io::Error::other("backup aborted"));
+            }
+            progress.advance(data.len() as u64);
+            raw_tx
+                .send((item, pos, data))
+                .map_err(|_| io::Error::other("backup aborted"))?;
+            pos += 1;
+            Ok(())
+        });
+        match result {
+            Ok(size) => {
+                let _ = msg_tx.send(Msg::End { item, outcome: EndKind::Read { size, count: pos } });
+            }
+            Err(e) => {
+                if !shared.aborted() {
+                    shared.fail(Error::io(format!("cannot read source file {origin}"), e));
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn work(
+    raw_rx: Receiver<(usize, usize, Vec<u8>)>,
+    msg_tx: Sender<Msg>,
+    pack_tx: Sender<SealedChunk>,
+    known: &Index,
+    seen: &Mutex<HashSet<ChunkId>>,
+    shared: &Shared,
+    level: i32,
+) {
+    for (item, pos, data) in raw_rx {
+        if shared.aborted() {
+            continue; // drain so the reader never blocks forever
+        }
+        let id = ChunkId::of(&data);
+        let is_new = !known.contains(&id) && seen.lock().map(|mut s| s.insert(id)).unwrap_or(false);
+        if is_new && pack_tx.send(SealedChunk::seal(id, &data, level)).is_err() {
+            shared.fail(Error::Invalid("the packer stopped early".into()));
+            continue;
+        }
+        let r = ChunkRef { id, len: data.len() as u32 };
+        if msg_tx.send(Msg::Chunk { item, pos, r }).is_err() {
+            shared.fail(Error::Invalid("the collector stopped early".into()));
+        }
+    }
+}
+
+fn pack_all(
+    rt: &tokio::runtime::Handle,
+    store: Arc<dyn Storage>,
+    pack_key: &(dyn Fn(&PackId) -> Result<Key> + Sync),
+    pack_rx: Receiver<SealedChunk>,
+    cfg: PipelineConfig,
+    shared: &Shared,
+) -> Result<Vec<(PackId, Vec<PackEntry>)>> {
+    let uploads = Arc::new(tokio::sync::Semaphore::new(cfg.process_max.max(1)));
+    let mut pending = Vec::new();
+    let mut done = Vec::new();
+    let mut builder = PackBuilder::new();
+    let mut upload = |builder: PackBuilder| -> Result<()> {
+        let (id, bytes, entries) = builder.finish();
+        let key = pack_key(&id)?;
+        let permit = rt
+            .block_on(uploads.clone().acquire_owned())
+            .map_err(|_| Error::Invalid("upload limiter closed".into()))?;
+        let store = store.clone();
+        pending.push(rt.spawn(async move {
+            let _permit = permit;
+            match store.put(&key, Bytes::from(bytes), PutMode::Create).await {
+                // Same name, same bytes: another backup stored this exact pack.
+                Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
+                Err(e) => Err(Error::from(e)),
+            }
+        }));
+        done.push((id, entries));
+        Ok(())
+    };
+    for chunk in pack_rx {
+        if shared.aborted() {
+            continue;
+        }
+        builder.add(&chunk);
+        if builder.len() >= cfg.pack_target {
+            if let Err(e) = upload(std::mem::take(&mut builder)) {
+                shared.fail(e);
+            }
+        }
+    }
+    if !builder.is_empty() && !shared.aborted() {
+        upload(builder)?;
+    }
+    for h in pending {
+        match rt.block_on(h) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => shared.fail(e),
+            Err(e) => shared.fail(Error::Invalid(format!("pack upload task failed: {e}"))),
+        }
+    }
+    Ok(done)
+}

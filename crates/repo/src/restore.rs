@@ -1,0 +1,219 @@
+//! Fetching chunks back. `fetch_positioned` plans all reads first: the chunks a restore needs
+//! are grouped by pack, sorted by offset and coalesced into ranged reads (nearby chunks in one
+//! request), which run `process_max` at a time; each range is decompressed and checked on the
+//! CPU pool and written where it belongs with positioned writes. `fetch_ordered` streams one
+//! file's chunks in order (for stdout) with a bounded read-ahead window.
+//!
+//! Every chunk is checked against its BLAKE3 name before a byte of it is written.
+
+use crate::error::{Error, Result};
+use crate::ids::{ChunkId, PackId};
+use crate::index::{Index, Location};
+use crate::manifest::ChunkRef;
+use crate::pipeline::Progress;
+use crate::repository::Stanza;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{self, Write};
+use std::sync::Arc;
+
+/// Nearby chunks closer than this are fetched in one request, wasting at most this much.
+const COALESCE_GAP: u64 = 256 * 1024;
+/// And no request reads more than this, bounding memory per in-flight request.
+const MAX_RANGE: u64 = 16 * 1024 * 1024;
+
+/// Where restored bytes go: `target` is the caller's file number.
+pub trait WriteAt: Send + Sync {
+    fn write_at(&self, target: usize, offset: u64, data: &[u8]) -> io::Result<()>;
+    fn describe(&self, target: usize) -> String;
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Placement {
+    pub target: usize,
+    pub offset: u64,
+    pub chunk: ChunkRef,
+}
+
+/// Decode a stored chunk located through the index and check it against its name.
+pub fn open_chunk(object: &str, id: &ChunkId, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
+    let plain = if loc.compressed() {
+        zstd::bulk::decompress(stored, loc.raw_len as usize)
+            .map_err(|e| Error::corrupt(object, format!("chunk {id}: cannot decompress: {e}")))?
+    } else {
+        stored.to_vec()
+    };
+    if plain.len() != loc.raw_len as usize || ChunkId::of(&plain) != *id {
+        return Err(Error::corrupt(
+            object,
+            format!("chunk {id}: content does not match its BLAKE3 name"),
+        ));
+    }
+    Ok(plain)
+}
+
+#[derive(Debug)]
+struct Request {
+    pack: PackId,
+    start: u64,
+    end: u64,
+    chunks: Vec<(ChunkId, Location)>,
+}
+
+fn plan(index: &Index, needed: &HashMap<ChunkId, Vec<(usize, u64)>>, sink: &dyn WriteAt) -> Result<Vec<Request>> {
+    let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, Location)>> = BTreeMap::new();
+    for (id, uses) in needed {
+        let (pack, loc) = index.get(id).ok_or_else(|| {
+            let file = uses.first().map(|(t, _)| sink.describe(*t)).unwrap_or_default();
+            Error::corrupt(
+                format!("chunk {id}"),
+                format!("needed by {file} but not in the repository index"),
+            )
+        })?;
+        by_pack.entry(pack).or_default().push((*id, loc));
+    }
+    let mut out = Vec::new();
+    for (pack, mut chunks) in by_pack {
+        chunks.sort_by_key(|(_, l)| l.offset);
+        let mut cur: Option<Request> = None;
+        for (id, loc) in chunks {
+            let (s, e) = (loc.offset as u64, loc.offset as u64 + loc.stored_len as u64);
+            match &mut cur {
+                Some(r) if s <= r.end + COALESCE_GAP && e - r.start <= MAX_RANGE => {
+                    r.end = r.end.max(e);
+                    r.chunks.push((id, loc));
+                }
+                _ => {
+                    out.extend(cur.take());
+                    cur = Some(Request { pack, start: s, end: e, chunks: vec![(id, loc)] });
+                }
+            }
+        }
+        out.extend(cur);
+    }
+    Ok(out)
+}
+
+fn cpu_pool(process_max: usize) -> Result<Arc<rayon::ThreadPool>> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(process_max.max(1))
+        .thread_name(|i| format!("cairn-restore-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| Error::Invalid(format!("cannot start worker threads: {e}")))
+}
+
+/// Run `f` on the CPU pool and wait for it without blocking the async runtime.
+async fn on_pool<T: Send + 'static>(pool: &rayon::ThreadPool, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    pool.spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.map_err(|_| Error::Invalid("a restore worker stopped unexpectedly".into()))
+}
+
+pub async fn fetch_positioned(
+    stanza: &Stanza,
+    index: &Index,
+    placements: Vec<Placement>,
+    process_max: usize,
+    sink: Arc<dyn WriteAt>,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
+    let mut needed: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
+    let mut total = 0u64;
+    for p in placements {
+        total += p.chunk.len as u64;
+        needed.entry(p.chunk.id).or_default().push((p.target, p.offset));
+    }
+    progress.set_total(total);
+    let requests = plan(index, &needed, sink.as_ref())?;
+    let needed = Arc::new(needed);
+    let pool = cpu_pool(process_max)?;
+    let limit = Arc::new(tokio::sync::Semaphore::new(process_max.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for req in requests {
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Invalid("restore limiter closed".into()))?;
+        let (stanza, needed, sink, pool, progress) =
+            (stanza.clone(), needed.clone(), sink.clone(), pool.clone(), progress.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let key = stanza.pack_key(&req.pack)?;
+            let bytes = stanza.store().get(&key, Some(req.start..req.end)).await?;
+            let object = key.to_string();
+            on_pool(&pool, move || -> Result<()> {
+                for (id, loc) in &req.chunks {
+                    let at = (loc.offset as u64 - req.start) as usize;
+                    let stored = bytes.get(at..at + loc.stored_len as usize).ok_or_else(|| {
+                        Error::corrupt(&object, format!("chunk {id} lies past the end of the pack"))
+                    })?;
+                    let plain = open_chunk(&object, id, loc, stored)?;
+                    for (target, offset) in needed.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+                        sink.write_at(*target, *offset, &plain)
+                            .map_err(|e| Error::io(format!("cannot write {}", sink.describe(*target)), e))?;
+                        progress.advance(plain.len() as u64);
+                    }
+                }
+                Ok(())
+            })
+            .await?
+        });
+        // Surface failures early instead of queueing more work behind them.
+        while let Some(done) = tasks.try_join_next() {
+            flatten(done)?;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        flatten(done)?;
+    }
+    progress.finish();
+    Ok(())
+}
+
+fn flatten(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    r.map_err(|e| Error::Invalid(format!("restore task failed: {e}")))?
+}
+
+/// Fetch one file's chunks in order and write them to `out` (stdout), reading ahead up to
+/// `2 * process_max` chunks.
+pub async fn fetch_ordered(
+    stanza: &Stanza,
+    index: &Index,
+    chunks: &[ChunkRef],
+    process_max: usize,
+    out: &mut (dyn Write + Send),
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
+    progress.set_total(chunks.iter().map(|c| c.len as u64).sum());
+    let window = process_max.max(1) * 2;
+    let mut inflight = VecDeque::new();
+    let mut next = 0;
+    loop {
+        while inflight.len() < window && next < chunks.len() {
+            let c = chunks[next];
+            next += 1;
+            let (pack, loc) = index.get(&c.id).ok_or_else(|| {
+                Error::corrupt(format!("chunk {}", c.id), "needed by the stream but not in the repository index")
+            })?;
+            let stanza = stanza.clone();
+            inflight.push_back(tokio::spawn(async move {
+                let key = stanza.pack_key(&pack)?;
+                let range = loc.offset as u64..loc.offset as u64 + loc.stored_len as u64;
+                let stored = stanza.store().get(&key, Some(range)).await?;
+                tokio::task::spawn_blocking(move || open_chunk(key.as_str(), &c.id, &loc, &stored))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("restore task failed: {e}")))?
+            }));
+        }
+        let Some(h) = inflight.pop_front() else { break };
+        let plain = h.await.map_err(|e| Error::Invalid(format!("restore task failed: {e}")))??;
+        out.write_all(&plain).map_err(|e| Error::io("cannot write the restored stream", e))?;
+        progress.advance(plain.len() as u64);
+    }
+    out.flush().map_err(|e| Error::io("cannot write the restored stream", e))?;
+    progress.finish();
+    Ok(())
+}

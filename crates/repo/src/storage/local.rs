@@ -1,0 +1,275 @@
+//! The local filesystem backend. A put writes a uniquely named temporary file beside the
+//! target, fsyncs it, then renames it into place (overwrite) or hard-links it (create-only, so
+//! an existing object is never replaced), and fsyncs the directory: a reader never sees a
+//! half-written object and a returned put survives a power cut.
+
+use super::{Key, ObjectMeta, PutMode, Storage, StorageError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Temporary files carry this prefix; listings skip them.
+const TMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn classify(key: &Key, e: io::Error) -> StorageError {
+    let key = key.to_string();
+    match e.kind() {
+        io::ErrorKind::NotFound => StorageError::NotFound { key },
+        io::ErrorKind::AlreadyExists => StorageError::AlreadyExists { key },
+        io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            StorageError::Transient {
+                key,
+                message: e.to_string(),
+            }
+        }
+        _ => {
+            let hint = match e.raw_os_error() {
+                Some(libc::ENOSPC) => "; free space on the repository's filesystem and run the command again",
+                Some(libc::EACCES) | Some(libc::EPERM) => {
+                    "; make the repository readable and writable by the user running cairn"
+                }
+                _ => "",
+            };
+            StorageError::Permanent {
+                key,
+                message: format!("{e}{hint}"),
+            }
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl LocalStorage {
+    /// A backend rooted at `root`, which must exist and be a directory.
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self, StorageError> {
+        let root = root.into();
+        match fs::metadata(&root) {
+            Ok(m) if m.is_dir() => Ok(LocalStorage { root }),
+            Ok(_) => Err(StorageError::Permanent {
+                key: root.display().to_string(),
+                message: "is not a directory".into(),
+            }),
+            Err(e) => Err(StorageError::Permanent {
+                key: root.display().to_string(),
+                message: format!("{e}; create the directory or fix --repo"),
+            }),
+        }
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        self.root.join(key.as_str())
+    }
+
+    fn put_sync(&self, key: &Key, data: &[u8], mode: PutMode) -> Result<(), StorageError> {
+        let target = self.path(key);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| classify(key, e))?;
+        if mode == PutMode::Create && target.exists() {
+            return Err(StorageError::AlreadyExists {
+                key: key.to_string(),
+            });
+        }
+        let tmp = dir.join(format!(
+            "{TMP_PREFIX}{}-{}-{}",
+            key.name(),
+            std::process::id(),
+            TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            drop(f);
+            match mode {
+                PutMode::Overwrite => fs::rename(&tmp, &target),
+                PutMode::Create => {
+                    let linked = fs::hard_link(&tmp, &target);
+                    let _ = fs::remove_file(&tmp);
+                    linked
+                }
+            }?;
+            fsync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map_err(|e| classify(key, e))
+    }
+
+    fn get_sync(&self, key: &Key, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        let mut f = File::open(self.path(key)).map_err(|e| classify(key, e))?;
+        let size = f.metadata().map_err(|e| classify(key, e))?.len();
+        let range = range.unwrap_or(0..size);
+        if range.start > range.end || range.end > size {
+            return Err(StorageError::Permanent {
+                key: key.to_string(),
+                message: format!(
+                    "range {}..{} is outside the object's {size} bytes",
+                    range.start, range.end
+                ),
+            });
+        }
+        f.seek(SeekFrom::Start(range.start))
+            .map_err(|e| classify(key, e))?;
+        let mut buf = vec![0u8; (range.end - range.start) as usize];
+        f.read_exact(&mut buf).map_err(|e| classify(key, e))?;
+        Ok(Bytes::from(buf))
+    }
+
+    fn list_sync(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.path(prefix)];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(classify(prefix, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| classify(prefix, e))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with(TMP_PREFIX) {
+                    continue;
+                }
+                let ft = entry.file_type().map_err(|e| classify(prefix, e))?;
+                if ft.is_dir() {
+                    stack.push(entry.path());
+                } else if ft.is_file() {
+                    let rel = entry
+                        .path()
+                        .strip_prefix(&self.root)
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    // Files that are not valid keys were not written by cairn: ignore them.
+                    if let Ok(key) = Key::new(rel) {
+                        let size = entry.metadata().map_err(|e| classify(&key, e))?.len();
+                        out.push(ObjectMeta { key, size });
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete_sync(&self, key: &Key) -> Result<(), StorageError> {
+        let path = self.path(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(classify(key, e)),
+        }
+        // Remove directories this left empty, up to (not including) the root.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Transient {
+            key: String::new(),
+            message: format!("storage task failed: {e}"),
+        })?
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let me = self.clone();
+        let key = key.clone();
+        blocking(move || me.put_sync(&key, &data, mode)).await
+    }
+
+    async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
+        let me = self.clone();
+        let key = key.clone();
+        blocking(move || me.get_sync(&key, range)).await
+    }
+
+    async fn head(&self, key: &Key) -> Result<ObjectMeta, StorageError> {
+        let path = self.path(key);
+        let key = key.clone();
+        blocking(move || {
+            let m = fs::metadata(&path).map_err(|e| classify(&key, e))?;
+            if !m.is_file() {
+                return Err(StorageError::NotFound {
+                    key: key.to_string(),
+                });
+            }
+            Ok(ObjectMeta { key, size: m.len() })
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, StorageError> {
+        let me = self.clone();
+        let prefix = prefix.clone();
+        blocking(move || me.list_sync(&prefix)).await
+    }
+
+    async fn delete(&self, key: &Key) -> Result<(), StorageError> {
+        let me = self.clone();
+        let key = key.clone();
+        blocking(move || me.delete_sync(&key)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_backend_conforms() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = LocalStorage::new(dir.path())?;
+        super::super::conformance::run_all(&store).await;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn listing_skips_temporary_files() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        fs::create_dir_all(dir.path().join("a"))?;
+        fs::write(dir.path().join("a/.tmp-x-1-1"), b"half")?;
+        let store = LocalStorage::new(dir.path())?;
+        assert!(store.list(&Key::new("a")?).await?.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn missing_root_is_a_clear_error() {
+        let err = LocalStorage::new("/nonexistent/cairn-repo").err();
+        assert!(
+            matches!(err, Some(StorageError::Permanent { ref message, .. }) if message.contains("--repo"))
+        );
+    }
+}

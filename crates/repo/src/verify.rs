@@ -1,0 +1,237 @@
+//! `verify`: re-read every object of a stanza and check it, then check that every backup the
+//! catalog lists can find every chunk it needs in an intact pack. Damage is reported per object
+//! with the backups it affects; unreferenced objects left by an interrupted backup are counted
+//! but are not damage.
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::ids::{BackupLabel, ChunkId, PackId};
+use crate::index::{Index, Segment};
+use crate::manifest::{self, Content};
+use crate::pack;
+use crate::repository::Stanza;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub object: String,
+    pub detail: String,
+    pub affects: BTreeSet<BackupLabel>,
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    pub problems: Vec<Problem>,
+    pub packs: usize,
+    pub chunks: usize,
+    pub bytes: u64,
+    pub backups: usize,
+    pub unreferenced_packs: usize,
+    pub unlisted_manifests: usize,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct Problems(BTreeMap<String, Problem>);
+
+impl Problems {
+    fn add(&mut self, object: &str, detail: impl Into<String>, affects: Option<&BackupLabel>) {
+        let p = self.0.entry(object.to_string()).or_insert_with(|| Problem {
+            object: object.to_string(),
+            detail: detail.into(),
+            affects: BTreeSet::new(),
+        });
+        p.affects.extend(affects.cloned());
+    }
+}
+
+/// What reading one pack found: the chunks that are intact, and what is wrong, if anything.
+struct PackState {
+    good: HashSet<ChunkId>,
+    damage: Option<String>,
+}
+
+pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLabel>) -> Result<VerifyReport> {
+    let store = stanza.store().clone();
+    let mut problems = Problems::default();
+    let mut report = VerifyReport::default();
+
+    let catalog = match stanza.catalog().await {
+        Ok(c) => c,
+        Err(e) => {
+            problems.add(&stanza.catalog_key()?.to_string(), e.to_string(), None);
+            Catalog::default()
+        }
+    };
+
+    // Packs: read each whole and check header, name, trailer and every chunk.
+    let pack_objects = store.list(&stanza.pack_prefix()?).await?;
+    let limit = Arc::new(tokio::sync::Semaphore::new(process_max.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for meta in pack_objects {
+        let permit = limit
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| crate::Error::Invalid("verify limiter closed".into()))?;
+        let store = store.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let key = meta.key.to_string();
+            let damaged = |d: String| PackState { good: HashSet::new(), damage: Some(d) };
+            let Ok(id) = PackId::parse(meta.key.name()) else {
+                return (key, None, damaged("not named by a pack id".into()), 0);
+            };
+            let bytes = match store.get(&meta.key, None).await {
+                Ok(b) => b,
+                Err(e) => return (key, Some(id), damaged(e.to_string()), 0),
+            };
+            let len = bytes.len() as u64;
+            let k2 = key.clone();
+            let state = tokio::task::spawn_blocking(move || check_pack(&k2, &id, &bytes))
+                .await
+                .unwrap_or_else(|e| damaged(format!("check failed: {e}")));
+            (key, Some(id), state, len)
+        });
+    }
+    let mut packs: HashMap<PackId, (String, PackState)> = HashMap::new();
+    while let Some(done) = tasks.join_next().await {
+        let (key, id, state, len) =
+            done.map_err(|e| crate::Error::Invalid(format!("verify task failed: {e}")))?;
+        report.packs += 1;
+        report.bytes += len;
+        report.chunks += state.good.len();
+        if let Some(d) = &state.damage {
+            problems.add(&key, d.clone(), None);
+        }
+        if let Some(id) = id {
+            packs.insert(id, (key, state));
+        }
+    }
+
+    // Index segments.
+    let mut segments = Vec::new();
+    let mut damaged_segments = Vec::new();
+    for meta in store.list(&stanza.index_prefix()?).await? {
+        let key = meta.key.to_string();
+        match store.get(&meta.key, None).await.map_err(crate::Error::from).and_then(|b| Segment::decode(&key, &b)) {
+            Ok(seg) => segments.push(seg),
+            Err(e) => {
+                problems.add(&key, e.to_string(), None);
+                damaged_segments.push(key);
+            }
+        }
+    }
+    let index = Index::from_segments(segments);
+    let referenced_packs: HashSet<PackId> = index.packs().iter().copied().collect();
+    report.unreferenced_packs = packs.keys().filter(|p| !referenced_packs.contains(p)).count();
+
+    // Backups: every chunk of every listed backup must be in an intact pack.
+    let listed: HashSet<String> = catalog.backups.iter().map(|b| b.label.to_string()).collect();
+    let manifests = store.list(&stanza.backup_prefix()?).await?;
+    report.unlisted_manifests = manifests
+        .iter()
+        .filter(|m| m.key.as_str().split('/').nth(3).is_some_and(|l| !listed.contains(l)))
+        .count();
+    for rec in &catalog.backups {
+        if only.is_some_and(|l| l != &rec.label) {
+            continue;
+        }
+        report.backups += 1;
+        let label = &rec.label;
+        let chain = match stanza.chain(&catalog, label).await {
+            Ok(c) => c,
+            Err(e) => {
+                let object = match &e {
+                    crate::Error::Corrupt { object, .. } => object.clone(),
+                    _ => stanza.manifest_key(label)?.to_string(),
+                };
+                problems.add(&object, e.to_string(), Some(label));
+                continue;
+            }
+        };
+        let entries = match manifest::resolve(&chain) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.add(&stanza.manifest_key(label)?.to_string(), e.to_string(), Some(label));
+                continue;
+            }
+        };
+        let mut checked = HashSet::new();
+        for e in &entries {
+            let Content::Chunks(chunks) = &e.content else { continue };
+            for c in chunks {
+                if !checked.insert(c.id) {
+                    continue;
+                }
+                match index.get(&c.id) {
+                    None => {
+                        let object = damaged_segments.first().cloned().unwrap_or_else(|| format!("chunk {}", c.id));
+                        problems.add(&object, format!("chunk {} (of {}) is in no intact index segment", c.id, e.display_path()), Some(label));
+                    }
+                    Some((pack, loc)) => match packs.get(&pack) {
+                        None => {
+                            let key = stanza.pack_key(&pack)?.to_string();
+                            problems.add(&key, "pack is missing", Some(label));
+                        }
+                        Some((key, state)) if !state.good.contains(&c.id) => {
+                            let d = state.damage.clone().unwrap_or_else(|| format!("chunk {} is damaged", c.id));
+                            problems.add(key, d, Some(label));
+                        }
+                        Some((key, _)) if loc.raw_len != c.len => problems.add(
+                            key,
+                            format!("chunk {} has length {} in the index, {} in the manifest", c.id, loc.raw_len, c.len),
+                            Some(label),
+                        ),
+                        Some(_) => {}
+                    },
+                }
+            }
+        }
+    }
+    report.problems = problems.0.into_values().collect();
+    Ok(report)
+}
+
+/// Check a pack: trailer first, then every chunk on its own (CRC, decompression, BLAKE3), so
+/// one damaged chunk does not condemn its neighbours; then the pack's own name.
+fn check_pack(object: &str, id: &PackId, bytes: &[u8]) -> PackState {
+    let mut state = PackState { good: HashSet::new(), damage: None };
+    let n = bytes.len();
+    let entries = (|| {
+        if n < pack::PACK_HEADER_LEN + pack::PACK_FOOTER_LEN || &bytes[..8] != pack::PACK_MAGIC {
+            return Err(crate::Error::corrupt(object, "not a pack: bad magic or truncated"));
+        }
+        let (at, _) = pack::parse_footer(object, &bytes[n - pack::PACK_FOOTER_LEN..], n as u64)?;
+        pack::parse_trailer(object, &bytes[at as usize..], at)
+    })();
+    let entries = match entries {
+        Ok(e) => e,
+        Err(e) => {
+            state.damage = Some(e.to_string());
+            return state;
+        }
+    };
+    let mut bad = Vec::new();
+    for e in &entries {
+        let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+        match pack::open_blob(object, e, stored) {
+            Ok(_) => {
+                state.good.insert(e.id);
+            }
+            Err(err) => bad.push(err.to_string()),
+        }
+    }
+    if let Some(first) = bad.first() {
+        state.damage = Some(format!("{} damaged chunk(s), first: {first}", bad.len()));
+    } else if PackId::of(bytes) != *id {
+        state.damage = Some(format!("{object} is damaged: content hash does not match its name"));
+    }
+    state
+}
