@@ -1,1 +1,133 @@
-fn main(){}
+//! The `cairn` command line. Options come from flags, `CAIRN_*` environment variables and the
+//! TOML config file (`config`), commands are in `commands`, output formats in `info`.
+//!
+//! Exit codes: 0 success; 1 not found (unknown stanza, backup or WAL file); 2 usage (bad
+//! option, bad value); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked.
+
+mod commands;
+mod config;
+mod info;
+mod progress;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Backup repository engine for databases",
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// Repository: a local directory or s3://bucket/prefix.
+    #[arg(long, global = true, env = "CAIRN_REPO")]
+    pub repo: Option<String>,
+    /// Stanza name.
+    #[arg(long, global = true, env = "CAIRN_STANZA")]
+    pub stanza: Option<String>,
+    /// TOML config file (default /etc/cairn/cairn.toml when it exists).
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Worker threads and concurrent transfers (default: number of cores).
+    #[arg(long, global = true, env = "CAIRN_PROCESS_MAX")]
+    pub process_max: Option<usize>,
+    /// zstd level for new chunks, 1..=19 (default 3).
+    #[arg(long, global = true, env = "CAIRN_COMPRESS_LEVEL")]
+    pub compress_level: Option<i32>,
+    /// off, error, warn, info, debug or trace (default info).
+    #[arg(long, global = true, env = "CAIRN_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[arg(long, global = true, env = "CAIRN_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, global = true, env = "CAIRN_S3_REGION")]
+    pub s3_region: Option<String>,
+    #[arg(long, global = true, env = "CAIRN_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// PostgreSQL data directory.
+    #[arg(long, global = true, env = "CAIRN_PG_PATH")]
+    pub pg_path: Option<PathBuf>,
+    /// PostgreSQL host or socket directory.
+    #[arg(long, global = true, env = "CAIRN_PG_HOST")]
+    pub pg_host: Option<String>,
+    #[arg(long, global = true, env = "CAIRN_PG_PORT")]
+    pub pg_port: Option<u16>,
+    #[arg(long, global = true, env = "CAIRN_PG_USER")]
+    pub pg_user: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the stanza (and the repository, if the directory is new or empty).
+    StanzaCreate {
+        /// postgres (default), files or stream.
+        #[arg(long, env = "CAIRN_ENGINE")]
+        engine: Option<String>,
+    },
+    /// Back up: files from --source, stream from stdin.
+    Backup {
+        /// full, diff or incr (default incr; the first backup is always full).
+        #[arg(long = "type", env = "CAIRN_TYPE")]
+        kind: Option<String>,
+        /// Directory to back up (files engine).
+        #[arg(long, env = "CAIRN_SOURCE")]
+        source: Option<PathBuf>,
+        /// Read every file instead of trusting size and mtime.
+        #[arg(long, env = "CAIRN_DELTA")]
+        delta: bool,
+    },
+    /// Restore a backup.
+    Restore {
+        /// Backup label (default: the newest).
+        #[arg(long, env = "CAIRN_SET")]
+        set: Option<String>,
+        /// Destination directory (files), file or - for stdout (stream).
+        #[arg(long, env = "CAIRN_DEST")]
+        dest: Option<PathBuf>,
+        #[arg(long = "type", env = "CAIRN_TYPE")]
+        kind: Option<String>,
+        #[arg(long, env = "CAIRN_TARGET")]
+        target: Option<String>,
+        #[arg(long, env = "CAIRN_TARGET_ACTION")]
+        target_action: Option<String>,
+        #[arg(long, env = "CAIRN_TARGET_TIMELINE")]
+        target_timeline: Option<String>,
+        #[arg(long, env = "CAIRN_DELTA")]
+        delta: bool,
+    },
+    /// Show backups, sizes and deduplication.
+    Info {
+        /// text (default) or json.
+        #[arg(long, env = "CAIRN_OUTPUT")]
+        output: Option<String>,
+    },
+    /// Re-read and check every object; non-zero with a list of what is wrong.
+    Verify {
+        /// Check only this backup's data (all objects are still read).
+        #[arg(long, env = "CAIRN_SET")]
+        set: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = commands::exit_code(&e);
+            if !commands::is_broken_pipe(&e) {
+                eprintln!("cairn: error: {}", commands::describe(&e));
+            }
+            code
+        }
+    }
+}

@@ -94,7 +94,13 @@ impl BackupJob {
     async fn prepare(
         stanza: &Stanza,
         opts: &mut BackupOptions,
-    ) -> Result<(BackupLabel, i64, Option<BackupRecord>, HashMap<Vec<u8>, FileEntry>, Index)> {
+    ) -> Result<(
+        BackupLabel,
+        i64,
+        Option<BackupRecord>,
+        HashMap<Vec<u8>, FileEntry>,
+        Index,
+    )> {
         let catalog = stanza.catalog().await?;
         let parent = match opts.kind {
             BackupType::Full => None,
@@ -102,7 +108,10 @@ impl BackupJob {
             BackupType::Incr => catalog.latest().cloned(),
         };
         if parent.is_none() && opts.kind != BackupType::Full {
-            tracing::warn!("no prior backup exists, {} backup has been changed to full", opts.kind);
+            tracing::warn!(
+                "no prior backup exists, {} backup has been changed to full",
+                opts.kind
+            );
             opts.kind = BackupType::Full;
         }
         let mut start = crate::time::now_unix();
@@ -142,7 +151,11 @@ impl BackupJob {
 
     /// Read and store `sources`. May be called more than once (the PostgreSQL engine adds the
     /// backup label after stopping the backup).
-    pub async fn copy(&mut self, sources: Vec<SourceEntry>, progress: Arc<dyn Progress>) -> Result<()> {
+    pub async fn copy(
+        &mut self,
+        sources: Vec<SourceEntry>,
+        progress: Arc<dyn Progress>,
+    ) -> Result<()> {
         let mut items = Vec::new();
         let mut slots = Vec::new(); // entry index for each item
         let mut total = 0u64;
@@ -170,11 +183,23 @@ impl BackupJob {
             pack_target: self.opts.pack_target,
             vanish: self.opts.vanish,
         };
-        let (store, stanza, index) = (self.stanza.store().clone(), self.stanza.clone(), self.index.clone());
+        let (store, stanza, index) = (
+            self.stanza.store().clone(),
+            self.stanza.clone(),
+            self.index.clone(),
+        );
         let rt = tokio::runtime::Handle::current();
         let progress2 = progress.clone();
         let out = tokio::task::spawn_blocking(move || {
-            pipeline::run(&rt, store, &|id| stanza.pack_key(id), &index, items, cfg, progress2.as_ref())
+            pipeline::run(
+                &rt,
+                store,
+                &|id| stanza.pack_key(id),
+                &index,
+                items,
+                cfg,
+                progress2.as_ref(),
+            )
         })
         .await
         .map_err(|e| Error::Invalid(format!("backup pipeline failed: {e}")))??;
@@ -220,7 +245,10 @@ impl BackupJob {
     async fn commit_inner(&mut self, meta: BTreeMap<String, String>) -> Result<BackupRecord> {
         self.entries.sort_by(|a, b| a.path.cmp(&b.path));
         if let Some(w) = self.entries.windows(2).find(|w| w[0].path == w[1].path) {
-            return Err(Error::Invalid(format!("the backup lists '{}' twice", w[0].display_path())));
+            return Err(Error::Invalid(format!(
+                "the backup lists '{}' twice",
+                w[0].display_path()
+            )));
         }
         // 1. index segment for the new chunks (packs are already durable).
         let mut seg = Segment::default();

@@ -58,6 +58,9 @@ impl Catalog {
     }
 
     pub fn latest_full(&self) -> Option<&BackupRecord> {
-        self.backups.iter().rev().find(|b| b.kind == BackupType::Full)
+        self.backups
+            .iter()
+            .rev()
+            .find(|b| b.kind == BackupType::Full)
     }
 }

@@ -113,9 +113,9 @@ mod tests {
         // If this fails, chunk boundaries moved: every existing repository would stop
         // deduplicating against new backups. Only change it with a format version bump.
         let expected = [
-            1689120, 1600023, 1184901, 1735177, 1106366, 634539, 640133, 1566828, 1843929,
-            1307916, 834493, 381920, 1075622, 1250582, 1366584, 839535, 2080818, 1163589,
-            1296345, 1224629, 342775,
+            1689120, 1600023, 1184901, 1735177, 1106366, 634539, 640133, 1566828, 1843929, 1307916,
+            834493, 381920, 1075622, 1250582, 1366584, 839535, 2080818, 1163589, 1296345, 1224629,
+            342775,
         ];
         assert_eq!(got, expected, "CDC boundaries changed");
         Ok(())
@@ -124,8 +124,14 @@ mod tests {
     #[test]
     fn fixed_blocks_cover_the_input() -> io::Result<()> {
         let data = seeded_bytes(1, 8192 * 3 + 100);
-        assert_eq!(lengths(ChunkPolicy::Fixed(8192), &data)?, vec![8192, 8192, 8192, 100]);
-        assert_eq!(lengths(ChunkPolicy::Fixed(8192), &[][..])?, Vec::<usize>::new());
+        assert_eq!(
+            lengths(ChunkPolicy::Fixed(8192), &data)?,
+            vec![8192, 8192, 8192, 100]
+        );
+        assert_eq!(
+            lengths(ChunkPolicy::Fixed(8192), &[][..])?,
+            Vec::<usize>::new()
+        );
         assert_eq!(lengths(DEFAULT_CDC, &[][..])?, Vec::<usize>::new());
         Ok(())
     }

@@ -37,7 +37,8 @@ fn config() -> impl bincode::config::Config {
 pub fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
     // Encoding into a Vec cannot fail for the plain data structures used here; if serde ever
     // reported an error it would be a programming error in a Serialize impl.
-    bincode::serde::encode_to_vec(value, config()).unwrap_or_else(|e| panic!("encoding failed: {e}"))
+    bincode::serde::encode_to_vec(value, config())
+        .unwrap_or_else(|e| panic!("encoding failed: {e}"))
 }
 
 pub fn decode_body<T: DeserializeOwned>(object: &str, bytes: &[u8]) -> Result<T> {
@@ -46,7 +47,10 @@ pub fn decode_body<T: DeserializeOwned>(object: &str, bytes: &[u8]) -> Result<T>
     if used != bytes.len() {
         return Err(Error::corrupt(
             object,
-            format!("{} trailing bytes after the encoded value", bytes.len() - used),
+            format!(
+                "{} trailing bytes after the encoded value",
+                bytes.len() - used
+            ),
         ));
     }
     Ok(value)
@@ -79,7 +83,10 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
     if bytes.len() < ENVELOPE_HEADER_LEN + 4 {
         return Err(Error::corrupt(
             object,
-            format!("truncated: {} bytes, shorter than an empty object", bytes.len()),
+            format!(
+                "truncated: {} bytes, shorter than an empty object",
+                bytes.len()
+            ),
         ));
     }
     if &bytes[..8] != magic {
@@ -93,11 +100,16 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
         ));
     }
     let body_len = u64::from_le_bytes(le8(&bytes[16..24]));
-    let expected_len = (ENVELOPE_HEADER_LEN as u64).saturating_add(body_len).saturating_add(4);
+    let expected_len = (ENVELOPE_HEADER_LEN as u64)
+        .saturating_add(body_len)
+        .saturating_add(4);
     if expected_len != bytes.len() as u64 {
         return Err(Error::corrupt(
             object,
-            format!("length mismatch: header says {expected_len} bytes, object has {}", bytes.len()),
+            format!(
+                "length mismatch: header says {expected_len} bytes, object has {}",
+                bytes.len()
+            ),
         ));
     }
     let crc_at = bytes.len() - 4;

@@ -15,7 +15,9 @@ pub enum Error {
     Corrupt { object: String, detail: String },
 
     /// An object was written by a newer cairn.
-    #[error("{object} has format version {found}, newer than this cairn understands (up to {supported}); upgrade cairn")]
+    #[error(
+        "{object} has format version {found}, newer than this cairn understands (up to {supported}); upgrade cairn"
+    )]
     NewerFormat {
         object: String,
         found: u16,

@@ -40,7 +40,8 @@ pub struct Segment {
 
 impl Segment {
     pub fn encode(&self) -> Vec<u8> {
-        let mut body = Vec::with_capacity(16 + self.packs.len() * 32 + self.entries.len() * INDEX_RECORD_LEN);
+        let mut body =
+            Vec::with_capacity(16 + self.packs.len() * 32 + self.entries.len() * INDEX_RECORD_LEN);
         body.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
         body.extend_from_slice(&0u32.to_le_bytes());
         for p in &self.packs {
@@ -63,7 +64,9 @@ impl Segment {
             return Err(bad("index body truncated"));
         }
         let packs_n = u32::from_le_bytes(le4(&body[0..4])) as usize;
-        let packs_end = 8 + packs_n.checked_mul(32).ok_or_else(|| bad("pack count overflows"))?;
+        let packs_end = 8 + packs_n
+            .checked_mul(32)
+            .ok_or_else(|| bad("pack count overflows"))?;
         if body.len() < packs_end + 8 {
             return Err(bad("index pack table truncated"));
         }
@@ -95,7 +98,10 @@ impl Segment {
                 return Err(bad("index record names a pack outside its pack table"));
             }
             let id = ChunkId(id);
-            if entries.last().is_some_and(|(prev, _): &(ChunkId, Location)| *prev >= id) {
+            if entries
+                .last()
+                .is_some_and(|(prev, _): &(ChunkId, Location)| *prev >= id)
+            {
                 return Err(bad("index records are not sorted by chunk id"));
             }
             entries.push((id, loc));
@@ -122,10 +128,11 @@ impl Index {
         let mut idx = Index::default();
         for seg in segments {
             let remap: Vec<u32> = seg.packs.iter().map(|p| idx.pack_ord(*p)).collect();
-            idx.entries.extend(seg.entries.into_iter().map(|(id, mut loc)| {
-                loc.pack = remap[loc.pack as usize];
-                (id, loc)
-            }));
+            idx.entries
+                .extend(seg.entries.into_iter().map(|(id, mut loc)| {
+                    loc.pack = remap[loc.pack as usize];
+                    (id, loc)
+                }));
         }
         idx.entries.sort_by(|a, b| a.0.cmp(&b.0));
         // A chunk stored twice (two backups racing on it, or a repair) is found at either
@@ -182,13 +189,21 @@ mod tests {
             .map(|b| {
                 (
                     ChunkId::of(&[*b]),
-                    Location { pack: 0, offset: *b as u32 * 10, stored_len: 5, raw_len: 9 },
+                    Location {
+                        pack: 0,
+                        offset: *b as u32 * 10,
+                        stored_len: 5,
+                        raw_len: 9,
+                    },
                 )
             })
             .collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|b, a| a.0 == b.0);
-        Segment { packs: vec![pack], entries }
+        Segment {
+            packs: vec![pack],
+            entries,
+        }
     }
 
     proptest! {
@@ -211,8 +226,14 @@ mod tests {
         let b = segment(&[3, 4], PackId::of(b"b"));
         let idx = Index::from_segments([a, b]);
         assert_eq!(idx.len(), 4);
-        assert_eq!(idx.get(&ChunkId::of(&[4])).map(|x| x.0), Some(PackId::of(b"b")));
-        assert_eq!(idx.get(&ChunkId::of(&[1])).map(|x| x.0), Some(PackId::of(b"a")));
+        assert_eq!(
+            idx.get(&ChunkId::of(&[4])).map(|x| x.0),
+            Some(PackId::of(b"b"))
+        );
+        assert_eq!(
+            idx.get(&ChunkId::of(&[1])).map(|x| x.0),
+            Some(PackId::of(b"a"))
+        );
         assert!(!idx.contains(&ChunkId::of(&[9])));
     }
 

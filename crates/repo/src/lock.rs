@@ -35,7 +35,12 @@ fn alive(pid: u32) -> bool {
 }
 
 impl Lock {
-    pub async fn acquire(store: Arc<dyn Storage>, key: Key, what: &str, command: &str) -> Result<Lock> {
+    pub async fn acquire(
+        store: Arc<dyn Storage>,
+        key: Key,
+        what: &str,
+        command: &str,
+    ) -> Result<Lock> {
         let me = LockInfo {
             host: hostname(),
             pid: std::process::id(),
@@ -83,7 +88,9 @@ impl Lock {
                 }
             }
         }
-        Err(Error::Locked(format!("could not take the lock on {what}: it keeps changing hands")))
+        Err(Error::Locked(format!(
+            "could not take the lock on {what}: it keeps changing hands"
+        )))
     }
 
     pub async fn release(self) -> Result<()> {

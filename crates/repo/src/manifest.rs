@@ -71,7 +71,10 @@ impl Manifest {
     pub fn decode(object: &str, bytes: &[u8]) -> Result<Manifest> {
         let m: Manifest = codec::open(object, magic::MANIFEST, bytes)?;
         if m.entries.windows(2).any(|w| w[0].path >= w[1].path) {
-            return Err(Error::corrupt(object, "manifest entries are not sorted and unique"));
+            return Err(Error::corrupt(
+                object,
+                "manifest entries are not sorted and unique",
+            ));
         }
         Ok(m)
     }
@@ -107,7 +110,9 @@ pub fn resolve(chain: &[Manifest]) -> Result<Vec<FileEntry>> {
             let mut e = e.clone();
             if e.content == Content::Inherit {
                 match parent.get(e.path.as_slice()) {
-                    Some(p) if matches!(p.content, Content::Chunks(_)) => e.content = p.content.clone(),
+                    Some(p) if matches!(p.content, Content::Chunks(_)) => {
+                        e.content = p.content.clone()
+                    }
                     _ => {
                         return Err(Error::corrupt(
                             format!("manifest of {}", m.record.label),

@@ -65,20 +65,34 @@ pub fn open_blob(object: &str, entry: &PackEntry, stored: &[u8]) -> Result<Vec<u
     if stored.len() != entry.stored_len as usize {
         return Err(Error::corrupt(
             object,
-            format!("chunk {} is {} bytes, expected {}", entry.id, stored.len(), entry.stored_len),
+            format!(
+                "chunk {} is {} bytes, expected {}",
+                entry.id,
+                stored.len(),
+                entry.stored_len
+            ),
         ));
     }
     let crc = crc32fast::hash(stored);
     if crc != entry.crc {
         return Err(Error::corrupt(
             object,
-            format!("chunk {}: invalid CRC: expected 0x{:08x}, was 0x{crc:08x}", entry.id, entry.crc),
+            format!(
+                "chunk {}: invalid CRC: expected 0x{:08x}, was 0x{crc:08x}",
+                entry.id, entry.crc
+            ),
         ));
     }
     let plain = match entry.compression {
         COMPRESSION_NONE => stored.to_vec(),
-        COMPRESSION_ZSTD => zstd::bulk::decompress(stored, entry.raw_len as usize)
-            .map_err(|e| Error::corrupt(object, format!("chunk {}: cannot decompress: {e}", entry.id)))?,
+        COMPRESSION_ZSTD => {
+            zstd::bulk::decompress(stored, entry.raw_len as usize).map_err(|e| {
+                Error::corrupt(
+                    object,
+                    format!("chunk {}: cannot decompress: {e}", entry.id),
+                )
+            })?
+        }
         other => {
             return Err(Error::corrupt(
                 object,
@@ -169,7 +183,10 @@ impl PackBuilder {
 /// Parse the footer (last 32 bytes of a pack): (trailer offset, entry count).
 pub fn parse_footer(object: &str, footer: &[u8], pack_len: u64) -> Result<(u64, u32)> {
     if footer.len() != PACK_FOOTER_LEN || &footer[24..32] != PACK_FOOTER_MAGIC {
-        return Err(Error::corrupt(object, "pack footer is missing or has a bad magic"));
+        return Err(Error::corrupt(
+            object,
+            "pack footer is missing or has a bad magic",
+        ));
     }
     let trailer_offset = u64::from_le_bytes(le8(&footer[0..8]));
     let count = u32::from_le_bytes(le4(&footer[8..12]));
@@ -187,7 +204,9 @@ pub fn parse_footer(object: &str, footer: &[u8], pack_len: u64) -> Result<(u64, 
     if trailer_offset < PACK_HEADER_LEN as u64 || expected != Some(pack_len) {
         return Err(Error::corrupt(
             object,
-            format!("pack footer says {count} entries at offset {trailer_offset}, which does not fit the pack's {pack_len} bytes"),
+            format!(
+                "pack footer says {count} entries at offset {trailer_offset}, which does not fit the pack's {pack_len} bytes"
+            ),
         ));
     }
     Ok((trailer_offset, count))
@@ -222,7 +241,10 @@ pub fn parse_trailer(object: &str, tail: &[u8], trailer_offset: u64) -> Result<V
         if e.offset < PACK_HEADER_LEN as u64 || e.offset + e.stored_len as u64 > trailer_offset {
             return Err(Error::corrupt(
                 object,
-                format!("pack trailer entry for chunk {} points outside the data area", e.id),
+                format!(
+                    "pack trailer entry for chunk {} points outside the data area",
+                    e.id
+                ),
             ));
         }
         entries.push(e);
@@ -242,8 +264,11 @@ pub fn parse_pack(object: &str, expected: &PackId, bytes: &[u8]) -> Result<Vec<P
             format!("content hash is {actual}, not the pack's name"),
         ));
     }
-    let (trailer_offset, _) =
-        parse_footer(object, &bytes[bytes.len() - PACK_FOOTER_LEN..], bytes.len() as u64)?;
+    let (trailer_offset, _) = parse_footer(
+        object,
+        &bytes[bytes.len() - PACK_FOOTER_LEN..],
+        bytes.len() as u64,
+    )?;
     parse_trailer(object, &bytes[trailer_offset as usize..], trailer_offset)
 }
 
@@ -287,7 +312,8 @@ mod tests {
         let data = vec![7u8; 10_000];
         let (_, bytes, entries) = build(std::slice::from_ref(&data));
         let e = &entries[0];
-        let mut stored = bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize].to_vec();
+        let mut stored =
+            bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize].to_vec();
         stored[0] ^= 1;
         assert!(open_blob("p", e, &stored).is_err());
         Ok(())

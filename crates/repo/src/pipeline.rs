@@ -82,8 +82,15 @@ pub struct PipelineOutput {
 }
 
 enum Msg {
-    Chunk { item: usize, pos: usize, r: ChunkRef },
-    End { item: usize, outcome: EndKind },
+    Chunk {
+        item: usize,
+        pos: usize,
+        r: ChunkRef,
+    },
+    End {
+        item: usize,
+        outcome: EndKind,
+    },
 }
 
 enum EndKind {
@@ -150,7 +157,9 @@ pub fn run(
             let (seen, shared) = (&seen, &shared);
             let level = cfg.compress_level;
             let pool = &pool;
-            s.spawn(move || pool.install(move || work(raw_rx, msg_tx, pack_tx, known, seen, shared, level)));
+            s.spawn(move || {
+                pool.install(move || work(raw_rx, msg_tx, pack_tx, known, seen, shared, level))
+            });
         }
         drop((raw_rx, msg_tx, pack_tx));
 
@@ -158,7 +167,8 @@ pub fn run(
         let packer = s.spawn(|| pack_all(rt, store, pack_key, pack_rx, cfg, &shared));
 
         // Collector: put chunk refs back in file order.
-        let mut partial: HashMap<usize, (Vec<Option<ChunkRef>>, Option<(u64, usize)>)> = HashMap::new();
+        let mut partial: HashMap<usize, (Vec<Option<ChunkRef>>, Option<(u64, usize)>)> =
+            HashMap::new();
         for msg in msg_rx {
             let item = match msg {
                 Msg::Chunk { item, pos, r } => {
@@ -169,19 +179,27 @@ pub fn run(
                     slot[pos] = Some(r);
                     item
                 }
-                Msg::End { item, outcome: EndKind::Vanished } => {
+                Msg::End {
+                    item,
+                    outcome: EndKind::Vanished,
+                } => {
                     partial.remove(&item);
                     outcomes[item] = Some(Outcome::Vanished);
                     continue;
                 }
-                Msg::End { item, outcome: EndKind::Read { size, count } } => {
+                Msg::End {
+                    item,
+                    outcome: EndKind::Read { size, count },
+                } => {
                     bytes_read += size;
                     partial.entry(item).or_default().1 = Some((size, count));
                     item
                 }
             };
             let done = partial.get(&item).is_some_and(|(refs, end)| {
-                end.is_some_and(|(_, count)| refs.len() == count && refs.iter().all(Option::is_some))
+                end.is_some_and(|(_, count)| {
+                    refs.len() == count && refs.iter().all(Option::is_some)
+                })
             });
             if done {
                 if let Some((refs, Some((size, _)))) = partial.remove(&item) {
@@ -203,7 +221,9 @@ pub fn run(
     let outcomes = outcomes
         .into_iter()
         .enumerate()
-        .map(|(i, o)| o.ok_or_else(|| Error::Invalid(format!("internal: item {i} was never finished"))))
+        .map(|(i, o)| {
+            o.ok_or_else(|| Error::Invalid(format!("internal: item {i} was never finished")))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(PipelineOutput {
         outcomes,
@@ -220,21 +240,34 @@ fn read_all(
     shared: &Shared,
     progress: &dyn Progress,
 ) {
-    for (item, ReadItem { policy, origin, open }) in items.into_iter().enumerate() {
+    for (
+        item,
+        ReadItem {
+            policy,
+            origin,
+            open,
+        },
+    ) in items.into_iter().enumerate()
+    {
         if shared.aborted() {
             return;
         }
         let reader = match open() {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound && vanish == VanishPolicy::Skip => {
-                let _ = msg_tx.send(Msg::End { item, outcome: EndKind::Vanished });
+                let _ = msg_tx.send(Msg::End {
+                    item,
+                    outcome: EndKind::Vanished,
+                });
                 continue;
             }
             Err(e) => {
                 let what = if e.kind() == io::ErrorKind::NotFound {
                     format!("source file {origin} vanished during the backup; run the backup again")
                 } else {
-                    format!("cannot open source file {origin}; make it readable by the user running cairn")
+                    format!(
+                        "cannot open source file {origin}; make it readable by the user running cairn"
+                    )
                 };
                 shared.fail(Error::io(what, e));
                 return;
@@ -254,7 +287,10 @@ fn read_all(
         });
         match result {
             Ok(size) => {
-                let _ = msg_tx.send(Msg::End { item, outcome: EndKind::Read { size, count: pos } });
+                let _ = msg_tx.send(Msg::End {
+                    item,
+                    outcome: EndKind::Read { size, count: pos },
+                });
             }
             Err(e) => {
                 if !shared.aborted() {
@@ -285,7 +321,10 @@ fn work(
             shared.fail(Error::Invalid("the packer stopped early".into()));
             continue;
         }
-        let r = ChunkRef { id, len: data.len() as u32 };
+        let r = ChunkRef {
+            id,
+            len: data.len() as u32,
+        };
         if msg_tx.send(Msg::Chunk { item, pos, r }).is_err() {
             shared.fail(Error::Invalid("the collector stopped early".into()));
         }

@@ -72,12 +72,18 @@ impl Repository {
             }
             let info = RepoInfo {
                 created: crate::time::now_unix(),
-                id: blake3::hash(format!("{}{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes())
-                    .to_hex()[..16]
+                id: blake3::hash(
+                    format!("{}{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
+                )
+                .to_hex()[..16]
                     .to_string(),
             };
             match store
-                .put(&marker, Bytes::from(codec::seal(magic::REPO, &info, false)), PutMode::Create)
+                .put(
+                    &marker,
+                    Bytes::from(codec::seal(magic::REPO, &info, false)),
+                    PutMode::Create,
+                )
                 .await
             {
                 Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
@@ -149,7 +155,13 @@ impl Repository {
             .await?
             .into_iter()
             .filter(|m| m.key.name() == "stanza.info")
-            .filter_map(|m| m.key.as_str().split('/').nth(1).and_then(|s| StanzaName::parse(s).ok()))
+            .filter_map(|m| {
+                m.key
+                    .as_str()
+                    .split('/')
+                    .nth(1)
+                    .and_then(|s| StanzaName::parse(s).ok())
+            })
             .collect();
         names.sort();
         names.dedup();
@@ -282,7 +294,11 @@ impl Stanza {
     pub async fn put_index_segment(&self, seg: &Segment) -> Result<()> {
         let bytes = seg.encode();
         let k = key(format!("{}/index/{}", self.prefix(), Segment::name(&bytes)))?;
-        match self.store.put(&k, Bytes::from(bytes), PutMode::Create).await {
+        match self
+            .store
+            .put(&k, Bytes::from(bytes), PutMode::Create)
+            .await
+        {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

@@ -59,11 +59,18 @@ struct Request {
     chunks: Vec<(ChunkId, Location)>,
 }
 
-fn plan(index: &Index, needed: &HashMap<ChunkId, Vec<(usize, u64)>>, sink: &dyn WriteAt) -> Result<Vec<Request>> {
+fn plan(
+    index: &Index,
+    needed: &HashMap<ChunkId, Vec<(usize, u64)>>,
+    sink: &dyn WriteAt,
+) -> Result<Vec<Request>> {
     let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, Location)>> = BTreeMap::new();
     for (id, uses) in needed {
         let (pack, loc) = index.get(id).ok_or_else(|| {
-            let file = uses.first().map(|(t, _)| sink.describe(*t)).unwrap_or_default();
+            let file = uses
+                .first()
+                .map(|(t, _)| sink.describe(*t))
+                .unwrap_or_default();
             Error::corrupt(
                 format!("chunk {id}"),
                 format!("needed by {file} but not in the repository index"),
@@ -84,7 +91,12 @@ fn plan(index: &Index, needed: &HashMap<ChunkId, Vec<(usize, u64)>>, sink: &dyn 
                 }
                 _ => {
                     out.extend(cur.take());
-                    cur = Some(Request { pack, start: s, end: e, chunks: vec![(id, loc)] });
+                    cur = Some(Request {
+                        pack,
+                        start: s,
+                        end: e,
+                        chunks: vec![(id, loc)],
+                    });
                 }
             }
         }
@@ -103,12 +115,16 @@ fn cpu_pool(process_max: usize) -> Result<Arc<rayon::ThreadPool>> {
 }
 
 /// Run `f` on the CPU pool and wait for it without blocking the async runtime.
-async fn on_pool<T: Send + 'static>(pool: &rayon::ThreadPool, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+async fn on_pool<T: Send + 'static>(
+    pool: &rayon::ThreadPool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     pool.spawn(move || {
         let _ = tx.send(f());
     });
-    rx.await.map_err(|_| Error::Invalid("a restore worker stopped unexpectedly".into()))
+    rx.await
+        .map_err(|_| Error::Invalid("a restore worker stopped unexpectedly".into()))
 }
 
 pub async fn fetch_positioned(
@@ -123,7 +139,10 @@ pub async fn fetch_positioned(
     let mut total = 0u64;
     for p in placements {
         total += p.chunk.len as u64;
-        needed.entry(p.chunk.id).or_default().push((p.target, p.offset));
+        needed
+            .entry(p.chunk.id)
+            .or_default()
+            .push((p.target, p.offset));
     }
     progress.set_total(total);
     let requests = plan(index, &needed, sink.as_ref())?;
@@ -137,8 +156,13 @@ pub async fn fetch_positioned(
             .acquire_owned()
             .await
             .map_err(|_| Error::Invalid("restore limiter closed".into()))?;
-        let (stanza, needed, sink, pool, progress) =
-            (stanza.clone(), needed.clone(), sink.clone(), pool.clone(), progress.clone());
+        let (stanza, needed, sink, pool, progress) = (
+            stanza.clone(),
+            needed.clone(),
+            sink.clone(),
+            pool.clone(),
+            progress.clone(),
+        );
         tasks.spawn(async move {
             let _permit = permit;
             let key = stanza.pack_key(&req.pack)?;
@@ -152,8 +176,9 @@ pub async fn fetch_positioned(
                     })?;
                     let plain = open_chunk(&object, id, loc, stored)?;
                     for (target, offset) in needed.get(id).map(Vec::as_slice).unwrap_or(&[]) {
-                        sink.write_at(*target, *offset, &plain)
-                            .map_err(|e| Error::io(format!("cannot write {}", sink.describe(*target)), e))?;
+                        sink.write_at(*target, *offset, &plain).map_err(|e| {
+                            Error::io(format!("cannot write {}", sink.describe(*target)), e)
+                        })?;
                         progress.advance(plain.len() as u64);
                     }
                 }
@@ -196,7 +221,10 @@ pub async fn fetch_ordered(
             let c = chunks[next];
             next += 1;
             let (pack, loc) = index.get(&c.id).ok_or_else(|| {
-                Error::corrupt(format!("chunk {}", c.id), "needed by the stream but not in the repository index")
+                Error::corrupt(
+                    format!("chunk {}", c.id),
+                    "needed by the stream but not in the repository index",
+                )
             })?;
             let stanza = stanza.clone();
             inflight.push_back(tokio::spawn(async move {
@@ -209,11 +237,15 @@ pub async fn fetch_ordered(
             }));
         }
         let Some(h) = inflight.pop_front() else { break };
-        let plain = h.await.map_err(|e| Error::Invalid(format!("restore task failed: {e}")))??;
-        out.write_all(&plain).map_err(|e| Error::io("cannot write the restored stream", e))?;
+        let plain = h
+            .await
+            .map_err(|e| Error::Invalid(format!("restore task failed: {e}")))??;
+        out.write_all(&plain)
+            .map_err(|e| Error::io("cannot write the restored stream", e))?;
         progress.advance(plain.len() as u64);
     }
-    out.flush().map_err(|e| Error::io("cannot write the restored stream", e))?;
+    out.flush()
+        .map_err(|e| Error::io("cannot write the restored stream", e))?;
     progress.finish();
     Ok(())
 }

@@ -57,7 +57,11 @@ struct PackState {
     damage: Option<String>,
 }
 
-pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLabel>) -> Result<VerifyReport> {
+pub async fn verify(
+    stanza: &Stanza,
+    process_max: usize,
+    only: Option<&BackupLabel>,
+) -> Result<VerifyReport> {
     let store = stanza.store().clone();
     let mut problems = Problems::default();
     let mut report = VerifyReport::default();
@@ -84,7 +88,10 @@ pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLab
         tasks.spawn(async move {
             let _permit = permit;
             let key = meta.key.to_string();
-            let damaged = |d: String| PackState { good: HashSet::new(), damage: Some(d) };
+            let damaged = |d: String| PackState {
+                good: HashSet::new(),
+                damage: Some(d),
+            };
             let Ok(id) = PackId::parse(meta.key.name()) else {
                 return (key, None, damaged("not named by a pack id".into()), 0);
             };
@@ -120,7 +127,12 @@ pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLab
     let mut damaged_segments = Vec::new();
     for meta in store.list(&stanza.index_prefix()?).await? {
         let key = meta.key.to_string();
-        match store.get(&meta.key, None).await.map_err(crate::Error::from).and_then(|b| Segment::decode(&key, &b)) {
+        match store
+            .get(&meta.key, None)
+            .await
+            .map_err(crate::Error::from)
+            .and_then(|b| Segment::decode(&key, &b))
+        {
             Ok(seg) => segments.push(seg),
             Err(e) => {
                 problems.add(&key, e.to_string(), None);
@@ -130,14 +142,27 @@ pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLab
     }
     let index = Index::from_segments(segments);
     let referenced_packs: HashSet<PackId> = index.packs().iter().copied().collect();
-    report.unreferenced_packs = packs.keys().filter(|p| !referenced_packs.contains(p)).count();
+    report.unreferenced_packs = packs
+        .keys()
+        .filter(|p| !referenced_packs.contains(p))
+        .count();
 
     // Backups: every chunk of every listed backup must be in an intact pack.
-    let listed: HashSet<String> = catalog.backups.iter().map(|b| b.label.to_string()).collect();
+    let listed: HashSet<String> = catalog
+        .backups
+        .iter()
+        .map(|b| b.label.to_string())
+        .collect();
     let manifests = store.list(&stanza.backup_prefix()?).await?;
     report.unlisted_manifests = manifests
         .iter()
-        .filter(|m| m.key.as_str().split('/').nth(3).is_some_and(|l| !listed.contains(l)))
+        .filter(|m| {
+            m.key
+                .as_str()
+                .split('/')
+                .nth(3)
+                .is_some_and(|l| !listed.contains(l))
+        })
         .count();
     for rec in &catalog.backups {
         if only.is_some_and(|l| l != &rec.label) {
@@ -159,21 +184,38 @@ pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLab
         let entries = match manifest::resolve(&chain) {
             Ok(e) => e,
             Err(e) => {
-                problems.add(&stanza.manifest_key(label)?.to_string(), e.to_string(), Some(label));
+                problems.add(
+                    &stanza.manifest_key(label)?.to_string(),
+                    e.to_string(),
+                    Some(label),
+                );
                 continue;
             }
         };
         let mut checked = HashSet::new();
         for e in &entries {
-            let Content::Chunks(chunks) = &e.content else { continue };
+            let Content::Chunks(chunks) = &e.content else {
+                continue;
+            };
             for c in chunks {
                 if !checked.insert(c.id) {
                     continue;
                 }
                 match index.get(&c.id) {
                     None => {
-                        let object = damaged_segments.first().cloned().unwrap_or_else(|| format!("chunk {}", c.id));
-                        problems.add(&object, format!("chunk {} (of {}) is in no intact index segment", c.id, e.display_path()), Some(label));
+                        let object = damaged_segments
+                            .first()
+                            .cloned()
+                            .unwrap_or_else(|| format!("chunk {}", c.id));
+                        problems.add(
+                            &object,
+                            format!(
+                                "chunk {} (of {}) is in no intact index segment",
+                                c.id,
+                                e.display_path()
+                            ),
+                            Some(label),
+                        );
                     }
                     Some((pack, loc)) => match packs.get(&pack) {
                         None => {
@@ -181,12 +223,18 @@ pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLab
                             problems.add(&key, "pack is missing", Some(label));
                         }
                         Some((key, state)) if !state.good.contains(&c.id) => {
-                            let d = state.damage.clone().unwrap_or_else(|| format!("chunk {} is damaged", c.id));
+                            let d = state
+                                .damage
+                                .clone()
+                                .unwrap_or_else(|| format!("chunk {} is damaged", c.id));
                             problems.add(key, d, Some(label));
                         }
                         Some((key, _)) if loc.raw_len != c.len => problems.add(
                             key,
-                            format!("chunk {} has length {} in the index, {} in the manifest", c.id, loc.raw_len, c.len),
+                            format!(
+                                "chunk {} has length {} in the index, {} in the manifest",
+                                c.id, loc.raw_len, c.len
+                            ),
                             Some(label),
                         ),
                         Some(_) => {}
@@ -202,11 +250,17 @@ pub async fn verify(stanza: &Stanza, process_max: usize, only: Option<&BackupLab
 /// Check a pack: trailer first, then every chunk on its own (CRC, decompression, BLAKE3), so
 /// one damaged chunk does not condemn its neighbours; then the pack's own name.
 fn check_pack(object: &str, id: &PackId, bytes: &[u8]) -> PackState {
-    let mut state = PackState { good: HashSet::new(), damage: None };
+    let mut state = PackState {
+        good: HashSet::new(),
+        damage: None,
+    };
     let n = bytes.len();
     let entries = (|| {
         if n < pack::PACK_HEADER_LEN + pack::PACK_FOOTER_LEN || &bytes[..8] != pack::PACK_MAGIC {
-            return Err(crate::Error::corrupt(object, "not a pack: bad magic or truncated"));
+            return Err(crate::Error::corrupt(
+                object,
+                "not a pack: bad magic or truncated",
+            ));
         }
         let (at, _) = pack::parse_footer(object, &bytes[n - pack::PACK_FOOTER_LEN..], n as u64)?;
         pack::parse_trailer(object, &bytes[at as usize..], at)
@@ -231,7 +285,9 @@ fn check_pack(object: &str, id: &PackId, bytes: &[u8]) -> PackState {
     if let Some(first) = bad.first() {
         state.damage = Some(format!("{} damaged chunk(s), first: {first}", bad.len()));
     } else if PackId::of(bytes) != *id {
-        state.damage = Some(format!("{object} is damaged: content hash does not match its name"));
+        state.damage = Some(format!(
+            "{object} is damaged: content hash does not match its name"
+        ));
     }
     state
 }

@@ -30,42 +30,98 @@ pub async fn run_all(store: &dyn Storage) {
 async fn put_get_round_trip(store: &dyn Storage) {
     let k = key("conf/rt/obj");
     let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    expect_ok("put", store.put(&k, Bytes::from(data.clone()), PutMode::Create).await).await;
+    expect_ok(
+        "put",
+        store
+            .put(&k, Bytes::from(data.clone()), PutMode::Create)
+            .await,
+    )
+    .await;
     let got = expect_ok("get", store.get(&k, None).await).await;
-    assert_eq!(got.as_ref(), &data[..], "conformance: get returns what put stored");
+    assert_eq!(
+        got.as_ref(),
+        &data[..],
+        "conformance: get returns what put stored"
+    );
     let empty = key("conf/rt/empty");
-    expect_ok("put empty", store.put(&empty, Bytes::new(), PutMode::Create).await).await;
-    assert!(expect_ok("get empty", store.get(&empty, None).await).await.is_empty());
+    expect_ok(
+        "put empty",
+        store.put(&empty, Bytes::new(), PutMode::Create).await,
+    )
+    .await;
+    assert!(
+        expect_ok("get empty", store.get(&empty, None).await)
+            .await
+            .is_empty()
+    );
 }
 
 async fn create_only_never_replaces(store: &dyn Storage) {
     let k = key("conf/create/obj");
-    expect_ok("put", store.put(&k, Bytes::from_static(b"first"), PutMode::Create).await).await;
-    let again = store.put(&k, Bytes::from_static(b"second"), PutMode::Create).await;
+    expect_ok(
+        "put",
+        store
+            .put(&k, Bytes::from_static(b"first"), PutMode::Create)
+            .await,
+    )
+    .await;
+    let again = store
+        .put(&k, Bytes::from_static(b"second"), PutMode::Create)
+        .await;
     assert!(
         matches!(again, Err(StorageError::AlreadyExists { .. })),
         "conformance: create-only put of an existing key must fail with AlreadyExists, got {again:?}"
     );
     let got = expect_ok("get", store.get(&k, None).await).await;
-    assert_eq!(got.as_ref(), b"first", "conformance: create-only put must keep the original");
+    assert_eq!(
+        got.as_ref(),
+        b"first",
+        "conformance: create-only put must keep the original"
+    );
 }
 
 async fn overwrite_replaces(store: &dyn Storage) {
     let k = key("conf/over/obj");
-    expect_ok("put", store.put(&k, Bytes::from_static(b"one"), PutMode::Overwrite).await).await;
-    expect_ok("put", store.put(&k, Bytes::from_static(b"two!"), PutMode::Overwrite).await).await;
+    expect_ok(
+        "put",
+        store
+            .put(&k, Bytes::from_static(b"one"), PutMode::Overwrite)
+            .await,
+    )
+    .await;
+    expect_ok(
+        "put",
+        store
+            .put(&k, Bytes::from_static(b"two!"), PutMode::Overwrite)
+            .await,
+    )
+    .await;
     let got = expect_ok("get", store.get(&k, None).await).await;
-    assert_eq!(got.as_ref(), b"two!", "conformance: overwrite replaces the object");
+    assert_eq!(
+        got.as_ref(),
+        b"two!",
+        "conformance: overwrite replaces the object"
+    );
 }
 
 async fn ranged_reads(store: &dyn Storage) {
     let k = key("conf/range/obj");
     let data: Vec<u8> = (0..=255u8).collect();
-    expect_ok("put", store.put(&k, Bytes::from(data.clone()), PutMode::Create).await).await;
+    expect_ok(
+        "put",
+        store
+            .put(&k, Bytes::from(data.clone()), PutMode::Create)
+            .await,
+    )
+    .await;
     let got = expect_ok("ranged get", store.get(&k, Some(10..20)).await).await;
     assert_eq!(got.as_ref(), &data[10..20], "conformance: ranged get");
     let tail = expect_ok("ranged get to end", store.get(&k, Some(200..256)).await).await;
-    assert_eq!(tail.as_ref(), &data[200..], "conformance: ranged get to the end");
+    assert_eq!(
+        tail.as_ref(),
+        &data[200..],
+        "conformance: ranged get to the end"
+    );
     assert!(
         store.get(&k, Some(250..300)).await.is_err(),
         "conformance: a range past the end is an error"
@@ -74,23 +130,46 @@ async fn ranged_reads(store: &dyn Storage) {
 
 async fn head_and_missing(store: &dyn Storage) {
     let k = key("conf/head/obj");
-    expect_ok("put", store.put(&k, Bytes::from_static(b"12345"), PutMode::Create).await).await;
+    expect_ok(
+        "put",
+        store
+            .put(&k, Bytes::from_static(b"12345"), PutMode::Create)
+            .await,
+    )
+    .await;
     let meta = expect_ok("head", store.head(&k).await).await;
     assert_eq!(meta.size, 5, "conformance: head reports the size");
     let missing = key("conf/head/missing");
     assert!(
-        matches!(store.head(&missing).await, Err(StorageError::NotFound { .. })),
+        matches!(
+            store.head(&missing).await,
+            Err(StorageError::NotFound { .. })
+        ),
         "conformance: head of a missing object is NotFound"
     );
     assert!(
-        matches!(store.get(&missing, None).await, Err(StorageError::NotFound { .. })),
+        matches!(
+            store.get(&missing, None).await,
+            Err(StorageError::NotFound { .. })
+        ),
         "conformance: get of a missing object is NotFound"
     );
 }
 
 async fn list_by_prefix(store: &dyn Storage) {
-    for k in ["conf/list/a/1", "conf/list/a/2", "conf/list/b/deep/3", "conf/listx/4"] {
-        expect_ok("put", store.put(&key(k), Bytes::from_static(b"x"), PutMode::Create).await).await;
+    for k in [
+        "conf/list/a/1",
+        "conf/list/a/2",
+        "conf/list/b/deep/3",
+        "conf/listx/4",
+    ] {
+        expect_ok(
+            "put",
+            store
+                .put(&key(k), Bytes::from_static(b"x"), PutMode::Create)
+                .await,
+        )
+        .await;
     }
     let listed = expect_ok("list", store.list(&key("conf/list")).await).await;
     let names: Vec<&str> = listed.iter().map(|m| m.key.as_str()).collect();
@@ -100,26 +179,46 @@ async fn list_by_prefix(store: &dyn Storage) {
         "conformance: list returns every object under the prefix, recursively, sorted, and nothing beside it"
     );
     assert!(
-        expect_ok("list missing", store.list(&key("conf/nothing-here")).await).await.is_empty(),
+        expect_ok("list missing", store.list(&key("conf/nothing-here")).await)
+            .await
+            .is_empty(),
         "conformance: listing an empty prefix is empty, not an error"
     );
 }
 
 async fn delete_is_idempotent(store: &dyn Storage) {
     let k = key("conf/del/obj");
-    expect_ok("put", store.put(&k, Bytes::from_static(b"x"), PutMode::Create).await).await;
+    expect_ok(
+        "put",
+        store
+            .put(&k, Bytes::from_static(b"x"), PutMode::Create)
+            .await,
+    )
+    .await;
     expect_ok("delete", store.delete(&k).await).await;
     assert!(
-        matches!(store.get(&k, None).await, Err(StorageError::NotFound { .. })),
+        matches!(
+            store.get(&k, None).await,
+            Err(StorageError::NotFound { .. })
+        ),
         "conformance: a deleted object is gone"
     );
     expect_ok("delete missing", store.delete(&k).await).await;
     // A deleted key can be created again.
-    expect_ok("re-put", store.put(&k, Bytes::from_static(b"y"), PutMode::Create).await).await;
+    expect_ok(
+        "re-put",
+        store
+            .put(&k, Bytes::from_static(b"y"), PutMode::Create)
+            .await,
+    )
+    .await;
 }
 
 fn keys_refuse_escapes() {
     for bad in ["", "/abs", "a/../b", "..", "a//b", "a/./b", "a b", "a\\b"] {
-        assert!(Key::new(bad).is_err(), "conformance: key '{bad}' must be refused");
+        assert!(
+            Key::new(bad).is_err(),
+            "conformance: key '{bad}' must be refused"
+        );
     }
 }

@@ -35,7 +35,9 @@ fn classify(key: &Key, e: io::Error) -> StorageError {
         }
         _ => {
             let hint = match e.raw_os_error() {
-                Some(libc::ENOSPC) => "; free space on the repository's filesystem and run the command again",
+                Some(libc::ENOSPC) => {
+                    "; free space on the repository's filesystem and run the command again"
+                }
                 Some(libc::EACCES) | Some(libc::EPERM) => {
                     "; make the repository readable and writable by the user running cairn"
                 }

@@ -1,0 +1,496 @@
+//! One function per command. Each resolves its options (flag > env > config file), opens the
+//! repository and stanza, and calls into the repo and engines crates.
+
+use crate::Cli;
+use crate::Command;
+use crate::config::ConfigFile;
+use crate::info;
+use crate::progress::Reporter;
+use anyhow::{Context, Result, anyhow};
+use cairn_engines::{EngineKind, files, stream};
+use cairn_repo::backup::{BackupJob, BackupOptions, DEFAULT_PACK_TARGET};
+use cairn_repo::pipeline::{Progress, VanishPolicy};
+use cairn_repo::repository::StanzaInfo;
+use cairn_repo::storage::Storage;
+use cairn_repo::storage::local::LocalStorage;
+use cairn_repo::{BackupLabel, BackupType, Repository, Stanza, StanzaName, manifest, verify};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// A mistake in how cairn was called (exit code 2).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+/// `verify` found damage (exit code 4); the report is already printed.
+#[derive(Debug)]
+pub struct Damaged(pub usize);
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "verify found {} damaged or missing object(s); see the list above",
+            self.0
+        )
+    }
+}
+impl std::error::Error for Damaged {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if is_broken_pipe(e) {
+        return ExitCode::SUCCESS;
+    }
+    if e.downcast_ref::<Usage>().is_some() {
+        return ExitCode::from(2);
+    }
+    if e.downcast_ref::<Damaged>().is_some() {
+        return ExitCode::from(4);
+    }
+    match e.downcast_ref::<cairn_repo::Error>() {
+        Some(cairn_repo::Error::NotFound(_)) => ExitCode::from(1),
+        Some(cairn_repo::Error::Invalid(_)) => ExitCode::from(2),
+        Some(cairn_repo::Error::Locked(_)) => ExitCode::from(5),
+        _ => ExitCode::from(3),
+    }
+}
+
+/// The error and its causes on one line.
+pub fn describe(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+}
+
+/// A closed stdout (`cairn restore --dest - | head`) is the reader's choice, not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Options after merging every source.
+struct Settings {
+    file: ConfigFile,
+    repo: Option<String>,
+    stanza: Option<String>,
+    process_max: usize,
+    compress_level: i32,
+}
+
+impl Settings {
+    fn resolve(cli: &Cli) -> Result<Settings> {
+        let g = &cli.global;
+        let mut file = ConfigFile::load(g.config.as_deref())?;
+        let stanza = match &g.stanza {
+            Some(s) => Some(s.clone()),
+            None => file.string("stanza")?,
+        };
+        if let Some(s) = &stanza {
+            file.select_stanza(s)?;
+        }
+        let repo = match &g.repo {
+            Some(r) => Some(r.clone()),
+            None => file.string("repo")?,
+        };
+        let process_max = match g.process_max {
+            Some(n) => n as i64,
+            None => file.integer("process-max")?.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get()) as i64
+            }),
+        };
+        if !(1..=256).contains(&process_max) {
+            return Err(usage(format!(
+                "--process-max {process_max} is out of range: use 1 to 256"
+            )));
+        }
+        let compress_level = match g.compress_level {
+            Some(n) => n as i64,
+            None => file.integer("compress-level")?.unwrap_or(3),
+        };
+        if !(1..=19).contains(&compress_level) {
+            return Err(usage(format!(
+                "--compress-level {compress_level} is out of range: use 1 to 19"
+            )));
+        }
+        Ok(Settings {
+            file,
+            repo,
+            stanza,
+            process_max: process_max as usize,
+            compress_level: compress_level as i32,
+        })
+    }
+
+    fn string(&self, flag: &Option<String>, key: &str) -> Result<Option<String>> {
+        match flag {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.file.string(key),
+        }
+    }
+
+    fn path(&self, flag: &Option<PathBuf>, key: &str) -> Result<Option<PathBuf>> {
+        match flag {
+            Some(v) => Ok(Some(v.clone())),
+            None => Ok(self.file.string(key)?.map(PathBuf::from)),
+        }
+    }
+
+    fn flag(&self, flag: bool, key: &str) -> Result<bool> {
+        Ok(flag || self.file.boolean(key)?.unwrap_or(false))
+    }
+
+    fn stanza_name(&self) -> Result<StanzaName> {
+        let s = self.stanza.as_deref().ok_or_else(|| {
+            usage("no stanza given: use --stanza, CAIRN_STANZA or 'stanza' in the config file")
+        })?;
+        StanzaName::parse(s).map_err(|e| usage(e.to_string()))
+    }
+
+    fn store(&self, create: bool) -> Result<Arc<dyn Storage>> {
+        let repo = self.repo.as_deref().ok_or_else(|| {
+            usage("no repository given: use --repo, CAIRN_REPO or 'repo' in the config file")
+        })?;
+        if repo.starts_with("s3://") {
+            return Err(usage(format!(
+                "--repo {repo}: S3 repositories are not available in this build yet; use a local directory"
+            )));
+        }
+        let path = Path::new(repo);
+        if create && !path.exists() {
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("cannot create repository directory {repo}"))?;
+        }
+        if create && !path.join(cairn_repo::repository::REPO_MARKER).exists() {
+            let non_empty = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read repository directory {repo}"))?
+                .next()
+                .is_some();
+            if non_empty {
+                return Err(usage(format!(
+                    "{repo} is not empty and not a cairn repository; give --repo an empty or new directory"
+                )));
+            }
+        }
+        Ok(Arc::new(LocalStorage::new(path)?))
+    }
+}
+
+fn init_logging(level: &str) -> Result<()> {
+    let filter = match level {
+        "off" | "error" | "warn" | "info" | "debug" | "trace" => level,
+        other => {
+            return Err(usage(format!(
+                "--log-level '{other}': use off, error, warn, info, debug or trace"
+            )));
+        }
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .try_init();
+    Ok(())
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let settings = Settings::resolve(&cli)?;
+    let level = settings
+        .string(&cli.global.log_level, "log-level")?
+        .unwrap_or_else(|| "info".into());
+    init_logging(&level)?;
+    let quiet = level == "off" || level == "error" || level == "warn";
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.process_max.clamp(2, 16))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(dispatch(cli.command, settings, quiet))
+}
+
+async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode> {
+    match command {
+        Command::StanzaCreate { engine } => stanza_create(&s, engine).await,
+        Command::Backup {
+            kind,
+            source,
+            delta,
+        } => backup(&s, kind, source, delta, quiet).await,
+        Command::Restore {
+            set,
+            dest,
+            kind,
+            target,
+            target_action,
+            target_timeline,
+            delta,
+        } => {
+            if kind.is_some()
+                || target.is_some()
+                || target_action.is_some()
+                || target_timeline.is_some()
+            {
+                return Err(usage(
+                    "--type, --target, --target-action and --target-timeline are point-in-time options for postgres stanzas",
+                ));
+            }
+            restore(&s, set, dest, delta, quiet).await
+        }
+        Command::Info { output } => info_cmd(&s, output).await,
+        Command::Verify { set } => verify_cmd(&s, set).await,
+    }
+}
+
+async fn open_stanza(s: &Settings) -> Result<Stanza> {
+    let name = s.stanza_name()?;
+    let repo = Repository::open(s.store(false)?).await?;
+    Ok(repo.stanza(&name).await?)
+}
+
+fn engine_of(stanza: &Stanza) -> Result<EngineKind> {
+    EngineKind::parse(&stanza.info.engine).map_err(|_| {
+        anyhow!(
+            "stanza '{}' uses engine '{}', which this cairn does not know; upgrade cairn",
+            stanza.name(),
+            stanza.info.engine
+        )
+    })
+}
+
+async fn stanza_create(s: &Settings, engine: Option<String>) -> Result<ExitCode> {
+    let name = s.stanza_name()?;
+    let engine = s
+        .string(&engine, "engine")?
+        .unwrap_or_else(|| "postgres".into());
+    let kind = EngineKind::parse(&engine).map_err(|e| usage(e.to_string()))?;
+    if kind == EngineKind::Postgres {
+        return Err(usage(
+            "the postgres engine is not available in this build yet; use --engine files or --engine stream",
+        ));
+    }
+    let repo = Repository::open_or_init(s.store(true)?).await?;
+    let info = StanzaInfo {
+        name: name.clone(),
+        engine: kind.as_str().to_string(),
+        created: cairn_repo::time::now_unix(),
+        meta: BTreeMap::new(),
+    };
+    let stanza = repo.create_stanza(info).await?;
+    tracing::info!(
+        "stanza '{}' ({} engine) is ready in {}",
+        stanza.name(),
+        stanza.info.engine,
+        repo.location()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn backup(
+    s: &Settings,
+    kind: Option<String>,
+    source: Option<PathBuf>,
+    delta: bool,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let stanza = open_stanza(s).await?;
+    let engine = engine_of(&stanza)?;
+    let kind = s.string(&kind, "type")?.unwrap_or_else(|| "incr".into());
+    let kind = BackupType::parse(&kind).map_err(|e| usage(e.to_string()))?;
+    let mut meta = BTreeMap::new();
+    let source = match engine {
+        EngineKind::Files => {
+            let dir = s.path(&source, "source")?.ok_or_else(|| {
+                usage("a files stanza backs up --source <directory>; give --source")
+            })?;
+            let dir = std::fs::canonicalize(&dir).with_context(|| {
+                format!(
+                    "cannot open source directory {}; check --source",
+                    dir.display()
+                )
+            })?;
+            meta.insert("source".to_string(), dir.display().to_string());
+            Some(dir)
+        }
+        EngineKind::Stream => {
+            if std::io::stdin().is_terminal() {
+                return Err(usage(
+                    "a stream stanza backs up standard input: pipe the data in, e.g. `pg_dump -Fc db | cairn backup`",
+                ));
+            }
+            None
+        }
+        EngineKind::Postgres => {
+            return Err(usage(
+                "the postgres engine is not available in this build yet",
+            ));
+        }
+    };
+    let opts = BackupOptions {
+        kind,
+        process_max: s.process_max,
+        compress_level: s.compress_level,
+        pack_target: DEFAULT_PACK_TARGET,
+        vanish: VanishPolicy::Fail,
+        delta: s.flag(delta, "delta")?,
+        command: "backup".into(),
+    };
+    let mut job = BackupJob::begin(&stanza, opts).await?;
+    tracing::info!("backup {} ({}) started", job.label, job.kind);
+    let result = async {
+        let sources = match &source {
+            Some(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || files::sources(&dir)).await??
+            }
+            None => vec![stream::source(Box::new(std::io::stdin()))],
+        };
+        let progress: Arc<dyn Progress> = Arc::new(Reporter::new("backup", quiet));
+        job.copy(sources, progress).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = job.abort().await;
+        return Err(e);
+    }
+    let rec = job.commit(meta).await?;
+    tracing::info!(
+        "backup {} ({}) complete: {} files, {} logical, {} read, {} new in the repository ({} new chunks)",
+        rec.label,
+        rec.kind,
+        rec.file_count,
+        info::human(rec.size),
+        info::human(rec.delta),
+        info::human(rec.repo_delta),
+        rec.new_chunk_count
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore(
+    s: &Settings,
+    set: Option<String>,
+    dest: Option<PathBuf>,
+    delta: bool,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let stanza = open_stanza(s).await?;
+    let engine = engine_of(&stanza)?;
+    if s.flag(delta, "delta")? {
+        return Err(usage(
+            "--delta restores apply to postgres stanzas; restore a files stanza into an empty directory",
+        ));
+    }
+    let catalog = stanza.catalog().await?;
+    let label = match s.string(&set, "set")? {
+        Some(l) => BackupLabel::parse(&l).map_err(|e| usage(e.to_string()))?,
+        None => catalog.latest().map(|b| b.label.clone()).ok_or_else(|| {
+            cairn_repo::Error::NotFound(format!(
+                "stanza '{}' has no backup to restore",
+                stanza.name()
+            ))
+        })?,
+    };
+    let chain = stanza.chain(&catalog, &label).await?;
+    let entries = manifest::resolve(&chain)?;
+    let index = stanza.index().await?;
+    let dest = s.path(&dest, "dest")?.ok_or_else(|| {
+        usage("give --dest: a directory (files) or a file or - for stdout (stream)")
+    })?;
+    // Progress on stderr never mixes with a stream restored to stdout.
+    let progress: Arc<dyn Progress> = Arc::new(Reporter::new("restore", quiet));
+    match engine {
+        EngineKind::Files => {
+            files::restore(&stanza, &index, &entries, &dest, s.process_max, progress).await?
+        }
+        EngineKind::Stream => {
+            stream::restore(&stanza, &index, &entries, &dest, s.process_max, progress).await?
+        }
+        EngineKind::Postgres => {
+            return Err(usage(
+                "the postgres engine is not available in this build yet",
+            ));
+        }
+    }
+    tracing::info!("restored backup {label} to {}", dest.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn info_cmd(s: &Settings, output: Option<String>) -> Result<ExitCode> {
+    let output = s
+        .string(&output, "output")?
+        .unwrap_or_else(|| "text".into());
+    if output != "text" && output != "json" {
+        return Err(usage(format!("--output '{output}': use text or json")));
+    }
+    let repo = Repository::open(s.store(false)?).await?;
+    let names = match &s.stanza {
+        Some(_) => vec![s.stanza_name()?],
+        None => repo.stanzas().await?,
+    };
+    let mut stanzas = Vec::new();
+    for name in names {
+        let stanza = repo.stanza(&name).await?;
+        stanzas.push(info::StanzaReport::gather(&stanza).await?);
+    }
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&info::json(&stanzas))?);
+    } else {
+        print!("{}", info::text(&stanzas));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<ExitCode> {
+    let stanza = open_stanza(s).await?;
+    let only = match s.string(&set, "set")? {
+        Some(l) => Some(BackupLabel::parse(&l).map_err(|e| usage(e.to_string()))?),
+        None => None,
+    };
+    if let Some(l) = &only {
+        if stanza.catalog().await?.get(l).is_none() {
+            return Err(cairn_repo::Error::NotFound(format!(
+                "backup {l} does not exist in stanza '{}'",
+                stanza.name()
+            ))
+            .into());
+        }
+    }
+    let report = verify::verify(&stanza, s.process_max, only.as_ref()).await?;
+    for p in &report.problems {
+        let affects: Vec<String> = p.affects.iter().map(|l| l.to_string()).collect();
+        let affects = if affects.is_empty() {
+            "no listed backup".to_string()
+        } else {
+            affects.join(", ")
+        };
+        println!("damaged: {}: {} (affects: {affects})", p.object, p.detail);
+    }
+    println!(
+        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read; {} problem(s); {} unreferenced pack(s) and {} unlisted manifest(s) left by interrupted backups",
+        report.backups,
+        report.packs,
+        report.chunks,
+        info::human(report.bytes),
+        report.problems.len(),
+        report.unreferenced_packs,
+        report.unlisted_manifests
+    );
+    if report.ok() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Damaged(report.problems.len()).into())
+    }
+}

@@ -1,0 +1,346 @@
+//! Reading and writing directory trees: scanning a source tree into manifest entries, and
+//! laying resolved entries down into a destination with exact modes, owners, mtimes and links.
+//! Shared by the `files` engine and (later) the PostgreSQL engine's data directory.
+
+use cairn_repo::backup::SourceEntry;
+use cairn_repo::chunker::ChunkPolicy;
+use cairn_repo::manifest::{Content, EntryKind, FileEntry};
+use cairn_repo::restore::{Placement, WriteAt};
+use cairn_repo::{Error, Result};
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr};
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+fn mtime_ns(m: &fs::Metadata) -> i64 {
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
+}
+
+/// A manifest entry for `path` (relative `rel`) from its metadata.
+pub fn entry_for(rel: &[u8], m: &fs::Metadata, link_target: Option<Vec<u8>>) -> Option<FileEntry> {
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        return None; // sockets, fifos, devices: not backed up
+    };
+    Some(FileEntry {
+        path: rel.to_vec(),
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: mtime_ns(m),
+        size: if kind == EntryKind::File { m.len() } else { 0 },
+        link_target,
+        content: Content::None,
+        meta: BTreeMap::new(),
+    })
+}
+
+/// Decides, per relative path, whether to skip it and how to chunk it.
+pub trait TreePolicy: Sync {
+    fn skip(&self, _rel: &[u8], _is_dir: bool) -> bool {
+        false
+    }
+    fn chunking(&self, rel: &[u8]) -> ChunkPolicy;
+}
+
+/// Scan `root` recursively. Entries are relative to root; the root itself is the entry `.`
+/// only implicitly (its mode is recorded as the entry with an empty path).
+pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
+    let meta = fs::symlink_metadata(root).map_err(|e| {
+        Error::io(
+            format!(
+                "cannot read source directory {}; check --source",
+                root.display()
+            ),
+            e,
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid(format!(
+            "source {} is not a directory; give --source a directory",
+            root.display()
+        )));
+    }
+    let mut out = Vec::new();
+    if let Some(e) = entry_for(b"", &meta, None) {
+        out.push(SourceEntry {
+            entry: e,
+            policy: policy.chunking(b""),
+            origin: root.display().to_string(),
+            open: None,
+        });
+    }
+    let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot list source directory {}", dir.display()), e))?;
+        for item in rd {
+            let item = item.map_err(|e| {
+                Error::io(format!("cannot list source directory {}", dir.display()), e)
+            })?;
+            let path = item.path();
+            let mut r = rel.clone();
+            if !r.is_empty() {
+                r.push(b'/');
+            }
+            r.extend_from_slice(item.file_name().as_bytes());
+            let m = fs::symlink_metadata(&path)
+                .map_err(|e| Error::io(format!("cannot read source file {}", path.display()), e))?;
+            if policy.skip(&r, m.is_dir()) {
+                continue;
+            }
+            let link = if m.file_type().is_symlink() {
+                let t = fs::read_link(&path)
+                    .map_err(|e| Error::io(format!("cannot read symlink {}", path.display()), e))?;
+                Some(t.as_os_str().as_bytes().to_vec())
+            } else {
+                None
+            };
+            let Some(entry) = entry_for(&r, &m, link) else {
+                tracing::debug!(
+                    "skipping {} (not a file, directory or symlink)",
+                    path.display()
+                );
+                continue;
+            };
+            if entry.kind == EntryKind::Dir {
+                stack.push((path.clone(), r.clone()));
+            }
+            let open: Option<cairn_repo::pipeline::Opener> = if entry.kind == EntryKind::File {
+                let p = path.clone();
+                Some(Box::new(move || {
+                    File::open(&p).map(|f| Box::new(f) as Box<dyn io::Read + Send>)
+                }))
+            } else {
+                None
+            };
+            out.push(SourceEntry {
+                policy: policy.chunking(&r),
+                entry,
+                origin: path.display().to_string(),
+                open,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The destination of a tree restore.
+#[derive(Debug)]
+pub struct TreeWriter {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+}
+
+fn join(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+/// Paths in manifests are relative and never contain `..`: refuse anything else rather than
+/// write outside the destination.
+fn check_rel(rel: &[u8]) -> Result<()> {
+    let bad = rel.first() == Some(&b'/')
+        || rel
+            .split(|b| *b == b'/')
+            .any(|seg| seg == b".." || seg == b"." || (seg.is_empty() && !rel.is_empty()));
+    if bad {
+        return Err(Error::corrupt(
+            "manifest",
+            format!(
+                "unsafe path '{}' in the backup",
+                String::from_utf8_lossy(rel)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl TreeWriter {
+    /// Check `dest` is absent or an empty directory, then create directories and empty files
+    /// of the right sizes. Returns the writer and the chunk placements to fetch.
+    pub fn prepare(dest: &Path, entries: &[FileEntry]) -> Result<(TreeWriter, Vec<Placement>)> {
+        match fs::read_dir(dest) {
+            Ok(mut rd) => {
+                if rd.next().is_some() {
+                    return Err(Error::Invalid(format!(
+                        "restore destination {} is not empty; restore into an empty or new directory",
+                        dest.display()
+                    )));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(dest).map_err(|e| {
+                    Error::io(
+                        format!("cannot create restore destination {}", dest.display()),
+                        e,
+                    )
+                })?;
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot open restore destination {}", dest.display()),
+                    e,
+                ));
+            }
+        }
+        let mut w = TreeWriter {
+            root: dest.to_path_buf(),
+            files: Vec::new(),
+        };
+        let mut placements = Vec::new();
+        for e in entries {
+            check_rel(&e.path)?;
+            let path = join(dest, &e.path);
+            match e.kind {
+                EntryKind::Dir => fs::create_dir_all(&path).map_err(|err| {
+                    Error::io(format!("cannot create directory {}", path.display()), err)
+                })?,
+                EntryKind::File => {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&path)
+                        .map_err(|err| {
+                            Error::io(format!("cannot create {}", path.display()), err)
+                        })?;
+                    f.set_len(e.size)
+                        .map_err(|err| Error::io(format!("cannot size {}", path.display()), err))?;
+                    let target = w.files.len();
+                    w.files.push(path);
+                    if let Content::Chunks(chunks) = &e.content {
+                        let mut offset = 0u64;
+                        for c in chunks {
+                            placements.push(Placement {
+                                target,
+                                offset,
+                                chunk: *c,
+                            });
+                            offset += c.len as u64;
+                        }
+                        if offset != e.size {
+                            return Err(Error::corrupt(
+                                "manifest",
+                                format!(
+                                    "'{}' has {} bytes of chunks for a {}-byte file",
+                                    e.display_path(),
+                                    offset,
+                                    e.size
+                                ),
+                            ));
+                        }
+                    }
+                }
+                EntryKind::Symlink => {}
+            }
+        }
+        Ok((w, placements))
+    }
+
+    /// After the data is written: symlinks, then modes, owners and mtimes, directories last and
+    /// deepest first so restoring a read-only directory's contents is not blocked.
+    pub fn finish(&self, entries: &[FileEntry]) -> Result<()> {
+        let as_root = unsafe_geteuid() == 0;
+        for e in entries.iter().filter(|e| e.kind != EntryKind::Dir) {
+            let path = join(&self.root, &e.path);
+            if e.kind == EntryKind::Symlink {
+                let target = e.link_target.as_deref().unwrap_or_default();
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|err| {
+                    Error::io(format!("cannot create symlink {}", path.display()), err)
+                })?;
+            }
+            set_meta(&path, e, as_root)?;
+        }
+        let mut dirs: Vec<&FileEntry> = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .collect();
+        dirs.sort_by_key(|e| {
+            std::cmp::Reverse(
+                e.path.iter().filter(|b| **b == b'/').count() + usize::from(!e.path.is_empty()),
+            )
+        });
+        for e in dirs {
+            set_meta(&join(&self.root, &e.path), e, as_root)?;
+        }
+        Ok(())
+    }
+}
+
+fn unsafe_geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn set_meta(path: &Path, e: &FileEntry, as_root: bool) -> Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Invalid(format!("path {} contains a NUL byte", path.display())))?;
+    let fail = |what: &str| {
+        Error::io(
+            format!("cannot set {what} of {}", path.display()),
+            io::Error::last_os_error(),
+        )
+    };
+    if as_root {
+        // SAFETY: c is a valid NUL-terminated path; lchown does not follow symlinks.
+        if unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) } != 0 {
+            return Err(fail("owner"));
+        }
+    }
+    if e.kind != EntryKind::Symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(e.mode))
+            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
+    }
+    let ts = libc::timespec {
+        tv_sec: e.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
+        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000) as _,
+    };
+    let times = [ts, ts];
+    // SAFETY: c is a valid path, times points at two timespecs as utimensat requires.
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        return Err(fail("mtime"));
+    }
+    Ok(())
+}
+
+impl WriteAt for TreeWriter {
+    fn write_at(&self, target: usize, offset: u64, data: &[u8]) -> io::Result<()> {
+        let path = self
+            .files
+            .get(target)
+            .ok_or_else(|| io::Error::other("unknown restore target"))?;
+        let f = OpenOptions::new().write(true).open(path)?;
+        f.write_all_at(data, offset)
+    }
+
+    fn describe(&self, target: usize) -> String {
+        self.files
+            .get(target)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+}
