@@ -459,14 +459,14 @@ async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<ExitCode> {
         Some(l) => Some(BackupLabel::parse(&l).map_err(|e| usage(e.to_string()))?),
         None => None,
     };
-    if let Some(l) = &only {
-        if stanza.catalog().await?.get(l).is_none() {
-            return Err(cairn_repo::Error::NotFound(format!(
-                "backup {l} does not exist in stanza '{}'",
-                stanza.name()
-            ))
-            .into());
-        }
+    if let Some(l) = &only
+        && stanza.catalog().await?.get(l).is_none()
+    {
+        return Err(cairn_repo::Error::NotFound(format!(
+            "backup {l} does not exist in stanza '{}'",
+            stanza.name()
+        ))
+        .into());
     }
     let report = verify::verify(&stanza, s.process_max, only.as_ref()).await?;
     for p in &report.problems {

@@ -1,12 +1,14 @@
 //! Option sources, in order of precedence: command-line flag, `CAIRN_<OPTION>` environment
 //! variable (both handled by clap), then the TOML config file (`--config`, `CAIRN_CONFIG`, or
-//! `/etc/cairn/cairn.toml` if it exists). The file uses the long option names as keys, at the
-//! top level for every stanza and under `[stanza.<name>]` for one:
+//! `/etc/cairn/cairn.toml` if it exists). As in pgBackRest's config, the file uses the long
+//! option names as keys, for every stanza at the top level or under `[global]`, and for one
+//! stanza under `[<stanza>]`, which wins:
 //!
 //! ```toml
+//! [global]
 //! repo = "/var/lib/cairn"
 //! process-max = 4
-//! [stanza.app]
+//! [app]
 //! source = "/srv/data"
 //! ```
 
@@ -42,22 +44,27 @@ impl ConfigFile {
 
     /// Narrow to one stanza's section (which then wins over top-level keys).
     pub fn select_stanza(&mut self, stanza: &str) -> Result<()> {
-        if let Some(v) = self.global.get("stanza").and_then(|s| s.as_table()) {
-            if let Some(t) = v.get(stanza) {
-                match t.as_table() {
-                    Some(t) => self.stanza = t.clone(),
-                    None => bail!("config file: [stanza.{stanza}] must be a table"),
-                }
+        if stanza == "global" {
+            bail!("'global' names the config file's shared section and cannot be a stanza name");
+        }
+        if let Some(t) = self.global.get(stanza) {
+            match t.as_table() {
+                Some(t) => self.stanza = t.clone(),
+                None => bail!("config file: '{stanza}' must be a [{stanza}] section"),
             }
         }
         Ok(())
     }
 
     fn raw(&self, key: &str) -> Option<&toml::Value> {
-        self.stanza.get(key).or_else(|| match self.global.get(key) {
-            Some(toml::Value::Table(_)) => None,
-            v => v,
-        })
+        let section = self.global.get("global").and_then(|g| g.as_table());
+        self.stanza
+            .get(key)
+            .or_else(|| section.and_then(|g| g.get(key)))
+            .or_else(|| match self.global.get(key) {
+                Some(toml::Value::Table(_)) => None,
+                v => v,
+            })
     }
 
     pub fn string(&self, key: &str) -> Result<Option<String>> {
@@ -109,14 +116,14 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(
             &p,
-            "repo = \"/a\"\nprocess-max = 3\n[stanza.app]\nrepo = \"/b\"\n",
+            "stanza = \"app\"\n[global]\nrepo = \"/a\"\nprocess-max = 3\n[app]\nrepo = \"/b\"\n",
         )?;
         let mut c = ConfigFile::load(Some(&p))?;
         assert_eq!(c.string("repo")?.as_deref(), Some("/a"));
         c.select_stanza("app")?;
         assert_eq!(c.string("repo")?.as_deref(), Some("/b"));
         assert_eq!(c.integer("process-max")?, Some(3));
-        assert_eq!(c.string("stanza")?, None);
+        assert_eq!(c.string("stanza")?.as_deref(), Some("app"));
         Ok(())
     }
 

@@ -268,7 +268,7 @@ impl BackupJob {
                 ));
             }
         }
-        seg.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        seg.entries.sort_by_key(|a| a.0);
         seg.entries.dedup_by(|b, a| a.0 == b.0);
         if !seg.entries.is_empty() {
             self.stanza.put_index_segment(&seg).await?;

@@ -177,10 +177,10 @@ impl BackupLabel {
         if !(full.len() == 16 && is_stamp(&full[..15]) && full.ends_with('F')) {
             return Err(bad());
         }
-        if let Some(r) = rest {
-            if !(r.len() == 16 && is_stamp(&r[..15]) && (r.ends_with('D') || r.ends_with('I'))) {
-                return Err(bad());
-            }
+        if let Some(r) = rest
+            && !(r.len() == 16 && is_stamp(&r[..15]) && (r.ends_with('D') || r.ends_with('I')))
+        {
+            return Err(bad());
         }
         Ok(BackupLabel(s.to_string()))
     }

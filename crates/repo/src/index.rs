@@ -134,7 +134,7 @@ impl Index {
                     (id, loc)
                 }));
         }
-        idx.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        idx.entries.sort_by_key(|a| a.0);
         // A chunk stored twice (two backups racing on it, or a repair) is found at either
         // place; keep the first.
         idx.entries.dedup_by(|b, a| a.0 == b.0);
@@ -198,7 +198,7 @@ mod tests {
                 )
             })
             .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_by_key(|a| a.0);
         entries.dedup_by(|b, a| a.0 == b.0);
         Segment {
             packs: vec![pack],

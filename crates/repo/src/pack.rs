@@ -214,7 +214,9 @@ pub fn parse_footer(object: &str, footer: &[u8], pack_len: u64) -> Result<(u64, 
 
 /// Parse trailer entries + footer (`tail` = bytes from the trailer offset to the end).
 pub fn parse_trailer(object: &str, tail: &[u8], trailer_offset: u64) -> Result<Vec<PackEntry>> {
-    if tail.len() < PACK_FOOTER_LEN || (tail.len() - PACK_FOOTER_LEN) % PACK_ENTRY_LEN != 0 {
+    if tail.len() < PACK_FOOTER_LEN
+        || !(tail.len() - PACK_FOOTER_LEN).is_multiple_of(PACK_ENTRY_LEN)
+    {
         return Err(Error::corrupt(object, "pack trailer has a bad length"));
     }
     let crc_at = tail.len() - 16;

@@ -81,6 +81,9 @@ pub struct PipelineOutput {
     pub bytes_read: u64,
 }
 
+/// A file being collected: chunk refs by position, and (size, chunk count) once read.
+type Partial = (Vec<Option<ChunkRef>>, Option<(u64, usize)>);
+
 enum Msg {
     Chunk {
         item: usize,
@@ -167,8 +170,7 @@ pub fn run(
         let packer = s.spawn(|| pack_all(rt, store, pack_key, pack_rx, cfg, &shared));
 
         // Collector: put chunk refs back in file order.
-        let mut partial: HashMap<usize, (Vec<Option<ChunkRef>>, Option<(u64, usize)>)> =
-            HashMap::new();
+        let mut partial: HashMap<usize, Partial> = HashMap::new();
         for msg in msg_rx {
             let item = match msg {
                 Msg::Chunk { item, pos, r } => {
@@ -201,11 +203,9 @@ pub fn run(
                     refs.len() == count && refs.iter().all(Option::is_some)
                 })
             });
-            if done {
-                if let Some((refs, Some((size, _)))) = partial.remove(&item) {
-                    let chunks = refs.into_iter().flatten().collect();
-                    outcomes[item] = Some(Outcome::Read { chunks, size });
-                }
+            if done && let Some((refs, Some((size, _)))) = partial.remove(&item) {
+                let chunks = refs.into_iter().flatten().collect();
+                outcomes[item] = Some(Outcome::Read { chunks, size });
             }
         }
         match packer.join() {
@@ -366,10 +366,10 @@ fn pack_all(
             continue;
         }
         builder.add(&chunk);
-        if builder.len() >= cfg.pack_target {
-            if let Err(e) = upload(std::mem::take(&mut builder)) {
-                shared.fail(e);
-            }
+        if builder.len() >= cfg.pack_target
+            && let Err(e) = upload(std::mem::take(&mut builder))
+        {
+            shared.fail(e);
         }
     }
     if !builder.is_empty() && !shared.aborted() {
