@@ -16,6 +16,8 @@ use serde::{Serialize, de::DeserializeOwned};
 pub const FORMAT_VERSION: u16 = 1;
 
 pub const ENVELOPE_HEADER_LEN: usize = 24;
+/// The largest decompressed body accepted, so a damaged object cannot exhaust memory.
+const MAX_BODY: u64 = 4 << 30;
 const FLAG_ZSTD: u16 = 1;
 
 /// Magics of the sealed object kinds (8 ASCII bytes each).
@@ -28,7 +30,13 @@ pub mod magic {
     pub const LOCK: &[u8; 8] = b"CAIRNLCK";
 }
 
-fn config() -> impl bincode::config::Config {
+type BaseConfig = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Fixint,
+    bincode::config::NoLimit,
+>;
+
+fn config() -> BaseConfig {
     bincode::config::standard()
         .with_little_endian()
         .with_fixed_int_encoding()
@@ -41,8 +49,23 @@ pub fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
         .unwrap_or_else(|e| panic!("encoding failed: {e}"))
 }
 
+/// Decode with bincode's allocation limit set to the smallest bucket that holds the whole
+/// body: a valid body never claims more bytes than it contains, and a damaged length prefix
+/// must not make the decoder allocate gigabytes before noticing (found by fuzzing).
+fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    macro_rules! with_limit {
+        ($($n:expr),*) => {
+            $(if bytes.len() <= $n {
+                return bincode::serde::decode_from_slice(bytes, config().with_limit::<{ $n }>());
+            })*
+        };
+    }
+    with_limit!(1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32);
+    bincode::serde::decode_from_slice(bytes, config().with_limit::<{ 1 << 40 }>())
+}
+
 pub fn decode_body<T: DeserializeOwned>(object: &str, bytes: &[u8]) -> Result<T> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
+    let (value, used) = decode_limited(bytes)
         .map_err(|e| Error::corrupt(object, format!("cannot decode: {e}")))?;
     if used != bytes.len() {
         return Err(Error::corrupt(
@@ -132,8 +155,18 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
     let flags = u16::from_le_bytes([bytes[10], bytes[11]]);
     let body = &bytes[ENVELOPE_HEADER_LEN..crc_at];
     if flags & FLAG_ZSTD != 0 {
-        zstd::stream::decode_all(body)
-            .map_err(|e| Error::corrupt(object, format!("cannot decompress body: {e}")))
+        use std::io::Read;
+        let decoder = zstd::stream::read::Decoder::new(body)
+            .map_err(|e| Error::corrupt(object, format!("cannot decompress body: {e}")))?;
+        let mut out = Vec::new();
+        decoder
+            .take(MAX_BODY + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::corrupt(object, format!("cannot decompress body: {e}")))?;
+        if out.len() as u64 > MAX_BODY {
+            return Err(Error::corrupt(object, "decompressed body is larger than 4 GiB"));
+        }
+        Ok(out)
     } else {
         Ok(body.to_vec())
     }
@@ -189,6 +222,16 @@ mod tests {
             open_raw("t", magic::CATALOG, &sealed),
             Err(Error::NewerFormat { found: 9, .. })
         ));
+    }
+
+    /// Found by fuzzing: a length prefix claiming ~2^59 bytes made the decoder allocate first.
+    #[test]
+    fn a_huge_length_prefix_is_an_error_not_an_allocation() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&0x0a80_8080_8080_8075u64.to_le_bytes());
+        body.extend_from_slice(b"short");
+        assert!(decode_body::<String>("t", &body).is_err());
+        assert!(decode_body::<Vec<u8>>("t", &body).is_err());
     }
 
     proptest! {

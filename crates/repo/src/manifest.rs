@@ -130,3 +130,109 @@ pub fn resolve(chain: &[Manifest]) -> Result<Vec<FileEntry>> {
     }
     Ok(current)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{BackupLabel, BackupType};
+    use proptest::prelude::*;
+
+    fn record(label: &str) -> BackupRecord {
+        BackupRecord {
+            label: BackupLabel::parse(label).unwrap_or_else(|e| panic!("{e}")),
+            kind: BackupType::Full,
+            parent: None,
+            references: vec![],
+            start: 0,
+            stop: 0,
+            size: 0,
+            delta: 0,
+            repo_size: 0,
+            repo_delta: 0,
+            file_count: 0,
+            chunk_count: 0,
+            new_chunk_count: 0,
+            meta: BTreeMap::new(),
+        }
+    }
+
+    fn arb_entry() -> impl Strategy<Value = FileEntry> {
+        (
+            proptest::collection::vec(any::<u8>(), 0..40),
+            0u8..3,
+            any::<u32>(),
+            any::<i64>(),
+            any::<u64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+            proptest::collection::vec((any::<[u8; 32]>(), any::<u32>()), 0..5),
+            0u8..3,
+        )
+            .prop_map(|(path, k, mode, mtime_ns, size, link_target, chunks, c)| FileEntry {
+                path,
+                kind: [EntryKind::File, EntryKind::Dir, EntryKind::Symlink][k as usize],
+                mode,
+                uid: mode / 3,
+                gid: mode / 5,
+                mtime_ns,
+                size,
+                link_target,
+                content: match c {
+                    0 => Content::None,
+                    1 => Content::Inherit,
+                    _ => Content::Chunks(chunks.into_iter().map(|(id, len)| ChunkRef { id: ChunkId(id), len }).collect()),
+                },
+                meta: BTreeMap::new(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn manifest_round_trip(mut entries in proptest::collection::vec(arb_entry(), 0..30), size: u64, start: i64) {
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            entries.dedup_by(|b, a| a.path == b.path);
+            let mut rec = record("20261123-101500F");
+            rec.size = size;
+            rec.start = start;
+            let m = Manifest { record: rec, entries };
+            prop_assert_eq!(Manifest::decode("m", &m.encode()).ok(), Some(m));
+        }
+
+        #[test]
+        fn catalog_round_trip(n in 0usize..10, repo_size: u64) {
+            let backups = (0..n)
+                .map(|i| {
+                    let mut r = record(&format!("20261123-1015{:02}F", i));
+                    r.repo_size = repo_size;
+                    r
+                })
+                .collect();
+            let c = crate::catalog::Catalog { backups };
+            prop_assert_eq!(crate::catalog::Catalog::decode("c", &c.encode()).ok(), Some(c));
+        }
+    }
+
+    #[test]
+    fn resolve_assembles_a_chain() {
+        let chunk = |b: u8| Content::Chunks(vec![ChunkRef { id: ChunkId::of(&[b]), len: 1 }]);
+        let entry = |p: &str, content| FileEntry {
+            path: p.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            size: 1,
+            link_target: None,
+            content,
+            meta: BTreeMap::new(),
+        };
+        let full = Manifest { record: record("20261123-101500F"), entries: vec![entry("a", chunk(1)), entry("b", chunk(2))] };
+        let incr = Manifest { record: record("20261123-101500F"), entries: vec![entry("a", Content::Inherit), entry("c", chunk(3))] };
+        let r = resolve(&[full.clone(), incr]).unwrap_or_default();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].content, chunk(1));
+        assert_eq!(r[1].content, chunk(3));
+        let bad = Manifest { record: record("20261123-101500F"), entries: vec![entry("zzz", Content::Inherit)] };
+        assert!(resolve(&[full, bad]).is_err(), "inheriting a path the parent lacks is damage");
+    }
+}
