@@ -52,7 +52,9 @@ pub fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decode with bincode's allocation limit set to the smallest bucket that holds the whole
 /// body: a valid body never claims more bytes than it contains, and a damaged length prefix
 /// must not make the decoder allocate gigabytes before noticing (found by fuzzing).
-fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+fn decode_limited<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
     macro_rules! with_limit {
         ($($n:expr),*) => {
             $(if bytes.len() <= $n {
@@ -65,8 +67,8 @@ fn decode_limited<T: DeserializeOwned>(bytes: &[u8]) -> std::result::Result<(T, 
 }
 
 pub fn decode_body<T: DeserializeOwned>(object: &str, bytes: &[u8]) -> Result<T> {
-    let (value, used) = decode_limited(bytes)
-        .map_err(|e| Error::corrupt(object, format!("cannot decode: {e}")))?;
+    let (value, used) =
+        decode_limited(bytes).map_err(|e| Error::corrupt(object, format!("cannot decode: {e}")))?;
     if used != bytes.len() {
         return Err(Error::corrupt(
             object,
@@ -164,7 +166,10 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
             .read_to_end(&mut out)
             .map_err(|e| Error::corrupt(object, format!("cannot decompress body: {e}")))?;
         if out.len() as u64 > MAX_BODY {
-            return Err(Error::corrupt(object, "decompressed body is larger than 4 GiB"));
+            return Err(Error::corrupt(
+                object,
+                "decompressed body is larger than 4 GiB",
+            ));
         }
         Ok(out)
     } else {

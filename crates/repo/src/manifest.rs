@@ -167,21 +167,31 @@ mod tests {
             proptest::collection::vec((any::<[u8; 32]>(), any::<u32>()), 0..5),
             0u8..3,
         )
-            .prop_map(|(path, k, mode, mtime_ns, size, link_target, chunks, c)| FileEntry {
-                path,
-                kind: [EntryKind::File, EntryKind::Dir, EntryKind::Symlink][k as usize],
-                mode,
-                uid: mode / 3,
-                gid: mode / 5,
-                mtime_ns,
-                size,
-                link_target,
-                content: match c {
-                    0 => Content::None,
-                    1 => Content::Inherit,
-                    _ => Content::Chunks(chunks.into_iter().map(|(id, len)| ChunkRef { id: ChunkId(id), len }).collect()),
-                },
-                meta: BTreeMap::new(),
+            .prop_map(|(path, k, mode, mtime_ns, size, link_target, chunks, c)| {
+                FileEntry {
+                    path,
+                    kind: [EntryKind::File, EntryKind::Dir, EntryKind::Symlink][k as usize],
+                    mode,
+                    uid: mode / 3,
+                    gid: mode / 5,
+                    mtime_ns,
+                    size,
+                    link_target,
+                    content: match c {
+                        0 => Content::None,
+                        1 => Content::Inherit,
+                        _ => Content::Chunks(
+                            chunks
+                                .into_iter()
+                                .map(|(id, len)| ChunkRef {
+                                    id: ChunkId(id),
+                                    len,
+                                })
+                                .collect(),
+                        ),
+                    },
+                    meta: BTreeMap::new(),
+                }
             })
     }
 
@@ -213,7 +223,12 @@ mod tests {
 
     #[test]
     fn resolve_assembles_a_chain() {
-        let chunk = |b: u8| Content::Chunks(vec![ChunkRef { id: ChunkId::of(&[b]), len: 1 }]);
+        let chunk = |b: u8| {
+            Content::Chunks(vec![ChunkRef {
+                id: ChunkId::of(&[b]),
+                len: 1,
+            }])
+        };
         let entry = |p: &str, content| FileEntry {
             path: p.as_bytes().to_vec(),
             kind: EntryKind::File,
@@ -226,13 +241,25 @@ mod tests {
             content,
             meta: BTreeMap::new(),
         };
-        let full = Manifest { record: record("20261123-101500F"), entries: vec![entry("a", chunk(1)), entry("b", chunk(2))] };
-        let incr = Manifest { record: record("20261123-101500F"), entries: vec![entry("a", Content::Inherit), entry("c", chunk(3))] };
+        let full = Manifest {
+            record: record("20261123-101500F"),
+            entries: vec![entry("a", chunk(1)), entry("b", chunk(2))],
+        };
+        let incr = Manifest {
+            record: record("20261123-101500F"),
+            entries: vec![entry("a", Content::Inherit), entry("c", chunk(3))],
+        };
         let r = resolve(&[full.clone(), incr]).unwrap_or_default();
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].content, chunk(1));
         assert_eq!(r[1].content, chunk(3));
-        let bad = Manifest { record: record("20261123-101500F"), entries: vec![entry("zzz", Content::Inherit)] };
-        assert!(resolve(&[full, bad]).is_err(), "inheriting a path the parent lacks is damage");
+        let bad = Manifest {
+            record: record("20261123-101500F"),
+            entries: vec![entry("zzz", Content::Inherit)],
+        };
+        assert!(
+            resolve(&[full, bad]).is_err(),
+            "inheriting a path the parent lacks is damage"
+        );
     }
 }

@@ -384,3 +384,106 @@ fn pack_all(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunker::DEFAULT_CDC;
+    use crate::storage::local::LocalStorage;
+
+    fn item(origin: &str, result: io::Result<Vec<u8>>) -> ReadItem {
+        let mut slot = Some(result);
+        ReadItem {
+            policy: DEFAULT_CDC,
+            origin: origin.into(),
+            open: Box::new(move || match slot.take() {
+                Some(Ok(data)) => Ok(Box::new(io::Cursor::new(data)) as Box<dyn Read + Send>),
+                Some(Err(e)) => Err(e),
+                None => Err(io::Error::other("opened twice")),
+            }),
+        }
+    }
+
+    fn run_items(items: Vec<ReadItem>, vanish: VanishPolicy) -> Result<PipelineOutput> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let store: Arc<dyn Storage> = Arc::new(LocalStorage::new(dir.path())?);
+        let rt = tokio::runtime::Runtime::new().map_err(|e| Error::io("runtime", e))?;
+        let cfg = PipelineConfig {
+            process_max: 2,
+            compress_level: 3,
+            pack_target: 1 << 20,
+            vanish,
+        };
+        let key = |id: &PackId| Ok(Key::new(format!("pack/{id}"))?);
+        run(
+            rt.handle(),
+            store,
+            &key,
+            &Index::default(),
+            items,
+            cfg,
+            &NoProgress,
+        )
+    }
+
+    fn vanished() -> io::Result<Vec<u8>> {
+        Err(io::Error::new(io::ErrorKind::NotFound, "gone"))
+    }
+
+    #[test]
+    fn a_vanished_file_fails_a_tree_backup_naming_it() {
+        let items = vec![
+            item("/src/a", Ok(vec![1; 1000])),
+            item("/src/gone", vanished()),
+        ];
+        let err = run_items(items, VanishPolicy::Fail)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("/src/gone") && err.contains("vanished"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_vanished_file_is_skipped_for_a_live_database() -> Result<()> {
+        let data = crate::chunker::seeded_bytes(3, 3_000_000);
+        let items = vec![
+            item("/pg/a", Ok(data.clone())),
+            item("/pg/gone", vanished()),
+            item("/pg/b", Ok(data)),
+        ];
+        let out = run_items(items, VanishPolicy::Skip)?;
+        assert_eq!(out.outcomes[1], Outcome::Vanished);
+        // Same content twice: stored once.
+        let stored: usize = out.packs.iter().map(|(_, e)| e.len()).sum();
+        match (&out.outcomes[0], &out.outcomes[2]) {
+            (
+                Outcome::Read {
+                    chunks: a,
+                    size: 3_000_000,
+                },
+                Outcome::Read { chunks: b, .. },
+            ) => {
+                assert_eq!(a, b);
+                assert_eq!(stored, a.len());
+            }
+            other => panic!("unexpected outcomes {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_read_error_names_the_file() {
+        let items = vec![item(
+            "/src/bad",
+            Err(io::Error::from_raw_os_error(libc::EIO)),
+        )];
+        let err = run_items(items, VanishPolicy::Skip)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("/src/bad"), "{err}");
+    }
+}

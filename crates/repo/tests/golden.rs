@@ -18,7 +18,9 @@ use std::path::PathBuf;
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn golden(name: &str, bytes: &[u8]) -> TestResult {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {
         std::fs::write(&path, bytes)?;
     }
@@ -68,8 +70,20 @@ fn manifest() -> Result<Manifest, Box<dyn std::error::Error>> {
     Ok(Manifest {
         record: record()?,
         entries: vec![
-            FileEntry { kind: EntryKind::Dir, mode: 0o700, size: 0, content: Content::None, ..file(b"", Content::None) },
-            file(b"a", Content::Chunks(vec![ChunkRef { id: ChunkId::of(b"0123456789"), len: 10 }])),
+            FileEntry {
+                kind: EntryKind::Dir,
+                mode: 0o700,
+                size: 0,
+                content: Content::None,
+                ..file(b"", Content::None)
+            },
+            file(
+                b"a",
+                Content::Chunks(vec![ChunkRef {
+                    id: ChunkId::of(b"0123456789"),
+                    len: 10,
+                }]),
+            ),
             file(b"b", Content::Inherit),
             FileEntry {
                 kind: EntryKind::Symlink,
@@ -90,19 +104,25 @@ fn manifest_v1() -> TestResult {
     if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {
         golden("manifest-v1.bin", &m.encode())?;
     }
-    let frozen = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/manifest-v1.bin"))?;
+    let frozen = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/manifest-v1.bin"),
+    )?;
     assert_eq!(Manifest::decode("golden", &frozen)?, m);
     Ok(())
 }
 
 #[test]
 fn catalog_v1() -> TestResult {
-    let c = Catalog { backups: vec![record()?] };
+    let c = Catalog {
+        backups: vec![record()?],
+    };
     golden("catalog-v1.body", &codec::encode_body(&c))?;
     if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {
         golden("catalog-v1.bin", &c.encode())?;
     }
-    let frozen = std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/catalog-v1.bin"))?;
+    let frozen = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/catalog-v1.bin"),
+    )?;
     assert_eq!(Catalog::decode("golden", &frozen)?, c);
     Ok(())
 }
@@ -116,7 +136,10 @@ fn stanza_and_repo_info_v1() -> TestResult {
         meta: BTreeMap::new(),
     };
     golden("stanza-v1.bin", &codec::seal(magic::STANZA, &s, false))?;
-    let r = RepoInfo { created: 1_795_515_300, id: "0123456789abcdef".into() };
+    let r = RepoInfo {
+        created: 1_795_515_300,
+        id: "0123456789abcdef".into(),
+    };
     golden("repo-v1.bin", &codec::seal(magic::REPO, &r, false))?;
     Ok(())
 }
@@ -126,10 +149,23 @@ fn index_segment_v1() -> TestResult {
     let mut entries: Vec<_> = [b"x".as_slice(), b"y", b"z"]
         .iter()
         .enumerate()
-        .map(|(i, d)| (ChunkId::of(d), Location { pack: 0, offset: 16 + i as u32, stored_len: 1, raw_len: 1 }))
+        .map(|(i, d)| {
+            (
+                ChunkId::of(d),
+                Location {
+                    pack: 0,
+                    offset: 16 + i as u32,
+                    stored_len: 1,
+                    raw_len: 1,
+                },
+            )
+        })
         .collect();
     entries.sort_by_key(|e| e.0);
-    let seg = Segment { packs: vec![PackId::of(b"pack")], entries };
+    let seg = Segment {
+        packs: vec![PackId::of(b"pack")],
+        entries,
+    };
     let bytes = seg.encode();
     golden("index-v1.bin", &bytes)?;
     assert_eq!(Segment::decode("golden", &bytes)?, seg);
