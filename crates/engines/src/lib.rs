@@ -3,6 +3,7 @@
 //! engine joins them. The repository crate does the storing; an engine only says what.
 
 pub mod files;
+pub mod postgres;
 pub mod stream;
 pub mod tree;
 

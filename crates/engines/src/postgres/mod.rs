@@ -1,0 +1,9 @@
+//! PostgreSQL byte formats, parsed without I/O so they can be unit-tested and fuzzed:
+//! `Lsn`, `pg_control`, WAL file names, page headers and timeline history, page checksums.
+//! Names follow PostgreSQL's own (`XLogFileName`, `pg_checksum_page`) so the code can be
+//! read beside PostgreSQL's headers.
+
+pub mod control;
+pub mod lsn;
+pub mod page;
+pub mod wal;
