@@ -2,6 +2,8 @@
 //! a temporary directory, generate trees and streams from a seeded generator, compare trees.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;

@@ -7,6 +7,8 @@ use crate::config::ConfigFile;
 use crate::info;
 use crate::progress::Reporter;
 use anyhow::{Context, Result, anyhow};
+use cairn_engines::postgres::identity::Identity;
+use cairn_engines::postgres::wal::WalFileName;
 use cairn_engines::{EngineKind, files, stream};
 use cairn_repo::backup::{BackupJob, BackupOptions, DEFAULT_PACK_TARGET};
 use cairn_repo::pipeline::{Progress, VanishPolicy};
@@ -87,6 +89,7 @@ struct Settings {
     stanza: Option<String>,
     process_max: usize,
     compress_level: i32,
+    pg_path_flag: Option<PathBuf>,
 }
 
 impl Settings {
@@ -130,6 +133,7 @@ impl Settings {
             stanza,
             process_max: process_max as usize,
             compress_level: compress_level as i32,
+            pg_path_flag: g.pg_path.clone(),
         })
     }
 
@@ -149,6 +153,11 @@ impl Settings {
 
     fn flag(&self, flag: bool, key: &str) -> Result<bool> {
         Ok(flag || self.file.boolean(key)?.unwrap_or(false))
+    }
+
+    fn pg_path(&self) -> Result<PathBuf> {
+        self.path(&self.pg_path_flag, "pg-path")?
+            .ok_or_else(|| usage("give --pg-path: the PostgreSQL data directory"))
     }
 
     fn stanza_name(&self) -> Result<StanzaName> {
@@ -223,6 +232,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode> {
     match command {
         Command::StanzaCreate { engine } => stanza_create(&s, engine).await,
+        Command::ArchivePush { wal_path } => archive_push(&s, &wal_path).await,
+        Command::ArchiveGet { wal_name, dest } => archive_get(&s, &wal_name, &dest).await,
         Command::Backup {
             kind,
             source,
@@ -275,17 +286,18 @@ async fn stanza_create(s: &Settings, engine: Option<String>) -> Result<ExitCode>
         .string(&engine, "engine")?
         .unwrap_or_else(|| "postgres".into());
     let kind = EngineKind::parse(&engine).map_err(|e| usage(e.to_string()))?;
-    if kind == EngineKind::Postgres {
-        return Err(usage(
-            "the postgres engine is not available in this build yet; use --engine files or --engine stream",
-        ));
-    }
+    let meta = if kind == EngineKind::Postgres {
+        let pg_path = s.pg_path()?;
+        Identity::from_data_dir(&pg_path)?.to_meta()
+    } else {
+        BTreeMap::new()
+    };
     let repo = Repository::open_or_init(s.store(true)?).await?;
     let info = StanzaInfo {
         name: name.clone(),
         engine: kind.as_str().to_string(),
         created: cairn_repo::time::now_unix(),
-        meta: BTreeMap::new(),
+        meta,
     };
     let stanza = repo.create_stanza(info).await?;
     tracing::info!(
@@ -493,4 +505,99 @@ async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<ExitCode> {
     } else {
         Err(Damaged(report.problems.len()).into())
     }
+}
+
+async fn postgres_stanza(s: &Settings) -> Result<(Stanza, Identity)> {
+    let stanza = open_stanza(s).await?;
+    if engine_of(&stanza)? != EngineKind::Postgres {
+        return Err(usage(format!(
+            "stanza '{}' uses the {} engine; archive-push and archive-get are for postgres stanzas",
+            stanza.name(),
+            stanza.info.engine
+        )));
+    }
+    let identity = Identity::from_meta(&stanza.info.meta)?;
+    Ok((stanza, identity))
+}
+
+fn wal_name(name: &str) -> Result<WalFileName> {
+    WalFileName::parse(name).ok_or_else(|| {
+        usage(format!(
+            "'{name}' is not a WAL segment, .partial, .history or .backup file name"
+        ))
+    })
+}
+
+async fn archive_push(s: &Settings, wal_path: &Path) -> Result<ExitCode> {
+    let file_name = wal_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| usage(format!("{} does not name a WAL file", wal_path.display())))?;
+    let name = wal_name(file_name)?;
+    let (stanza, identity) = postgres_stanza(s).await?;
+    let data = std::fs::read(wal_path)
+        .with_context(|| format!("cannot read WAL file {}", wal_path.display()))?;
+    identity.check_wal(&name, &data)?;
+    let outcome = stanza
+        .archive_push(
+            &identity.archive_id(),
+            name.timeline,
+            &name.name,
+            &data,
+            s.compress_level,
+        )
+        .await?;
+    match outcome {
+        cairn_repo::archive::PushOutcome::Stored => {
+            tracing::info!("pushed WAL file {} to the archive", name.name)
+        }
+        cairn_repo::archive::PushOutcome::AlreadyArchived => {
+            tracing::warn!(
+                "WAL file {} was already in the archive with the same content",
+                name.name
+            )
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn archive_get(s: &Settings, name: &str, dest: &Path) -> Result<ExitCode> {
+    let name = wal_name(name)?;
+    let (stanza, identity) = postgres_stanza(s).await?;
+    let Some(data) = stanza
+        .archive_get(&identity.archive_id(), name.timeline, &name.name)
+        .await?
+    else {
+        tracing::info!("unable to find {} in the archive", name.name);
+        return Ok(ExitCode::from(1));
+    };
+    write_atomically(dest, &data).with_context(|| format!("cannot write {}", dest.display()))?;
+    tracing::info!("found {} in the archive", name.name);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Write to a temporary file beside `dest`, fsync, rename: PostgreSQL never sees half a file.
+fn write_atomically(dest: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.cairn-tmp",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dest)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

@@ -73,6 +73,18 @@ pub enum Command {
         #[arg(long, env = "CAIRN_ENGINE")]
         engine: Option<String>,
     },
+    /// archive_command: store a WAL file; exits 0 only once it is durable in the repository.
+    ArchivePush {
+        /// The file to archive (PostgreSQL's %p, relative to the data directory).
+        wal_path: PathBuf,
+    },
+    /// restore_command: fetch a WAL file; exits 1 when the archive does not have it.
+    ArchiveGet {
+        /// The file's name (PostgreSQL's %f).
+        wal_name: String,
+        /// Where to write it (PostgreSQL's %p).
+        dest: PathBuf,
+    },
     /// Back up: files from --source, stream from stdin.
     Backup {
         /// full, diff or incr (default incr; the first backup is always full).

@@ -28,6 +28,7 @@ pub mod magic {
     pub const MANIFEST: &[u8; 8] = b"CAIRNMAN";
     pub const INDEX: &[u8; 8] = b"CAIRNIDX";
     pub const LOCK: &[u8; 8] = b"CAIRNLCK";
+    pub const WAL: &[u8; 8] = b"CAIRNWAL";
 }
 
 type BaseConfig = bincode::config::Configuration<
@@ -83,8 +84,13 @@ pub fn decode_body<T: DeserializeOwned>(object: &str, bytes: &[u8]) -> Result<T>
 
 /// Wrap `body` in the envelope: magic, version, flags, length, body, CRC32.
 pub fn seal_raw(magic: &[u8; 8], body: &[u8], compress: bool) -> Vec<u8> {
-    let (flags, stored) = if compress {
-        match zstd::bulk::compress(body, 3) {
+    seal_raw_level(magic, body, compress.then_some(3))
+}
+
+/// `seal_raw` with the zstd level to use (None: store the body plain).
+pub fn seal_raw_level(magic: &[u8; 8], body: &[u8], level: Option<i32>) -> Vec<u8> {
+    let (flags, stored) = if let Some(level) = level {
+        match zstd::bulk::compress(body, level) {
             Ok(c) => (FLAG_ZSTD, c),
             Err(_) => (0, body.to_vec()),
         }

@@ -4,6 +4,7 @@
 //! read beside PostgreSQL's headers.
 
 pub mod control;
+pub mod identity;
 pub mod lsn;
 pub mod page;
 pub mod wal;

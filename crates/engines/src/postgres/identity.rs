@@ -1,0 +1,124 @@
+//! A cluster's identity (system identifier, major version, WAL segment size), read from a data
+//! directory for `stanza-create` and stored in the stanza's meta; every archived segment and
+//! every backup is checked against it.
+
+use super::control::ControlFile;
+use super::wal::{LongPageHeader, WalFileKind, WalFileName};
+use cairn_repo::{Error, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Identity {
+    pub system_id: u64,
+    pub version: u32,
+    pub wal_segment_size: u32,
+}
+
+impl Identity {
+    /// Read `PG_VERSION` and `global/pg_control` under `pg_path`.
+    pub fn from_data_dir(pg_path: &Path) -> Result<Identity> {
+        let vpath = pg_path.join("PG_VERSION");
+        let version = std::fs::read_to_string(&vpath).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot read {}; is --pg-path a PostgreSQL data directory?",
+                    vpath.display()
+                ),
+                e,
+            )
+        })?;
+        let version: u32 = version.trim().parse().map_err(|_| {
+            Error::Invalid(format!(
+                "{} does not hold a PostgreSQL major version",
+                vpath.display()
+            ))
+        })?;
+        let cpath = pg_path.join("global/pg_control");
+        let bytes = std::fs::read(&cpath)
+            .map_err(|e| Error::io(format!("cannot read {}", cpath.display()), e))?;
+        let control = ControlFile::parse(&bytes)
+            .map_err(|e| Error::corrupt(cpath.display().to_string(), e.to_string()))?;
+        Ok(Identity {
+            system_id: control.system_identifier,
+            version,
+            wal_segment_size: control.xlog_seg_size,
+        })
+    }
+
+    pub fn to_meta(self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("system-id".to_string(), self.system_id.to_string()),
+            ("version".to_string(), self.version.to_string()),
+            (
+                "wal-segment-size".to_string(),
+                self.wal_segment_size.to_string(),
+            ),
+        ])
+    }
+
+    pub fn from_meta(meta: &BTreeMap<String, String>) -> Result<Identity> {
+        let field = |k: &str| -> Result<u64> {
+            meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                Error::corrupt(
+                    "stanza.info",
+                    format!("postgres stanza without a valid '{k}'"),
+                )
+            })
+        };
+        Ok(Identity {
+            system_id: field("system-id")?,
+            version: field("version")? as u32,
+            wal_segment_size: field("wal-segment-size")? as u32,
+        })
+    }
+
+    /// The archive id under which this cluster's WAL lives: `<version>-<system id>`.
+    pub fn archive_id(&self) -> String {
+        format!("{}-{}", self.version, self.system_id)
+    }
+
+    /// Check a file about to be archived: its name, and for segments the page header's system
+    /// id, version and position. Nothing is stored when this fails.
+    pub fn check_wal(&self, name: &WalFileName, data: &[u8]) -> Result<()> {
+        if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
+            return Ok(());
+        }
+        let header = LongPageHeader::parse(data)
+            .map_err(|e| Error::Invalid(format!("{} is not a WAL segment: {e}", name.name)))?;
+        if header.system_identifier != self.system_id {
+            return Err(Error::Invalid(format!(
+                "{} belongs to database system {}, but this stanza archives system {}: archive_command points at the wrong stanza or repository",
+                name.name, header.system_identifier, self.system_id
+            )));
+        }
+        if header.version() != Some(self.version) {
+            return Err(Error::Invalid(format!(
+                "{} was written by PostgreSQL {}, but this stanza archives PostgreSQL {}",
+                name.name,
+                header.version().map_or("?".to_string(), |v| v.to_string()),
+                self.version
+            )));
+        }
+        if header.seg_size != self.wal_segment_size || data.len() != header.seg_size as usize {
+            return Err(Error::Invalid(format!(
+                "{} is {} bytes with a {}-byte segment size in its header; the cluster's WAL segment size is {}",
+                name.name,
+                data.len(),
+                header.seg_size,
+                self.wal_segment_size
+            )));
+        }
+        let expected = name
+            .segno(self.wal_segment_size)
+            .map(|s| s * self.wal_segment_size as u64);
+        if expected != Some(header.pageaddr) {
+            return Err(Error::Invalid(format!(
+                "{} holds WAL from {}, not from the position its name says",
+                name.name,
+                super::lsn::Lsn(header.pageaddr)
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! Real PostgreSQL 15 clusters for tests: initdb'd and started as the `postgres` user in a
+//! temporary directory, listening only on a private socket directory, with `archive_command`
+//! set to the `cairn` binary under test. Stopped (immediate) when dropped.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub sock: PathBuf,
+    pub repo: PathBuf,
+    pub stanza: String,
+    running: bool,
+}
+
+fn as_postgres(program: &str) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--", program]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAIRN_") || k.starts_with("PG") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+fn check(what: &str, out: Output) -> Res<Output> {
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(format!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into())
+    }
+}
+
+pub fn chown_postgres(path: &Path) -> Res<()> {
+    check(
+        "chown",
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(path)
+            .output()?,
+    )?;
+    Ok(())
+}
+
+impl Cluster {
+    /// initdb (with data checksums) a new cluster; `repo` is shared by clusters that should
+    /// archive to the same repository (None: a fresh one in this cluster's directory).
+    pub fn init(repo: Option<&Path>) -> Res<Cluster> {
+        let dir = tempfile::tempdir()?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        fs::create_dir_all(&sock)?;
+        let repo = repo
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.path().join("repo"));
+        fs::create_dir_all(&repo)?;
+        chown_postgres(dir.path())?;
+        chown_postgres(&repo)?;
+        check(
+            "initdb",
+            as_postgres(&format!("{PG_BIN}/initdb"))
+                .args(["-k", "-A", "trust", "-U", "postgres", "-D"])
+                .arg(&data)
+                .output()?,
+        )?;
+        let c = Cluster {
+            dir,
+            data,
+            sock,
+            repo,
+            stanza: "main".into(),
+            running: false,
+        };
+        c.configure("")?;
+        Ok(c)
+    }
+
+    /// Write cairn's settings (and `extra`) into postgresql.auto.conf... appended to postgresql.conf.
+    pub fn configure(&self, extra: &str) -> Res<()> {
+        let conf = format!(
+            "\nport = 5432\nunix_socket_directories = '{}'\nlisten_addresses = ''\nwal_level = replica\narchive_mode = on\narchive_command = '{}'\nfsync = off\nmax_wal_size = 1GB\nlog_min_messages = warning\n{extra}\n",
+            self.sock.display(),
+            self.archive_command()
+        );
+        let path = self.data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&path)?;
+        text.push_str(&conf);
+        fs::write(&path, text)?;
+        Ok(())
+    }
+
+    pub fn archive_command(&self) -> String {
+        format!(
+            "{} --repo {} --stanza {} --log-level warn archive-push %p",
+            env!("CARGO_BIN_EXE_cairn"),
+            self.repo.display(),
+            self.stanza
+        )
+    }
+
+    pub fn start(&mut self) -> Res<()> {
+        let log = self.dir.path().join("postgres.log");
+        check(
+            "pg_ctl start",
+            as_postgres(&format!("{PG_BIN}/pg_ctl"))
+                .args(["-w", "-t", "60", "-D"])
+                .arg(&self.data)
+                .arg("-l")
+                .arg(&log)
+                .arg("start")
+                .output()?,
+        )
+        .map_err(|e| format!("{e}\nlog: {}", fs::read_to_string(&log).unwrap_or_default()))?;
+        self.running = true;
+        Ok(())
+    }
+
+    pub fn stop(&mut self) -> Res<()> {
+        if self.running {
+            check(
+                "pg_ctl stop",
+                as_postgres(&format!("{PG_BIN}/pg_ctl"))
+                    .args(["-w", "-m", "fast", "-D"])
+                    .arg(&self.data)
+                    .arg("stop")
+                    .output()?,
+            )?;
+            self.running = false;
+        }
+        Ok(())
+    }
+
+    /// Run SQL with psql; returns trimmed unaligned output.
+    pub fn sql(&self, sql: &str) -> Res<String> {
+        let out = check(
+            "psql",
+            as_postgres("psql")
+                .arg("-h")
+                .arg(&self.sock)
+                .args([
+                    "-p",
+                    "5432",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-XAtq",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    sql,
+                ])
+                .output()?,
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Run cairn as postgres against this cluster's repository and stanza.
+    pub fn cairn(&self, args: &[&str]) -> Res<Output> {
+        Ok(as_postgres(env!("CARGO_BIN_EXE_cairn"))
+            .arg("--repo")
+            .arg(&self.repo)
+            .args(["--stanza", &self.stanza, "--log-level", "warn", "--pg-path"])
+            .arg(&self.data)
+            .arg("--pg-host")
+            .arg(&self.sock)
+            .args(["--pg-port", "5432", "--pg-user", "postgres"])
+            .args(args)
+            .output()?)
+    }
+
+    pub fn cairn_ok(&self, args: &[&str]) -> Res<Output> {
+        check(&format!("cairn {args:?}"), self.cairn(args)?)
+    }
+
+    /// Wait until PostgreSQL reports `wal` archived (pg_stat_archiver).
+    pub fn wait_archived(&self, wal: &str) -> Res<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let last = self.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver")?;
+            if last.as_str() >= wal && !last.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let failed =
+                    self.sql("select failed_count, last_failed_wal from pg_stat_archiver")?;
+                return Err(format!(
+                    "{wal} not archived within 60 s (last archived '{last}', failures {failed})"
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Switch to a new WAL segment and return the name of the one just finished.
+    pub fn switch_wal(&self) -> Res<String> {
+        self.sql("select pg_walfile_name(pg_switch_wal())")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = as_postgres(&format!("{PG_BIN}/pg_ctl"))
+                .args(["-w", "-m", "immediate", "-D"])
+                .arg(&self.data)
+                .arg("stop")
+                .output();
+        }
+    }
+}
