@@ -7,7 +7,10 @@ use crate::config::ConfigFile;
 use crate::info;
 use crate::progress::Reporter;
 use anyhow::{Context, Result, anyhow};
+use cairn_engines::postgres::backup::{self as pg_backup, PgBackupOptions};
 use cairn_engines::postgres::identity::Identity;
+use cairn_engines::postgres::restore::{self as pg_restore, Recovery, RestoreOptions, TargetType};
+use cairn_engines::postgres::session::Connection;
 use cairn_engines::postgres::wal::WalFileName;
 use cairn_engines::{EngineKind, files, stream};
 use cairn_repo::backup::{BackupJob, BackupOptions, DEFAULT_PACK_TARGET};
@@ -90,6 +93,10 @@ struct Settings {
     process_max: usize,
     compress_level: i32,
     pg_path_flag: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+    pg_host_flag: Option<String>,
+    pg_port_flag: Option<u16>,
+    pg_user_flag: Option<String>,
 }
 
 impl Settings {
@@ -134,6 +141,10 @@ impl Settings {
             process_max: process_max as usize,
             compress_level: compress_level as i32,
             pg_path_flag: g.pg_path.clone(),
+            config_path: g.config.clone(),
+            pg_host_flag: g.pg_host.clone(),
+            pg_port_flag: g.pg_port,
+            pg_user_flag: g.pg_user.clone(),
         })
     }
 
@@ -153,6 +164,24 @@ impl Settings {
 
     fn flag(&self, flag: bool, key: &str) -> Result<bool> {
         Ok(flag || self.file.boolean(key)?.unwrap_or(false))
+    }
+
+    fn pg_connection(&self) -> Result<Connection> {
+        let port = match self.pg_port_flag {
+            Some(p) => Some(p),
+            None => match self.file.integer("pg-port")? {
+                Some(p) => Some(
+                    u16::try_from(p)
+                        .map_err(|_| usage(format!("pg-port {p} is not a port number")))?,
+                ),
+                None => None,
+            },
+        };
+        Ok(Connection {
+            host: self.string(&self.pg_host_flag, "pg-host")?,
+            port,
+            user: self.string(&self.pg_user_flag, "pg-user")?,
+        })
     }
 
     fn pg_path(&self) -> Result<PathBuf> {
@@ -238,7 +267,8 @@ async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode
             kind,
             source,
             delta,
-        } => backup(&s, kind, source, delta, quiet).await,
+            archive_timeout,
+        } => backup(&s, kind, source, delta, archive_timeout, quiet).await,
         Command::Restore {
             set,
             dest,
@@ -248,16 +278,16 @@ async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode
             target_timeline,
             delta,
         } => {
-            if kind.is_some()
-                || target.is_some()
-                || target_action.is_some()
-                || target_timeline.is_some()
-            {
-                return Err(usage(
-                    "--type, --target, --target-action and --target-timeline are point-in-time options for postgres stanzas",
-                ));
-            }
-            restore(&s, set, dest, delta, quiet).await
+            let args = RestoreArgs {
+                set: s.string(&set, "set")?,
+                dest: s.path(&dest, "dest")?,
+                kind: s.string(&kind, "type")?,
+                target: s.string(&target, "target")?,
+                target_action: s.string(&target_action, "target-action")?,
+                target_timeline: s.string(&target_timeline, "target-timeline")?,
+                delta: s.flag(delta, "delta")?,
+            };
+            restore(&s, args, quiet).await
         }
         Command::Info { output } => info_cmd(&s, output).await,
         Command::Verify { set } => verify_cmd(&s, set).await,
@@ -314,6 +344,7 @@ async fn backup(
     kind: Option<String>,
     source: Option<PathBuf>,
     delta: bool,
+    archive_timeout: Option<u64>,
     quiet: bool,
 ) -> Result<ExitCode> {
     let stanza = open_stanza(s).await?;
@@ -343,21 +374,51 @@ async fn backup(
             }
             None
         }
-        EngineKind::Postgres => {
-            return Err(usage(
-                "the postgres engine is not available in this build yet",
-            ));
-        }
+        EngineKind::Postgres => None,
     };
     let opts = BackupOptions {
         kind,
         process_max: s.process_max,
         compress_level: s.compress_level,
         pack_target: DEFAULT_PACK_TARGET,
-        vanish: VanishPolicy::Fail,
+        vanish: if engine == EngineKind::Postgres {
+            VanishPolicy::Skip
+        } else {
+            VanishPolicy::Fail
+        },
         delta: s.flag(delta, "delta")?,
         command: "backup".into(),
     };
+    if engine == EngineKind::Postgres {
+        let timeout = match archive_timeout {
+            Some(t) => t as i64,
+            None => s.file.integer("archive-timeout")?.unwrap_or(60),
+        };
+        let pg = PgBackupOptions {
+            pg_path: s.pg_path()?,
+            connection: s.pg_connection()?,
+            archive_timeout: std::time::Duration::from_secs(timeout.max(1) as u64),
+            start_fast: true,
+        };
+        let progress: Arc<dyn Progress> = Arc::new(Reporter::new("backup", quiet));
+        let rec = pg_backup::backup(&stanza, opts, &pg, progress).await?;
+        log_backup(&rec);
+        if rec
+            .meta
+            .get("checksum-page-errors")
+            .is_some_and(|n| n != "0")
+        {
+            tracing::warn!(
+                "backup {} found invalid page checksums: {}",
+                rec.label,
+                rec.meta
+                    .get("checksum-page-error-list")
+                    .map(String::as_str)
+                    .unwrap_or("")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut job = BackupJob::begin(&stanza, opts).await?;
     tracing::info!("backup {} ({}) started", job.label, job.kind);
     let result = async {
@@ -378,6 +439,11 @@ async fn backup(
         return Err(e);
     }
     let rec = job.commit(meta).await?;
+    log_backup(&rec);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_backup(rec: &cairn_repo::catalog::BackupRecord) {
     tracing::info!(
         "backup {} ({}) complete: {} files, {} logical, {} read, {} new in the repository ({} new chunks)",
         rec.label,
@@ -388,53 +454,119 @@ async fn backup(
         info::human(rec.repo_delta),
         rec.new_chunk_count
     );
-    Ok(ExitCode::SUCCESS)
 }
 
-async fn restore(
-    s: &Settings,
+struct RestoreArgs {
     set: Option<String>,
     dest: Option<PathBuf>,
+    kind: Option<String>,
+    target: Option<String>,
+    target_action: Option<String>,
+    target_timeline: Option<String>,
     delta: bool,
-    quiet: bool,
-) -> Result<ExitCode> {
+}
+
+/// The `restore_command` a restored cluster uses: this cairn, this repository and stanza.
+fn restore_command(s: &Settings, stanza: &Stanza) -> Result<String> {
+    let exe = std::env::current_exe().context("cannot find the cairn executable's path")?;
+    let repo = s.repo.as_deref().unwrap_or_default();
+    let repo = std::fs::canonicalize(repo)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| repo.to_string());
+    let mut cmd = format!("{} --repo {repo} --stanza {}", exe.display(), stanza.name());
+    if let Some(c) = &s.config_path {
+        cmd.push_str(&format!(" --config {}", c.display()));
+    }
+    cmd.push_str(" archive-get %f \"%p\"");
+    Ok(cmd)
+}
+
+async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Result<ExitCode> {
     let stanza = open_stanza(s).await?;
     let engine = engine_of(&stanza)?;
-    if s.flag(delta, "delta")? {
+    let pitr = args.kind.is_some()
+        || args.target.is_some()
+        || args.target_action.is_some()
+        || args.target_timeline.is_some();
+    if engine != EngineKind::Postgres && (pitr || args.delta) {
         return Err(usage(
-            "--delta restores apply to postgres stanzas; restore a files stanza into an empty directory",
+            "--type, --target, --target-action, --target-timeline and --delta are for postgres stanzas; restore a files or stream stanza with --dest",
         ));
     }
     let catalog = stanza.catalog().await?;
-    let label = match s.string(&set, "set")? {
-        Some(l) => BackupLabel::parse(&l).map_err(|e| usage(e.to_string()))?,
-        None => catalog.latest().map(|b| b.label.clone()).ok_or_else(|| {
-            cairn_repo::Error::NotFound(format!(
-                "stanza '{}' has no backup to restore",
-                stanza.name()
-            ))
-        })?,
+    if catalog.backups.is_empty() {
+        return Err(cairn_repo::Error::NotFound(format!(
+            "stanza '{}' has no backup to restore",
+            stanza.name()
+        ))
+        .into());
+    }
+    let set = match &args.set {
+        Some(l) => Some(BackupLabel::parse(l).map_err(|e| usage(e.to_string()))?),
+        None => None,
+    };
+    // Progress on stderr never mixes with a stream restored to stdout.
+    let progress: Arc<dyn Progress> = Arc::new(Reporter::new("restore", quiet));
+    if engine == EngineKind::Postgres {
+        let recovery = Recovery {
+            kind: TargetType::parse(args.kind.as_deref().unwrap_or("default"))
+                .map_err(|e| usage(e.to_string()))?,
+            target: args.target.clone(),
+            action: args.target_action.clone(),
+            timeline: args.target_timeline.clone(),
+            restore_command: restore_command(s, &stanza)?,
+        };
+        recovery.validate().map_err(|e| usage(e.to_string()))?;
+        let record = pg_restore::choose_backup(&catalog, set.as_ref(), &recovery)?;
+        let dest = match args.dest.clone() {
+            Some(d) => d,
+            None => s.pg_path()?,
+        };
+        let chain = stanza.chain(&catalog, &record.label).await?;
+        let entries = manifest::resolve(&chain)?;
+        let index = stanza.index().await?;
+        pg_restore::restore(
+            &stanza,
+            &index,
+            &entries,
+            &RestoreOptions {
+                dest: dest.clone(),
+                delta: args.delta,
+                process_max: s.process_max,
+                recovery: recovery.clone(),
+            },
+            progress,
+        )
+        .await?;
+        tracing::info!(
+            "restored backup {} to {}; start PostgreSQL there to recover{}",
+            record.label,
+            dest.display(),
+            match &recovery.target {
+                Some(t) => format!(" to {t}"),
+                None => String::new(),
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let label = match set {
+        Some(l) => l,
+        None => catalog
+            .latest()
+            .map(|b| b.label.clone())
+            .ok_or_else(|| usage("no backup"))?,
     };
     let chain = stanza.chain(&catalog, &label).await?;
     let entries = manifest::resolve(&chain)?;
     let index = stanza.index().await?;
-    let dest = s.path(&dest, "dest")?.ok_or_else(|| {
+    let dest = args.dest.ok_or_else(|| {
         usage("give --dest: a directory (files) or a file or - for stdout (stream)")
     })?;
-    // Progress on stderr never mixes with a stream restored to stdout.
-    let progress: Arc<dyn Progress> = Arc::new(Reporter::new("restore", quiet));
     match engine {
         EngineKind::Files => {
             files::restore(&stanza, &index, &entries, &dest, s.process_max, progress).await?
         }
-        EngineKind::Stream => {
-            stream::restore(&stanza, &index, &entries, &dest, s.process_max, progress).await?
-        }
-        EngineKind::Postgres => {
-            return Err(usage(
-                "the postgres engine is not available in this build yet",
-            ));
-        }
+        _ => stream::restore(&stanza, &index, &entries, &dest, s.process_max, progress).await?,
     }
     tracing::info!("restored backup {label} to {}", dest.display());
     Ok(ExitCode::SUCCESS)

@@ -96,6 +96,9 @@ pub enum Command {
         /// Read every file instead of trusting size and mtime.
         #[arg(long, env = "CAIRN_DELTA")]
         delta: bool,
+        /// Seconds to wait for the backup's WAL to reach the archive (postgres; default 60).
+        #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
+        archive_timeout: Option<u64>,
     },
     /// Restore a backup.
     Restore {

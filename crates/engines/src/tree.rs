@@ -53,6 +53,11 @@ pub trait TreePolicy: Sync {
         false
     }
     fn chunking(&self, rel: &[u8]) -> ChunkPolicy;
+    /// Whether a symlink at `rel` is followed: recorded as a symlink and its target's contents
+    /// backed up beneath it (PostgreSQL tablespaces).
+    fn follow(&self, _rel: &[u8]) -> bool {
+        false
+    }
 }
 
 /// Scan `root` recursively. Entries are relative to root; the root itself is the entry `.`
@@ -115,7 +120,10 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
                 );
                 continue;
             };
-            if entry.kind == EntryKind::Dir {
+            let follow = entry.kind == EntryKind::Symlink
+                && policy.follow(&r)
+                && fs::metadata(&path).is_ok_and(|m| m.is_dir());
+            if entry.kind == EntryKind::Dir || follow {
                 stack.push((path.clone(), r.clone()));
             }
             let open: Option<cairn_repo::pipeline::Opener> = if entry.kind == EntryKind::File {
@@ -175,12 +183,34 @@ impl TreeWriter {
     /// Check `dest` is absent or an empty directory, then create directories and empty files
     /// of the right sizes. Returns the writer and the chunk placements to fetch.
     pub fn prepare(dest: &Path, entries: &[FileEntry]) -> Result<(TreeWriter, Vec<Placement>)> {
+        Self::prepare_with(dest, entries, false)
+    }
+
+    /// `prepare` for `--delta`: `dest` may hold an older copy. Files whose chunks already match
+    /// are kept (only differing chunks are fetched), everything not in the backup is removed.
+    pub fn prepare_delta(
+        dest: &Path,
+        entries: &[FileEntry],
+    ) -> Result<(TreeWriter, Vec<Placement>)> {
+        Self::prepare_with(dest, entries, true)
+    }
+
+    fn prepare_with(
+        dest: &Path,
+        entries: &[FileEntry],
+        delta: bool,
+    ) -> Result<(TreeWriter, Vec<Placement>)> {
         match fs::read_dir(dest) {
             Ok(mut rd) => {
-                if rd.next().is_some() {
+                if !delta && rd.next().is_some() {
                     return Err(Error::Invalid(format!(
-                        "restore destination {} is not empty; restore into an empty or new directory",
-                        dest.display()
+                        "restore destination {} is not empty; restore into an empty or new directory{}",
+                        dest.display(),
+                        if delta {
+                            ""
+                        } else {
+                            ", or use --delta to reuse what is there"
+                        }
                     )));
                 }
             }
@@ -204,17 +234,36 @@ impl TreeWriter {
             files: Vec::new(),
         };
         let mut placements = Vec::new();
+        if delta {
+            remove_unlisted(dest, entries)?;
+        }
         for e in entries {
             check_rel(&e.path)?;
             let path = join(dest, &e.path);
+            if delta {
+                // Whatever stands where a different kind of entry belongs goes.
+                if let Ok(m) = fs::symlink_metadata(&path) {
+                    let same_kind = match e.kind {
+                        EntryKind::Dir => m.is_dir(),
+                        EntryKind::File => m.is_file(),
+                        EntryKind::Symlink => false, // recreated with the recorded target
+                    };
+                    if !same_kind {
+                        remove_path(&path)?;
+                    }
+                }
+            }
             match e.kind {
                 EntryKind::Dir => fs::create_dir_all(&path).map_err(|err| {
                     Error::io(format!("cannot create directory {}", path.display()), err)
                 })?,
                 EntryKind::File => {
+                    let existing = if delta { File::open(&path).ok() } else { None };
                     let f = OpenOptions::new()
                         .write(true)
-                        .create_new(true)
+                        .create(delta)
+                        .create_new(!delta)
+                        .truncate(false)
                         .mode(0o600)
                         .open(&path)
                         .map_err(|err| {
@@ -227,12 +276,18 @@ impl TreeWriter {
                     if let Content::Chunks(chunks) = &e.content {
                         let mut offset = 0u64;
                         for c in chunks {
-                            placements.push(Placement {
-                                target,
-                                offset,
-                                chunk: *c,
-                            });
-                            offset += c.len as u64;
+                            let end = offset + c.len as u64;
+                            let have = existing
+                                .as_ref()
+                                .is_some_and(|f| chunk_matches(f, offset, c));
+                            if !have {
+                                placements.push(Placement {
+                                    target,
+                                    offset,
+                                    chunk: *c,
+                                });
+                            }
+                            offset = end;
                         }
                         if offset != e.size {
                             return Err(Error::corrupt(
@@ -261,6 +316,9 @@ impl TreeWriter {
             let path = join(&self.root, &e.path);
             if e.kind == EntryKind::Symlink {
                 let target = e.link_target.as_deref().unwrap_or_default();
+                if fs::symlink_metadata(&path).is_ok() {
+                    remove_path(&path)?;
+                }
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|err| {
                     Error::io(format!("cannot create symlink {}", path.display()), err)
                 })?;
@@ -281,6 +339,53 @@ impl TreeWriter {
         }
         Ok(())
     }
+}
+
+/// Whether `f` already holds chunk `c` at `offset` (for `--delta`), reading only that range.
+fn chunk_matches(f: &File, offset: u64, c: &cairn_repo::manifest::ChunkRef) -> bool {
+    let mut buf = vec![0u8; c.len as usize];
+    f.read_exact_at(&mut buf, offset).is_ok() && cairn_repo::ChunkId::of(&buf) == c.id
+}
+
+fn remove_path(path: &Path) -> Result<()> {
+    let m = fs::symlink_metadata(path)
+        .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
+    let r = if m.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    r.map_err(|e| {
+        Error::io(
+            format!("cannot remove {} (not in the backup)", path.display()),
+            e,
+        )
+    })
+}
+
+/// Remove everything under `dest` that the backup does not list (for `--delta`).
+fn remove_unlisted(dest: &Path, entries: &[FileEntry]) -> Result<()> {
+    let listed: std::collections::HashSet<&[u8]> =
+        entries.iter().map(|e| e.path.as_slice()).collect();
+    let mut stack = vec![(dest.to_path_buf(), Vec::<u8>::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
+        for item in rd.flatten() {
+            let mut r = rel.clone();
+            if !r.is_empty() {
+                r.push(b'/');
+            }
+            r.extend_from_slice(item.file_name().as_bytes());
+            let path = item.path();
+            if !listed.contains(r.as_slice()) {
+                remove_path(&path)?;
+            } else if item.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push((path, r));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unsafe_geteuid() -> u32 {
@@ -325,6 +430,13 @@ fn set_meta(path: &Path, e: &FileEntry, as_root: bool) -> Result<()> {
         return Err(fail("mtime"));
     }
     Ok(())
+}
+
+impl TreeWriter {
+    /// The path written for `target`.
+    pub fn describe_path(&self, target: usize) -> Option<&Path> {
+        self.files.get(target).map(PathBuf::as_path)
+    }
 }
 
 impl WriteAt for TreeWriter {

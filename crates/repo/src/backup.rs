@@ -229,6 +229,10 @@ impl BackupJob {
         Ok(())
     }
 
+    pub fn stanza(&self) -> &Stanza {
+        &self.stanza
+    }
+
     pub fn entries(&self) -> &[FileEntry] {
         &self.entries
     }

@@ -3,8 +3,13 @@
 //! Names follow PostgreSQL's own (`XLogFileName`, `pg_checksum_page`) so the code can be
 //! read beside PostgreSQL's headers.
 
+pub mod backup;
 pub mod control;
+pub mod datadir;
 pub mod identity;
+pub mod layout;
 pub mod lsn;
 pub mod page;
+pub mod restore;
+pub mod session;
 pub mod wal;

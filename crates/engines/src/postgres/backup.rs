@@ -1,0 +1,238 @@
+//! A backup of a live cluster: check the cluster is the stanza's, start the backup on the
+//! server, copy the data directory (and tablespaces) through the repository's pipeline, stop
+//! the backup, store `backup_label` (and `tablespace_map`), wait until every WAL segment from
+//! start to stop is in the archive, then commit. Any failure before the commit leaves no
+//! listed backup, and the dropped connection ends the server's backup.
+
+use super::datadir::{self, BadPages};
+use super::identity::Identity;
+use super::session::{self, BackupSession, Connection};
+use super::wal::{WalFileName, XLogFileName};
+use cairn_repo::backup::{BackupJob, BackupOptions, SourceEntry};
+use cairn_repo::catalog::BackupRecord;
+use cairn_repo::chunker::DEFAULT_CDC;
+use cairn_repo::manifest::{Content, EntryKind, FileEntry};
+use cairn_repo::pipeline::Progress;
+use cairn_repo::{Error, Result, Stanza};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct PgBackupOptions {
+    pub pg_path: PathBuf,
+    pub connection: Connection,
+    pub archive_timeout: Duration,
+    /// `fast` checkpoint at backup start (pgBackRest's --start-fast); default on.
+    pub start_fast: bool,
+}
+
+fn memory_file(path: &str, text: String, mode: u32) -> SourceEntry {
+    let bytes = text.into_bytes();
+    let size = bytes.len() as u64;
+    let mut slot = Some(bytes);
+    SourceEntry {
+        entry: FileEntry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::File,
+            mode,
+            uid: unsafe_ids().0,
+            gid: unsafe_ids().1,
+            mtime_ns: cairn_repo::time::now_unix() * 1_000_000_000,
+            size,
+            link_target: None,
+            content: Content::None,
+            meta: BTreeMap::new(),
+        },
+        policy: DEFAULT_CDC,
+        origin: format!("{path} (from pg_backup_stop)"),
+        open: Some(Box::new(move || {
+            let b = slot.take().unwrap_or_default();
+            Ok(Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::Read + Send>)
+        })),
+    }
+}
+
+fn unsafe_ids() -> (u32, u32) {
+    // SAFETY: getuid/getgid have no preconditions and cannot fail.
+    unsafe { (libc::getuid(), libc::getgid()) }
+}
+
+pub async fn backup(
+    stanza: &Stanza,
+    opts: BackupOptions,
+    pg: &PgBackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BackupRecord> {
+    let identity = Identity::from_meta(&stanza.info.meta)?;
+    let local = Identity::from_data_dir(&pg.pg_path)?;
+    if local.system_id != identity.system_id {
+        return Err(Error::Invalid(format!(
+            "--pg-path {} is database system {}, but stanza '{}' is for system {}",
+            pg.pg_path.display(),
+            local.system_id,
+            stanza.name(),
+            identity.system_id
+        )));
+    }
+    let client = pg.connection.connect().await?;
+    let server_sysid = session::system_identifier(&client).await?;
+    if server_sysid != identity.system_id {
+        return Err(Error::Invalid(format!(
+            "the PostgreSQL server at --pg-host is database system {server_sysid}, but stanza '{}' is for system {}",
+            stanza.name(),
+            identity.system_id
+        )));
+    }
+    let control = std::fs::read(pg.pg_path.join("global/pg_control"))
+        .map_err(|e| Error::io("cannot read pg_control", e))
+        .and_then(|b| {
+            super::control::ControlFile::parse(&b)
+                .map_err(|e| Error::corrupt("pg_control", e.to_string()))
+        })?;
+
+    let mut job = BackupJob::begin(stanza, opts).await?;
+    let result = run(&mut job, client, &identity, &control, pg, progress).await;
+    match result {
+        Ok(meta) => job.commit(meta).await,
+        Err(e) => {
+            let _ = job.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn run(
+    job: &mut BackupJob,
+    client: tokio_postgres::Client,
+    identity: &Identity,
+    control: &super::control::ControlFile,
+    pg: &PgBackupOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<BTreeMap<String, String>> {
+    let session = BackupSession::start(
+        client,
+        &format!("cairn backup {}", job.label),
+        pg.start_fast,
+    )
+    .await?;
+    tracing::info!(
+        "backup start archive = {}, lsn = {}",
+        session.start_wal,
+        session.start_lsn
+    );
+    let bad: BadPages = Default::default();
+    let (path, start_lsn, checksums, relseg) = (
+        pg.pg_path.clone(),
+        session.start_lsn,
+        control.checksums_enabled(),
+        control.relseg_size,
+    );
+    let bad2 = bad.clone();
+    let sources = tokio::task::spawn_blocking(move || {
+        datadir::sources(&path, checksums, start_lsn, relseg, &bad2)
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("scan failed: {e}")))??;
+    job.copy(sources, progress.clone()).await?;
+    let (start_lsn, start_wal, timeline) = (
+        session.start_lsn,
+        session.start_wal.clone(),
+        session.timeline,
+    );
+    let stopped = session.stop().await?;
+    tracing::info!(
+        "backup stop archive = {}, lsn = {}",
+        stopped.stop_wal,
+        stopped.stop_lsn
+    );
+    let mut extra = vec![memory_file("backup_label", stopped.backup_label, 0o600)];
+    if let Some(map) = stopped.tablespace_map {
+        extra.push(memory_file("tablespace_map", map, 0o600));
+    }
+    job.copy(extra, Arc::new(cairn_repo::pipeline::NoProgress))
+        .await?;
+
+    wait_for_archive(
+        job,
+        identity,
+        timeline,
+        &start_wal,
+        &stopped.stop_wal,
+        pg.archive_timeout,
+    )
+    .await?;
+
+    let bad = bad.lock().map(|b| b.clone()).unwrap_or_default();
+    let mut meta = BTreeMap::from([
+        ("pg-path".to_string(), pg.pg_path.display().to_string()),
+        ("system-id".to_string(), identity.system_id.to_string()),
+        ("version".to_string(), identity.version.to_string()),
+        ("timeline".to_string(), timeline.to_string()),
+        ("start-lsn".to_string(), start_lsn.to_string()),
+        ("stop-lsn".to_string(), stopped.stop_lsn.to_string()),
+        ("wal-start".to_string(), start_wal),
+        ("wal-stop".to_string(), stopped.stop_wal),
+        (
+            "checksum-page-errors".to_string(),
+            bad.values().map(Vec::len).sum::<usize>().to_string(),
+        ),
+    ]);
+    if !bad.is_empty() {
+        let list: Vec<String> = bad
+            .iter()
+            .map(|(f, blocks)| {
+                format!(
+                    "{f} ({})",
+                    blocks
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+            .collect();
+        tracing::warn!("invalid page checksums: {}", list.join("; "));
+        meta.insert("checksum-page-error-list".to_string(), list.join("; "));
+    }
+    Ok(meta)
+}
+
+/// Wait until every segment from `start` to `stop` (inclusive) is in the archive.
+async fn wait_for_archive(
+    job: &BackupJob,
+    identity: &Identity,
+    timeline: u32,
+    start: &str,
+    stop: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let seg = identity.wal_segment_size;
+    let parse = |n: &str| WalFileName::parse(n).and_then(|w| w.segno(seg));
+    let (Some(first), Some(last)) = (parse(start), parse(stop)) else {
+        return Err(Error::Invalid(format!(
+            "unexpected WAL range {start} .. {stop}"
+        )));
+    };
+    let deadline = Instant::now() + timeout;
+    let archive_id = identity.archive_id();
+    for segno in first..=last {
+        let name = XLogFileName(timeline, segno, seg);
+        let key = job.stanza().archive_key(&archive_id, timeline, &name)?;
+        loop {
+            if job.stanza().store().head(&key).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Invalid(format!(
+                    "WAL segment {name} did not reach the archive within {} s (--archive-timeout); check that archive_command is 'cairn --stanza={} archive-push %p' and works (`cairn check`)",
+                    timeout.as_secs(),
+                    job.stanza().name()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! Restoring a cluster: lay the files down (pg_control last, so an interrupted restore never
+//! looks like a complete data directory), then write `recovery.signal` (or `standby.signal`)
+//! and the recovery settings into `postgresql.auto.conf`, with a `restore_command` that calls
+//! this same cairn against the same repository and stanza.
+
+use super::lsn::Lsn;
+use crate::tree::TreeWriter;
+use cairn_repo::catalog::{BackupRecord, Catalog};
+use cairn_repo::index::Index;
+use cairn_repo::manifest::FileEntry;
+use cairn_repo::pipeline::{NoProgress, Progress};
+use cairn_repo::restore;
+use cairn_repo::{BackupLabel, Error, Result, Stanza};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TargetType {
+    /// Recover to the end of the archive.
+    Default,
+    Immediate,
+    Time,
+    Lsn,
+    Xid,
+    Name,
+    Standby,
+}
+
+impl TargetType {
+    pub fn parse(s: &str) -> Result<TargetType> {
+        Ok(match s {
+            "default" => TargetType::Default,
+            "immediate" => TargetType::Immediate,
+            "time" => TargetType::Time,
+            "lsn" => TargetType::Lsn,
+            "xid" => TargetType::Xid,
+            "name" => TargetType::Name,
+            "standby" => TargetType::Standby,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "unknown restore --type '{s}': use default, immediate, time, lsn, xid, name or standby"
+                )));
+            }
+        })
+    }
+
+    fn needs_target(self) -> bool {
+        matches!(
+            self,
+            TargetType::Time | TargetType::Lsn | TargetType::Xid | TargetType::Name
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Recovery {
+    pub kind: TargetType,
+    pub target: Option<String>,
+    /// pause (PostgreSQL's default), promote or shutdown.
+    pub action: Option<String>,
+    pub timeline: Option<String>,
+    /// The `restore_command` to write.
+    pub restore_command: String,
+}
+
+impl Recovery {
+    pub fn validate(&self) -> Result<()> {
+        match (self.kind.needs_target(), &self.target) {
+            (true, None) => {
+                return Err(Error::Invalid(
+                    format!("restore --type {:?} needs --target", self.kind).to_lowercase(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::Invalid(
+                    "--target applies to --type time, lsn, xid or name".to_string(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(a) = &self.action {
+            if !matches!(a.as_str(), "pause" | "promote" | "shutdown") {
+                return Err(Error::Invalid(format!(
+                    "--target-action '{a}': use pause, promote or shutdown"
+                )));
+            }
+            if !self.kind.needs_target() && self.kind != TargetType::Immediate {
+                return Err(Error::Invalid(
+                    "--target-action applies only with a recovery target".into(),
+                ));
+            }
+        }
+        if self.kind == TargetType::Time {
+            parse_time(self.target.as_deref().unwrap_or_default())?;
+        }
+        if self.kind == TargetType::Lsn
+            && Lsn::parse(self.target.as_deref().unwrap_or_default()).is_none()
+        {
+            return Err(Error::Invalid(
+                "--target for --type lsn must look like 0/16B3740".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parse `YYYY-MM-DD HH:MM:SS[.frac][+HH[:MM]|Z]` into Unix seconds (fractions dropped, which
+/// only makes backup selection more conservative). A zone is required: PostgreSQL would read
+/// a zoneless time in the server's zone, which cairn cannot know.
+pub fn parse_time(s: &str) -> Result<i64> {
+    let bad = || {
+        Error::Invalid(format!(
+            "--target '{s}' is not a time like '2026-11-23 10:15:00+00' (a zone offset is required)"
+        ))
+    };
+    let s = s.trim();
+    let (date, rest) = s.split_once([' ', 'T']).ok_or_else(bad)?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    let zone_at = rest.find(['+', '-', 'Z']).ok_or_else(bad)?;
+    let (clock, zone) = rest.split_at(zone_at);
+    let clock = clock.split('.').next().unwrap_or(clock);
+    let t: Vec<i64> = clock
+        .split(':')
+        .map(|p| p.parse().map_err(|_| bad()))
+        .collect::<Result<_>>()?;
+    if d.len() != 3 || t.len() != 3 {
+        return Err(bad());
+    }
+    let offset = if zone == "Z" {
+        0
+    } else {
+        let sign = if zone.starts_with('-') { -1 } else { 1 };
+        let z = &zone[1..];
+        let (h, m) = match z.split_once(':') {
+            Some((h, m)) => (h, m),
+            None if z.len() == 4 => (&z[..2], &z[2..]),
+            None => (z, "0"),
+        };
+        sign * (h.parse::<i64>().map_err(|_| bad())? * 3600
+            + m.parse::<i64>().map_err(|_| bad())? * 60)
+    };
+    // days_from_civil (Howard Hinnant)
+    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2] - offset)
+}
+
+/// Which backup to restore: `--set`, or for a time target the newest backup that ended before
+/// it, for an lsn target the newest that stopped at or before it, otherwise the newest.
+pub fn choose_backup(
+    catalog: &Catalog,
+    set: Option<&BackupLabel>,
+    recovery: &Recovery,
+) -> Result<BackupRecord> {
+    if let Some(l) = set {
+        return catalog.get(l).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "backup {l} does not exist; `cairn info` lists the backups"
+            ))
+        });
+    }
+    let target = recovery.target.as_deref().unwrap_or_default();
+    let candidates = catalog.backups.iter().rev();
+    let found = match recovery.kind {
+        TargetType::Time => {
+            let t = parse_time(target)?;
+            candidates.clone().find(|b| b.stop < t)
+        }
+        TargetType::Lsn => {
+            let t = Lsn::parse(target).unwrap_or_default();
+            candidates.clone().find(|b| {
+                b.meta
+                    .get("stop-lsn")
+                    .and_then(|l| Lsn::parse(l))
+                    .is_some_and(|l| l <= t)
+            })
+        }
+        _ => catalog.latest(),
+    };
+    found.cloned().ok_or_else(|| {
+        Error::NotFound(format!(
+            "no backup can reach {} target '{target}': every backup ended after it",
+            format!("{:?}", recovery.kind).to_lowercase()
+        ))
+    })
+}
+
+/// Refuse a destination in use by a running server.
+pub fn check_destination(dest: &Path) -> Result<()> {
+    if dest.join("postmaster.pid").exists() {
+        return Err(Error::Invalid(format!(
+            "{} has a postmaster.pid: a PostgreSQL server may be running there; stop it (and remove a stale postmaster.pid) before restoring",
+            dest.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Where and how to restore.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub dest: PathBuf,
+    /// Reuse what `dest` already holds, fetching only chunks that differ.
+    pub delta: bool,
+    pub process_max: usize,
+    pub recovery: Recovery,
+}
+
+pub async fn restore(
+    stanza: &Stanza,
+    index: &Index,
+    entries: &[FileEntry],
+    opts: &RestoreOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<()> {
+    let (dest, delta, process_max, recovery) = (
+        opts.dest.as_path(),
+        opts.delta,
+        opts.process_max,
+        &opts.recovery,
+    );
+    check_destination(dest)?;
+    let (writer, placements) = if delta {
+        TreeWriter::prepare_delta(dest, entries)?
+    } else {
+        TreeWriter::prepare(dest, entries)?
+    };
+    let writer = Arc::new(writer);
+    let control = dest.join("global/pg_control");
+    let (last, rest): (Vec<_>, Vec<_>) = placements
+        .into_iter()
+        .partition(|p| writer.describe_path(p.target) == Some(control.as_path()));
+    restore::fetch_positioned(stanza, index, rest, process_max, writer.clone(), progress).await?;
+    restore::fetch_positioned(stanza, index, last, 1, writer.clone(), Arc::new(NoProgress)).await?;
+    writer.finish(entries)?;
+    write_recovery(dest, recovery)
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Write the signal file and the recovery settings (replacing any earlier ones).
+pub fn write_recovery(dest: &Path, r: &Recovery) -> Result<()> {
+    let signal = if r.kind == TargetType::Standby {
+        "standby.signal"
+    } else {
+        "recovery.signal"
+    };
+    let io = |what: &str, p: &Path| {
+        let p: PathBuf = p.to_path_buf();
+        let what = what.to_string();
+        move |e| Error::io(format!("cannot {what} {}", p.display()), e)
+    };
+    let sig = dest.join(signal);
+    std::fs::write(&sig, b"").map_err(io("write", &sig))?;
+    let auto = dest.join("postgresql.auto.conf");
+    let old = std::fs::read_to_string(&auto).unwrap_or_default();
+    let keys = ["restore_command", "recovery_target", "recovery_target_"];
+    let mut text: String = old
+        .lines()
+        .filter(|l| !keys.iter().any(|k| l.trim_start().starts_with(k)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.push_str(&format!(
+        "\n# Recovery settings written by cairn restore ({})\nrestore_command = {}\n",
+        cairn_repo::time::display(cairn_repo::time::now_unix()),
+        quote(&r.restore_command)
+    ));
+    let target = r.target.as_deref().unwrap_or_default();
+    match r.kind {
+        TargetType::Immediate => text.push_str("recovery_target = 'immediate'\n"),
+        TargetType::Time => text.push_str(&format!("recovery_target_time = {}\n", quote(target))),
+        TargetType::Lsn => text.push_str(&format!("recovery_target_lsn = {}\n", quote(target))),
+        TargetType::Xid => text.push_str(&format!("recovery_target_xid = {}\n", quote(target))),
+        TargetType::Name => text.push_str(&format!("recovery_target_name = {}\n", quote(target))),
+        TargetType::Default | TargetType::Standby => {}
+    }
+    if let Some(a) = &r.action {
+        text.push_str(&format!("recovery_target_action = {}\n", quote(a)));
+    }
+    if let Some(t) = &r.timeline {
+        text.push_str(&format!("recovery_target_timeline = {}\n", quote(t)));
+    }
+    std::fs::write(&auto, text).map_err(io("write", &auto))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_with_zones() -> Result<()> {
+        assert_eq!(parse_time("2026-11-23 01:22:30+00")?, 1_795_396_950);
+        assert_eq!(parse_time("2026-11-23 02:22:30.123+01")?, 1_795_396_950);
+        assert_eq!(parse_time("2026-11-22T20:22:30-05:00")?, 1_795_396_950);
+        assert_eq!(parse_time("2026-11-23 01:22:30Z")?, 1_795_396_950);
+        assert!(
+            parse_time("2026-11-23 01:22:30").is_err(),
+            "a zone is required"
+        );
+        assert!(parse_time("yesterday").is_err());
+        Ok(())
+    }
+}
