@@ -12,7 +12,7 @@ pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
+    pub dir: std::sync::Arc<tempfile::TempDir>,
     pub data: PathBuf,
     pub sock: PathBuf,
     pub repo: PathBuf,
@@ -79,7 +79,7 @@ impl Cluster {
                 .output()?,
         )?;
         let c = Cluster {
-            dir,
+            dir: dir.into(),
             data,
             sock,
             repo,
@@ -111,6 +111,61 @@ impl Cluster {
             self.repo.display(),
             self.stanza
         )
+    }
+
+    /// A cluster on another data directory (a restore of this one), sharing its socket
+    /// directory and repository; only one of them may run at a time.
+    pub fn sibling(&self, data: PathBuf) -> Cluster {
+        Cluster {
+            dir: self.dir.clone(),
+            data,
+            sock: self.sock.clone(),
+            repo: self.repo.clone(),
+            stanza: self.stanza.clone(),
+            running: false,
+        }
+    }
+
+    /// Append settings to postgresql.auto.conf (they win over postgresql.conf).
+    pub fn set(&self, settings: &str) -> Res<()> {
+        let path = self.data.join("postgresql.auto.conf");
+        let mut text = fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&format!("\n{settings}\n"));
+        fs::write(&path, text)?;
+        chown_postgres(&path)?;
+        Ok(())
+    }
+
+    /// Wait until recovery has ended (the cluster was promoted).
+    pub fn wait_promoted(&self) -> Res<()> {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if self
+                .sql("select pg_is_in_recovery()")
+                .map(|r| r == "f")
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err("the restored cluster did not finish recovery within 90 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Run a PostgreSQL client program (pgbench, pg_amcheck...) against this cluster.
+    pub fn client(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = as_postgres(&format!("{PG_BIN}/{program}"));
+        c.arg("-h")
+            .arg(&self.sock)
+            .args(["-p", "5432", "-U", "postgres"])
+            .args(args);
+        c
+    }
+
+    pub fn check_output(what: &str, out: Output) -> Res<Output> {
+        check(what, out)
     }
 
     pub fn start(&mut self) -> Res<()> {

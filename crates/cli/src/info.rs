@@ -16,6 +16,9 @@ pub struct StanzaReport {
     pub packs: usize,
     pub pack_bytes: u64,
     pub locked: bool,
+    /// Per archive id and timeline: (archive id, timeline, first, last) archived segment.
+    pub archives: Vec<(String, u32, String, String)>,
+    pub meta: std::collections::BTreeMap<String, String>,
 }
 
 impl StanzaReport {
@@ -23,6 +26,30 @@ impl StanzaReport {
         let catalog = stanza.catalog().await?;
         let packs = stanza.store().list(&stanza.pack_prefix()?).await?;
         let locked = stanza.store().head(&stanza.lock_key()?).await.is_ok();
+        let mut archives = Vec::new();
+        for id in stanza.archive_ids().await? {
+            let mut by_tli: std::collections::BTreeMap<u32, (String, String)> = Default::default();
+            for a in stanza.archive_list(&id).await? {
+                // Only whole segments bound the archive (not .history, .backup or .partial).
+                if a.name.len() != 24 {
+                    continue;
+                }
+                let e = by_tli
+                    .entry(a.timeline)
+                    .or_insert_with(|| (a.name.clone(), a.name.clone()));
+                if a.name < e.0 {
+                    e.0 = a.name.clone();
+                }
+                if a.name > e.1 {
+                    e.1 = a.name;
+                }
+            }
+            archives.extend(
+                by_tli
+                    .into_iter()
+                    .map(|(t, (min, max))| (id.clone(), t, min, max)),
+            );
+        }
         Ok(StanzaReport {
             name: stanza.name().to_string(),
             engine: stanza.info.engine.clone(),
@@ -30,6 +57,8 @@ impl StanzaReport {
             pack_bytes: packs.iter().map(|p| p.size).sum(),
             catalog,
             locked,
+            archives,
+            meta: stanza.info.meta.clone(),
         })
     }
 
@@ -93,8 +122,14 @@ pub fn json(stanzas: &[StanzaReport]) -> Value {
                                 "delta": b.delta,
                                 "repository": {"size": b.repo_size, "delta": b.repo_delta},
                             },
-                            "archive": Value::Null,
-                            "lsn": Value::Null,
+                            "archive": match (b.meta.get("wal-start"), b.meta.get("wal-stop")) {
+                                (Some(a), Some(z)) => json!({"start": a, "stop": z}),
+                                _ => Value::Null,
+                            },
+                            "lsn": match (b.meta.get("start-lsn"), b.meta.get("stop-lsn")) {
+                                (Some(a), Some(z)) => json!({"start": a, "stop": z}),
+                                _ => Value::Null,
+                            },
                             "error": false,
                             "cairn": {
                                 "files": b.file_count,
@@ -113,8 +148,22 @@ pub fn json(stanzas: &[StanzaReport]) -> Value {
                         "message": message,
                         "lock": {"backup": {"held": s.locked}},
                     },
-                    "db": [],
-                    "archive": [],
+                    "db": match (s.meta.get("system-id"), s.meta.get("version")) {
+                        (Some(id), Some(v)) => json!([{
+                            "id": 1,
+                            "repo-key": 1,
+                            "system-id": id.parse::<u64>().unwrap_or(0),
+                            "version": v,
+                        }]),
+                        _ => json!([]),
+                    },
+                    "archive": s.archives.iter().map(|(id, tli, min, max)| json!({
+                        "id": id,
+                        "timeline": tli,
+                        "database": {"id": 1, "repo-key": 1},
+                        "min": min,
+                        "max": max,
+                    })).collect::<Vec<_>>(),
                     "backup": backups,
                     "cairn": {
                         "engine": s.engine,
@@ -154,6 +203,22 @@ pub fn text(stanzas: &[StanzaReport]) -> String {
             human(s.logical_total()),
             s.dedup_ratio()
         );
+        for (id, tli, min, max) in &s.archives {
+            let _ = writeln!(
+                out,
+                "    wal archive min/max ({id}, timeline {tli}): {min} / {max}"
+            );
+        }
+        if let (Some(first), Some((_, tli, _, max))) =
+            (s.catalog.backups.first(), s.archives.last())
+        {
+            let _ = writeln!(
+                out,
+                "    recovery window: from {} (end of backup {}) to the end of WAL {max} (timeline {tli})",
+                cairn_repo::time::display(first.stop),
+                first.label
+            );
+        }
         for b in &s.catalog.backups {
             let _ = writeln!(out);
             let _ = writeln!(out, "    {} backup: {}", b.kind, b.label);
@@ -178,6 +243,20 @@ pub fn text(stanzas: &[StanzaReport]) -> String {
                 b.new_chunk_count,
                 b.chunk_count
             );
+            if let (Some(a), Some(z)) = (b.meta.get("wal-start"), b.meta.get("wal-stop")) {
+                let _ = writeln!(out, "        wal start/stop: {a} / {z}");
+            }
+            if let (Some(a), Some(z)) = (b.meta.get("start-lsn"), b.meta.get("stop-lsn")) {
+                let _ = writeln!(out, "        lsn start/stop: {a} / {z}");
+            }
+            if let Some(n) = b.meta.get("checksum-page-errors").filter(|n| *n != "0") {
+                let list = b
+                    .meta
+                    .get("checksum-page-error-list")
+                    .map(String::as_str)
+                    .unwrap_or("");
+                let _ = writeln!(out, "        page checksum errors: {n}: {list}");
+            }
             if !b.references.is_empty() {
                 let refs: Vec<&str> = b.references.iter().map(|r| r.as_str()).collect();
                 let _ = writeln!(out, "        backup reference list: {}", refs.join(", "));
