@@ -5,6 +5,7 @@ mod common;
 
 use common::pg::{Cluster, Res, chown_postgres};
 use std::fs;
+use std::process::Command;
 
 #[test]
 fn archive_command_pushes_segments_and_archive_get_returns_them() -> Res<()> {
@@ -100,5 +101,141 @@ fn a_segment_from_another_cluster_is_refused_and_not_stored() -> Res<()> {
     main.start()?;
     let seg = main.switch_wal()?;
     main.wait_archived(&seg)?;
+    Ok(())
+}
+
+#[test]
+fn check_proves_archive_command_works_and_fails_when_it_does_not() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    let out = c.cairn_ok(&["check"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reached the archive"));
+    // An archive_command that does not archive: check times out with a clear message.
+    c.sql("alter system set archive_command = '/bin/false archive-push %p'")?;
+    c.sql("select pg_reload_conf()")?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = c.cairn(&["check", "--archive-timeout", "3"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("did not reach the archive"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn a_corrupted_page_is_reported_by_the_next_backup_and_by_info() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql(
+        "create table victim as select g, repeat('x', 200) as pad from generate_series(1, 20000) g",
+    )?;
+    let rel = c.sql("select pg_relation_filepath('victim')")?;
+    c.sql("checkpoint")?;
+    c.stop()?;
+    // Flip a byte inside block 2 of the table (not its header), as a failing disk might.
+    let path = c.data.join(&rel);
+    let mut bytes = fs::read(&path)?;
+    bytes[2 * 8192 + 5000] ^= 0x55;
+    fs::write(&path, &bytes)?;
+    c.start()?;
+    let out = c.cairn(&["backup", "--type", "full"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a bad page warns, it does not abort: {stderr}"
+    );
+    assert!(
+        stderr.contains("invalid page checksum") && stderr.contains(&rel),
+        "{stderr}"
+    );
+    let info = String::from_utf8_lossy(&c.cairn_ok(&["info"])?.stdout).into_owned();
+    assert!(
+        info.contains("page checksum errors: 1") && info.contains(&format!("{rel} (2)")),
+        "{info}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    assert_eq!(
+        json[0]["backup"][0]["cairn"]["meta"]["checksum-page-errors"], "1",
+        "{json}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_backup_killed_mid_copy_is_not_listed_and_leaves_no_backup_running() -> Res<()> {
+    use std::os::unix::process::CommandExt;
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    Cluster::check_output(
+        "pgbench -i",
+        c.client("pgbench", &["-i", "-s", "10", "-q", "postgres"])
+            .output()?,
+    )?;
+    let uid: u32 = String::from_utf8(Command::new("id").args(["-u", "postgres"]).output()?.stdout)?
+        .trim()
+        .parse()?;
+    let gid: u32 = String::from_utf8(Command::new("id").args(["-g", "postgres"]).output()?.stdout)?
+        .trim()
+        .parse()?;
+    // Run cairn itself as postgres (not through runuser) so the kill reaches it.
+    let mut child = Command::new(common::pg::cairn_bin())
+        .uid(uid)
+        .gid(gid)
+        .arg("--repo")
+        .arg(&c.repo)
+        .args([
+            "--stanza",
+            "main",
+            "--log-level",
+            "warn",
+            "--process-max",
+            "1",
+            "--pg-path",
+        ])
+        .arg(&c.data)
+        .arg("--pg-host")
+        .arg(&c.sock)
+        .args(["--pg-port", "5432", "backup", "--type", "full"])
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Wait until the server shows cairn's session, i.e. the backup has started.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.sql("select count(*) from pg_stat_activity where application_name = 'cairn'")? == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cairn never connected"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let finished_early = child.try_wait()?.is_some();
+    child.kill()?;
+    child.wait()?;
+    assert!(
+        !finished_early,
+        "the backup finished before it could be killed; make the database larger"
+    );
+    // No backup listed; the server ended cairn's session and with it the backup.
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    assert_eq!(
+        info[0]["backup"].as_array().map(|a| a.len()),
+        Some(0),
+        "{info}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c.sql("select count(*) from pg_stat_activity where application_name = 'cairn'")? != "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cairn's backup session outlived it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The next backup succeeds, and verify finds no damage.
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.cairn_ok(&["verify"])?;
     Ok(())
 }

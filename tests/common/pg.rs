@@ -11,6 +11,34 @@ use std::time::{Duration, Instant};
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// The cairn binary under test, copied where the `postgres` user can run it (the build
+/// directory may sit under a home directory postgres cannot enter).
+pub fn cairn_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        // One copy per build of the binary, shared by every test process.
+        let src = fs::metadata(env!("CARGO_BIN_EXE_cairn")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            format!("{}-{}", m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000)
+        });
+        let dir = std::env::temp_dir().join(format!("cairn-test-bin-{}", src.unwrap_or_default()));
+        let bin = dir.join("cairn");
+        if bin.exists() {
+            return bin;
+        }
+        let tmp = format!("cairn.tmp-{}", std::process::id());
+        let copied = fs::create_dir_all(&dir)
+            .and_then(|_| fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)))
+            .and_then(|_| fs::copy(env!("CARGO_BIN_EXE_cairn"), dir.join(&tmp)))
+            .and_then(|_| fs::set_permissions(dir.join(&tmp), fs::Permissions::from_mode(0o755)))
+            .and_then(|_| fs::rename(dir.join(&tmp), &bin));
+        match copied {
+            Ok(()) => bin,
+            Err(e) => panic!("cannot copy the cairn binary to {}: {e}", dir.display()),
+        }
+    })
+}
+
 pub struct Cluster {
     pub dir: std::sync::Arc<tempfile::TempDir>,
     pub data: PathBuf,
@@ -107,7 +135,7 @@ impl Cluster {
     pub fn archive_command(&self) -> String {
         format!(
             "{} --repo {} --stanza {} --log-level warn archive-push %p",
-            env!("CARGO_BIN_EXE_cairn"),
+            cairn_bin().display(),
             self.repo.display(),
             self.stanza
         )
@@ -227,7 +255,7 @@ impl Cluster {
 
     /// Run cairn as postgres against this cluster's repository and stanza.
     pub fn cairn(&self, args: &[&str]) -> Res<Output> {
-        Ok(as_postgres(env!("CARGO_BIN_EXE_cairn"))
+        Ok(as_postgres(&cairn_bin().display().to_string())
             .arg("--repo")
             .arg(&self.repo)
             .args(["--stanza", &self.stanza, "--log-level", "warn", "--pg-path"])

@@ -166,6 +166,19 @@ impl Settings {
         Ok(flag || self.file.boolean(key)?.unwrap_or(false))
     }
 
+    fn pg_options(&self, archive_timeout: Option<u64>) -> Result<PgBackupOptions> {
+        let timeout = match archive_timeout {
+            Some(t) => t as i64,
+            None => self.file.integer("archive-timeout")?.unwrap_or(60),
+        };
+        Ok(PgBackupOptions {
+            pg_path: self.pg_path()?,
+            connection: self.pg_connection()?,
+            archive_timeout: std::time::Duration::from_secs(timeout.max(1) as u64),
+            start_fast: true,
+        })
+    }
+
     fn pg_connection(&self) -> Result<Connection> {
         let port = match self.pg_port_flag {
             Some(p) => Some(p),
@@ -290,6 +303,7 @@ async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode
             restore(&s, args, quiet).await
         }
         Command::Info { output } => info_cmd(&s, output).await,
+        Command::Check { archive_timeout } => check_cmd(&s, archive_timeout).await,
         Command::Verify { set } => verify_cmd(&s, set).await,
     }
 }
@@ -390,16 +404,7 @@ async fn backup(
         command: "backup".into(),
     };
     if engine == EngineKind::Postgres {
-        let timeout = match archive_timeout {
-            Some(t) => t as i64,
-            None => s.file.integer("archive-timeout")?.unwrap_or(60),
-        };
-        let pg = PgBackupOptions {
-            pg_path: s.pg_path()?,
-            connection: s.pg_connection()?,
-            archive_timeout: std::time::Duration::from_secs(timeout.max(1) as u64),
-            start_fast: true,
-        };
+        let pg = s.pg_options(archive_timeout)?;
         let progress: Arc<dyn Progress> = Arc::new(Reporter::new("backup", quiet));
         let rec = pg_backup::backup(&stanza, opts, &pg, progress).await?;
         log_backup(&rec);
@@ -732,4 +737,16 @@ fn write_atomically(dest: &Path, data: &[u8]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+async fn check_cmd(s: &Settings, archive_timeout: Option<u64>) -> Result<ExitCode> {
+    let (stanza, _) = postgres_stanza(s).await?;
+    let pg = s.pg_options(archive_timeout)?;
+    let wal = pg_backup::check(&stanza, &pg).await?;
+    tracing::info!("WAL segment {wal} was archived: archive_command works");
+    println!(
+        "check: WAL segment {wal} reached the archive of stanza '{}'",
+        stanza.name()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -125,6 +125,12 @@ pub enum Command {
         #[arg(long, env = "CAIRN_OUTPUT")]
         output: Option<String>,
     },
+    /// Confirm archive_command works: switch WAL and wait for the segment to arrive.
+    Check {
+        /// Seconds to wait for the segment (default 60).
+        #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
+        archive_timeout: Option<u64>,
+    },
     /// Re-read and check every object; non-zero with a list of what is wrong.
     Verify {
         /// Check only this backup's data (all objects are still read).

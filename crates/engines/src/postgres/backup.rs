@@ -155,7 +155,7 @@ async fn run(
         .await?;
 
     wait_for_archive(
-        job,
+        job.stanza(),
         identity,
         timeline,
         &start_wal,
@@ -201,7 +201,7 @@ async fn run(
 
 /// Wait until every segment from `start` to `stop` (inclusive) is in the archive.
 async fn wait_for_archive(
-    job: &BackupJob,
+    stanza: &Stanza,
     identity: &Identity,
     timeline: u32,
     start: &str,
@@ -219,20 +219,79 @@ async fn wait_for_archive(
     let archive_id = identity.archive_id();
     for segno in first..=last {
         let name = XLogFileName(timeline, segno, seg);
-        let key = job.stanza().archive_key(&archive_id, timeline, &name)?;
+        let key = stanza.archive_key(&archive_id, timeline, &name)?;
         loop {
-            if job.stanza().store().head(&key).await.is_ok() {
+            if stanza.store().head(&key).await.is_ok() {
                 break;
             }
             if Instant::now() > deadline {
                 return Err(Error::Invalid(format!(
                     "WAL segment {name} did not reach the archive within {} s (--archive-timeout); check that archive_command is 'cairn --stanza={} archive-push %p' and works (`cairn check`)",
                     timeout.as_secs(),
-                    job.stanza().name()
+                    stanza.name()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     Ok(())
+}
+
+/// `check`: prove archive_command works. Write a restore point (so there is WAL to switch
+/// away from), switch WAL, and wait for the finished segment to reach the archive.
+pub async fn check(stanza: &Stanza, pg: &PgBackupOptions) -> Result<String> {
+    let identity = Identity::from_meta(&stanza.info.meta)?;
+    let client = pg.connection.connect().await?;
+    let sysid = session::system_identifier(&client).await?;
+    if sysid != identity.system_id {
+        return Err(Error::Invalid(format!(
+            "the PostgreSQL server is database system {sysid}, but stanza '{}' is for system {}",
+            stanza.name(),
+            identity.system_id
+        )));
+    }
+    let setting = |name: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("show {name}"), &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .map_err(|e| Error::Invalid(format!("cannot read {name}: {e}")))
+        }
+    };
+    let mode = setting("archive_mode").await?;
+    if mode == "off" {
+        return Err(Error::Invalid(
+            "archive_mode is off: set archive_mode = on and restart PostgreSQL".into(),
+        ));
+    }
+    let command = setting("archive_command").await?;
+    if !command.contains("archive-push") {
+        return Err(Error::Invalid(format!(
+            "archive_command is '{command}'; set it to 'cairn --stanza={} archive-push %p'",
+            stanza.name()
+        )));
+    }
+    let row = client
+        .query_one(
+            "select pg_walfile_name(lsn), (select timeline_id from pg_control_checkpoint()) from \
+             (select pg_create_restore_point('cairn archive check'), pg_switch_wal() as lsn) s",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::Invalid(format!("cannot switch WAL: {e}")))?;
+    let wal: String = row.get(0);
+    let name = WalFileName::parse(&wal)
+        .ok_or_else(|| Error::Invalid(format!("unexpected WAL name {wal}")))?;
+    wait_for_archive(
+        stanza,
+        &identity,
+        name.timeline,
+        &wal,
+        &wal,
+        pg.archive_timeout,
+    )
+    .await?;
+    Ok(wal)
 }
