@@ -239,3 +239,101 @@ fn a_backup_killed_mid_copy_is_not_listed_and_leaves_no_backup_running() -> Res<
     c.cairn_ok(&["verify"])?;
     Ok(())
 }
+
+#[test]
+fn tablespaces_restore_to_a_mapped_path_and_delta_restore_repairs_a_data_directory() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    let ts = c.dir.path().join("ts1");
+    fs::create_dir_all(&ts)?;
+    chown_postgres(&ts)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql(&format!(
+        "create tablespace ts1 location '{}'",
+        ts.display()
+    ))?;
+    c.sql("create table in_ts tablespace ts1 as select g from generate_series(1, 50000) g")?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.sql("insert into in_ts select g from generate_series(1, 1000) g")?;
+    let last = c.switch_wal()?;
+    c.wait_archived(&last)?;
+    c.stop()?;
+    fs::remove_dir_all(&c.data)?;
+    fs::remove_dir_all(&ts)?;
+
+    let moved = c.dir.path().join("ts1-moved");
+    let dest = c.dir.path().join("restored");
+    c.cairn_ok(&[
+        "restore",
+        "--dest",
+        dest.to_str().ok_or("path")?,
+        "--tablespace-map",
+        &format!("ts1={}", moved.display()),
+    ])?;
+    assert!(
+        !ts.exists(),
+        "the tablespace must go to the mapped path, not its old one"
+    );
+    let mut r = c.sibling(dest.clone());
+    r.set("archive_mode = off")?;
+    r.start()?;
+    r.wait_promoted()?;
+    assert_eq!(r.sql("select count(*) from in_ts")?, "51000");
+    assert_eq!(
+        r.sql("select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts1'")?,
+        moved.display().to_string()
+    );
+    r.stop()?;
+
+    // A restore over a running cluster is refused.
+    r.start()?;
+    let out = c.cairn(&["restore", "--delta", "--dest", dest.to_str().ok_or("path")?])?;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postmaster.pid"));
+    r.stop()?;
+
+    // Damage the stopped copy; --delta puts it right, fetching only what differs.
+    let rel = "base/1/1259"; // pg_class of template1
+    let mut bytes = fs::read(dest.join(rel))?;
+    bytes[100] ^= 0xFF;
+    fs::write(dest.join(rel), &bytes)?;
+    fs::write(dest.join("stray-file"), b"not in the backup")?;
+    let out = c.cairn(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a non-empty destination without --delta is refused"
+    );
+    c.cairn_ok(&[
+        "restore",
+        "--delta",
+        "--dest",
+        dest.to_str().ok_or("path")?,
+        "--tablespace-map",
+        &format!("ts1={}", moved.display()),
+    ])?;
+    assert!(!dest.join("stray-file").exists());
+    let mut r = c.sibling(dest.clone());
+    r.set("archive_mode = off")?;
+    r.start()?;
+    r.wait_promoted()?;
+    assert_eq!(r.sql("select count(*) from in_ts")?, "51000");
+    r.stop()?;
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            &format!("{}/pg_checksums", common::pg::PG_BIN),
+            "--check",
+            "-D",
+        ])
+        .arg(&dest)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

@@ -289,9 +289,18 @@ async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode
             target,
             target_action,
             target_timeline,
+            tablespace_map,
             delta,
         } => {
+            let mut maps = Vec::new();
+            for m in &tablespace_map {
+                let (name, path) = m
+                    .split_once('=')
+                    .ok_or_else(|| usage(format!("--tablespace-map '{m}': use NAME=PATH")))?;
+                maps.push((name.to_string(), PathBuf::from(path)));
+            }
             let args = RestoreArgs {
+                tablespace_map: maps,
                 set: s.string(&set, "set")?,
                 dest: s.path(&dest, "dest")?,
                 kind: s.string(&kind, "type")?,
@@ -462,6 +471,7 @@ fn log_backup(rec: &cairn_repo::catalog::BackupRecord) {
 }
 
 struct RestoreArgs {
+    tablespace_map: Vec<(String, PathBuf)>,
     set: Option<String>,
     dest: Option<PathBuf>,
     kind: Option<String>,
@@ -489,6 +499,9 @@ fn restore_command(s: &Settings, stanza: &Stanza) -> Result<String> {
 async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Result<ExitCode> {
     let stanza = open_stanza(s).await?;
     let engine = engine_of(&stanza)?;
+    if engine != EngineKind::Postgres && !args.tablespace_map.is_empty() {
+        return Err(usage("--tablespace-map is for postgres stanzas"));
+    }
     let pitr = args.kind.is_some()
         || args.target.is_some()
         || args.target_action.is_some()
@@ -533,12 +546,14 @@ async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Result<ExitCod
         pg_restore::restore(
             &stanza,
             &index,
+            &record,
             &entries,
             &RestoreOptions {
                 dest: dest.clone(),
                 delta: args.delta,
                 process_max: s.process_max,
                 recovery: recovery.clone(),
+                tablespace_map: args.tablespace_map.clone(),
             },
             progress,
         )

@@ -116,6 +116,9 @@ pub enum Command {
         target_action: Option<String>,
         #[arg(long, env = "CAIRN_TARGET_TIMELINE")]
         target_timeline: Option<String>,
+        /// Restore a tablespace elsewhere: NAME=PATH (name or oid); repeatable.
+        #[arg(long)]
+        tablespace_map: Vec<String>,
         #[arg(long, env = "CAIRN_DELTA")]
         delta: bool,
     },

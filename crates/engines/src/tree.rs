@@ -150,6 +150,9 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
 pub struct TreeWriter {
     root: PathBuf,
     files: Vec<PathBuf>,
+    /// Symlinks with restored contents beneath them (tablespaces), created before the
+    /// contents, by path.
+    links: std::collections::HashSet<Vec<u8>>,
 }
 
 fn join(root: &Path, rel: &[u8]) -> PathBuf {
@@ -183,7 +186,7 @@ impl TreeWriter {
     /// Check `dest` is absent or an empty directory, then create directories and empty files
     /// of the right sizes. Returns the writer and the chunk placements to fetch.
     pub fn prepare(dest: &Path, entries: &[FileEntry]) -> Result<(TreeWriter, Vec<Placement>)> {
-        Self::prepare_with(dest, entries, false)
+        Self::prepare_with(dest, entries, false, &BTreeMap::new())
     }
 
     /// `prepare` for `--delta`: `dest` may hold an older copy. Files whose chunks already match
@@ -192,13 +195,16 @@ impl TreeWriter {
         dest: &Path,
         entries: &[FileEntry],
     ) -> Result<(TreeWriter, Vec<Placement>)> {
-        Self::prepare_with(dest, entries, true)
+        Self::prepare_with(dest, entries, true, &BTreeMap::new())
     }
 
-    fn prepare_with(
+    /// `prepare` (or `prepare_delta`), where symlinks that have contents beneath them
+    /// (tablespaces) point at `link_map[path]` instead of their recorded target.
+    pub fn prepare_with(
         dest: &Path,
         entries: &[FileEntry],
         delta: bool,
+        link_map: &BTreeMap<Vec<u8>, PathBuf>,
     ) -> Result<(TreeWriter, Vec<Placement>)> {
         match fs::read_dir(dest) {
             Ok(mut rd) => {
@@ -232,13 +238,18 @@ impl TreeWriter {
         let mut w = TreeWriter {
             root: dest.to_path_buf(),
             files: Vec::new(),
+            links: Default::default(),
         };
         let mut placements = Vec::new();
         if delta {
             remove_unlisted(dest, entries)?;
         }
+        w.create_followed_links(entries, delta, link_map)?;
         for e in entries {
             check_rel(&e.path)?;
+            if w.links.contains(&e.path) {
+                continue; // created above, before its contents
+            }
             let path = join(dest, &e.path);
             if delta {
                 // Whatever stands where a different kind of entry belongs goes.
@@ -308,11 +319,64 @@ impl TreeWriter {
         Ok((w, placements))
     }
 
+    /// Create, before anything beneath them, the symlinks whose contents are in the backup
+    /// (PostgreSQL tablespaces), pointing at their mapped or recorded target directory, which
+    /// must be empty unless restoring with delta.
+    fn create_followed_links(
+        &mut self,
+        entries: &[FileEntry],
+        delta: bool,
+        link_map: &BTreeMap<Vec<u8>, PathBuf>,
+    ) -> Result<()> {
+        for (i, e) in entries.iter().enumerate() {
+            if e.kind != EntryKind::Symlink {
+                continue;
+            }
+            let mut prefix = e.path.clone();
+            prefix.push(b'/');
+            if !entries[i + 1..].iter().any(|c| c.path.starts_with(&prefix)) {
+                continue;
+            }
+            check_rel(&e.path)?;
+            let target = match link_map.get(&e.path) {
+                Some(p) => p.clone(),
+                None => PathBuf::from(OsStr::from_bytes(
+                    e.link_target.as_deref().unwrap_or_default(),
+                )),
+            };
+            if !delta && fs::read_dir(&target).is_ok_and(|mut rd| rd.next().is_some()) {
+                return Err(Error::Invalid(format!(
+                    "{} (the target of {}) is not empty; empty it, or restore it elsewhere with --tablespace-map",
+                    target.display(),
+                    e.display_path()
+                )));
+            }
+            fs::create_dir_all(&target)
+                .map_err(|err| Error::io(format!("cannot create {}", target.display()), err))?;
+            let link = join(&self.root, &e.path);
+            if let Some(parent) = link.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|err| Error::io(format!("cannot create {}", parent.display()), err))?;
+            }
+            if fs::symlink_metadata(&link).is_ok() {
+                remove_path(&link)?;
+            }
+            std::os::unix::fs::symlink(&target, &link).map_err(|err| {
+                Error::io(format!("cannot create symlink {}", link.display()), err)
+            })?;
+            self.links.insert(e.path.clone());
+        }
+        Ok(())
+    }
+
     /// After the data is written: symlinks, then modes, owners and mtimes, directories last and
     /// deepest first so restoring a read-only directory's contents is not blocked.
     pub fn finish(&self, entries: &[FileEntry]) -> Result<()> {
         let as_root = unsafe_geteuid() == 0;
-        for e in entries.iter().filter(|e| e.kind != EntryKind::Dir) {
+        for e in entries
+            .iter()
+            .filter(|e| e.kind != EntryKind::Dir && !self.links.contains(&e.path))
+        {
             let path = join(&self.root, &e.path);
             if e.kind == EntryKind::Symlink {
                 let target = e.link_target.as_deref().unwrap_or_default();

@@ -111,6 +111,7 @@ async fn run(
     pg: &PgBackupOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<BTreeMap<String, String>> {
+    let tablespaces = session::tablespaces(&client).await?;
     let session = BackupSession::start(
         client,
         &format!("cairn backup {}", job.label),
@@ -179,6 +180,13 @@ async fn run(
             bad.values().map(Vec::len).sum::<usize>().to_string(),
         ),
     ]);
+    if !tablespaces.is_empty() {
+        let list: Vec<String> = tablespaces
+            .iter()
+            .map(|(oid, name)| format!("{oid}={name}"))
+            .collect();
+        meta.insert("tablespaces".to_string(), list.join(","));
+    }
     if !bad.is_empty() {
         let list: Vec<String> = bad
             .iter()

@@ -211,15 +211,79 @@ pub struct RestoreOptions {
     pub delta: bool,
     pub process_max: usize,
     pub recovery: Recovery,
+    /// `--tablespace-map NAME=PATH`: tablespace (name or oid) -> where to restore it.
+    pub tablespace_map: Vec<(String, PathBuf)>,
+}
+
+/// Resolve `--tablespace-map` entries against the backup's tablespaces into symlink
+/// path -> directory.
+fn link_map(
+    record_meta: &std::collections::BTreeMap<String, String>,
+    map: &[(String, PathBuf)],
+) -> Result<std::collections::BTreeMap<Vec<u8>, PathBuf>> {
+    let known: Vec<(String, String)> = record_meta
+        .get("tablespaces")
+        .map(|t| {
+            t.split(',')
+                .filter_map(|p| p.split_once('='))
+                .map(|(o, n)| (o.to_string(), n.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for (name, path) in map {
+        let Some((oid, _)) = known.iter().find(|(o, n)| o == name || n == name) else {
+            let names: Vec<String> = known.iter().map(|(o, n)| format!("{n} ({o})")).collect();
+            return Err(Error::Invalid(format!(
+                "--tablespace-map names '{name}', which is not a tablespace of this backup (it has: {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        };
+        if !path.is_absolute() {
+            return Err(Error::Invalid(format!(
+                "--tablespace-map {name}={}: the path must be absolute",
+                path.display()
+            )));
+        }
+        out.insert(format!("pg_tblspc/{oid}").into_bytes(), path.clone());
+    }
+    Ok(out)
+}
+
+/// PostgreSQL recreates tablespace links from `tablespace_map` at recovery start: make it
+/// name the directories the tablespaces were restored to.
+fn rewrite_tablespace_map(
+    dest: &Path,
+    links: &std::collections::BTreeMap<Vec<u8>, PathBuf>,
+) -> Result<()> {
+    let path = dest.join("tablespace_map");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let mut out = String::new();
+    for line in text.lines() {
+        let oid = line.split(' ').next().unwrap_or("");
+        match links.get(format!("pg_tblspc/{oid}").as_bytes()) {
+            Some(p) => out.push_str(&format!("{oid} {}\n", p.display())),
+            None => out.push_str(&format!("{line}\n")),
+        }
+    }
+    std::fs::write(&path, out).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
 }
 
 pub async fn restore(
     stanza: &Stanza,
     index: &Index,
+    record: &BackupRecord,
     entries: &[FileEntry],
     opts: &RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
+    let links = link_map(&record.meta, &opts.tablespace_map)?;
     let (dest, delta, process_max, recovery) = (
         opts.dest.as_path(),
         opts.delta,
@@ -227,11 +291,7 @@ pub async fn restore(
         &opts.recovery,
     );
     check_destination(dest)?;
-    let (writer, placements) = if delta {
-        TreeWriter::prepare_delta(dest, entries)?
-    } else {
-        TreeWriter::prepare(dest, entries)?
-    };
+    let (writer, placements) = TreeWriter::prepare_with(dest, entries, delta, &links)?;
     let writer = Arc::new(writer);
     let control = dest.join("global/pg_control");
     let (last, rest): (Vec<_>, Vec<_>) = placements
@@ -240,6 +300,7 @@ pub async fn restore(
     restore::fetch_positioned(stanza, index, rest, process_max, writer.clone(), progress).await?;
     restore::fetch_positioned(stanza, index, last, 1, writer.clone(), Arc::new(NoProgress)).await?;
     writer.finish(entries)?;
+    rewrite_tablespace_map(dest, &links)?;
     write_recovery(dest, recovery)
 }
 

@@ -88,6 +88,21 @@ pub async fn system_identifier(client: &Client) -> Result<u64> {
         .map_err(|_| Error::Invalid(format!("unexpected system identifier '{s}'")))
 }
 
+/// User tablespaces: (oid, name).
+pub async fn tablespaces(client: &Client) -> Result<Vec<(u32, String)>> {
+    let rows = client
+        .query(
+            "select oid::int8, spcname::text from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by oid",
+            &[],
+        )
+        .await
+        .map_err(sql_err("listing tablespaces"))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, String>(1)))
+        .collect())
+}
+
 impl BackupSession {
     /// `pg_backup_start(label, fast)` on PostgreSQL 15+, `pg_start_backup(label, fast, false)`
     /// on 12 to 14.
