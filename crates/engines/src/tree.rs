@@ -7,7 +7,7 @@ use cairn_repo::chunker::ChunkPolicy;
 use cairn_repo::manifest::{Content, EntryKind, FileEntry};
 use cairn_repo::restore::{Placement, WriteAt};
 use cairn_repo::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -150,10 +150,16 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
 pub struct TreeWriter {
     root: PathBuf,
     files: Vec<PathBuf>,
+    /// Open files by target, so restoring thousands of 8 KiB blocks of one file does not
+    /// open it thousands of times; bounded to stay well inside the descriptor limit.
+    open: std::sync::Mutex<HashMap<usize, std::sync::Arc<File>>>,
     /// Symlinks with restored contents beneath them (tablespaces), created before the
     /// contents, by path.
     links: std::collections::HashSet<Vec<u8>>,
 }
+
+/// Files a restore keeps open at once.
+const MAX_OPEN_FILES: usize = 256;
 
 fn join(root: &Path, rel: &[u8]) -> PathBuf {
     if rel.is_empty() {
@@ -238,6 +244,7 @@ impl TreeWriter {
         let mut w = TreeWriter {
             root: dest.to_path_buf(),
             files: Vec::new(),
+            open: Default::default(),
             links: Default::default(),
         };
         let mut placements = Vec::new();
@@ -372,6 +379,9 @@ impl TreeWriter {
     /// After the data is written: symlinks, then modes, owners and mtimes, directories last and
     /// deepest first so restoring a read-only directory's contents is not blocked.
     pub fn finish(&self, entries: &[FileEntry]) -> Result<()> {
+        if let Ok(mut m) = self.open.lock() {
+            m.clear();
+        }
         let as_root = unsafe_geteuid() == 0;
         for e in entries
             .iter()
@@ -400,6 +410,25 @@ impl TreeWriter {
         });
         for e in dirs {
             set_meta(&join(&self.root, &e.path), e, as_root)?;
+        }
+        self.sync()
+    }
+
+    /// Make the restored tree durable before reporting success: one `syncfs` of the
+    /// destination's filesystem (and of each followed link's, for tablespaces).
+    fn sync(&self) -> Result<()> {
+        let mut roots = vec![self.root.clone()];
+        roots.extend(self.links.iter().map(|l| join(&self.root, l)));
+        for r in roots {
+            let f = File::open(&r)
+                .map_err(|e| Error::io(format!("cannot open {} to sync it", r.display()), e))?;
+            // SAFETY: f is an open descriptor for the duration of the call.
+            if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+                return Err(Error::io(
+                    format!("cannot sync {}", r.display()),
+                    io::Error::last_os_error(),
+                ));
+            }
         }
         Ok(())
     }
@@ -505,11 +534,24 @@ impl TreeWriter {
 
 impl WriteAt for TreeWriter {
     fn write_at(&self, target: usize, offset: u64, data: &[u8]) -> io::Result<()> {
-        let path = self
-            .files
-            .get(target)
-            .ok_or_else(|| io::Error::other("unknown restore target"))?;
-        let f = OpenOptions::new().write(true).open(path)?;
+        let cached = self.open.lock().ok().and_then(|m| m.get(&target).cloned());
+        let f = match cached {
+            Some(f) => f,
+            None => {
+                let path = self
+                    .files
+                    .get(target)
+                    .ok_or_else(|| io::Error::other("unknown restore target"))?;
+                let f = std::sync::Arc::new(OpenOptions::new().write(true).open(path)?);
+                if let Ok(mut m) = self.open.lock() {
+                    if m.len() >= MAX_OPEN_FILES {
+                        m.clear();
+                    }
+                    m.insert(target, f.clone());
+                }
+                f
+            }
+        };
         f.write_all_at(data, offset)
     }
 

@@ -19,6 +19,42 @@ pub const PACK_FOOTER_LEN: usize = 32;
 pub const COMPRESSION_NONE: u8 = 0;
 pub const COMPRESSION_ZSTD: u8 = 1;
 
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// zstd-compress with this thread's reusable context (a context per 8 KiB block would cost
+/// more than the compression).
+pub fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match c.as_mut() {
+            Some((_, z)) => z.compress(plain),
+            None => zstd::bulk::compress(plain, level),
+        }
+    })
+}
+
+/// zstd-decompress at most `capacity` bytes with this thread's reusable context.
+pub fn decompress(stored: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(z) => z.decompress(stored, capacity),
+            None => zstd::bulk::decompress(stored, capacity),
+        }
+    })
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PackEntry {
     pub id: ChunkId,
@@ -42,7 +78,7 @@ impl SealedChunk {
     /// Hash, compress and checksum a chunk's plaintext. CPU-bound: runs on the rayon pool.
     pub fn seal(id: ChunkId, plain: &[u8], level: i32) -> SealedChunk {
         let raw_len = plain.len() as u32;
-        match zstd::bulk::compress(plain, level) {
+        match compress(plain, level) {
             Ok(c) if c.len() < plain.len() => SealedChunk {
                 id,
                 raw_len,
@@ -85,14 +121,12 @@ pub fn open_blob(object: &str, entry: &PackEntry, stored: &[u8]) -> Result<Vec<u
     }
     let plain = match entry.compression {
         COMPRESSION_NONE => stored.to_vec(),
-        COMPRESSION_ZSTD => {
-            zstd::bulk::decompress(stored, entry.raw_len as usize).map_err(|e| {
-                Error::corrupt(
-                    object,
-                    format!("chunk {}: cannot decompress: {e}", entry.id),
-                )
-            })?
-        }
+        COMPRESSION_ZSTD => decompress(stored, entry.raw_len as usize).map_err(|e| {
+            Error::corrupt(
+                object,
+                format!("chunk {}: cannot decompress: {e}", entry.id),
+            )
+        })?,
         other => {
             return Err(Error::corrupt(
                 object,

@@ -37,7 +37,7 @@ pub struct Placement {
 /// Decode a stored chunk located through the index and check it against its name.
 pub fn open_chunk(object: &str, id: &ChunkId, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
     let plain = if loc.compressed() {
-        zstd::bulk::decompress(stored, loc.raw_len as usize)
+        crate::pack::decompress(stored, loc.raw_len as usize)
             .map_err(|e| Error::corrupt(object, format!("chunk {id}: cannot decompress: {e}")))?
     } else {
         stored.to_vec()
