@@ -337,3 +337,53 @@ fn tablespaces_restore_to_a_mapped_path_and_delta_restore_repairs_a_data_directo
     );
     Ok(())
 }
+
+#[test]
+fn verify_names_a_damaged_or_missing_wal_segment_and_the_backup_that_needs_it() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let label = info[0]["backup"][0]["label"]
+        .as_str()
+        .ok_or("label")?
+        .to_string();
+    let start = info[0]["backup"][0]["archive"]["start"]
+        .as_str()
+        .ok_or("wal start")?
+        .to_string();
+    let archive_dir = fs::read_dir(c.repo.join("stanza/main/archive"))?
+        .next()
+        .ok_or("archive id")??
+        .path();
+    let seg = archive_dir.join("00000001").join(&start);
+    let orig = fs::read(&seg)?;
+
+    let mut bad = orig.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 1;
+    fs::write(&seg, &bad)?;
+    let out = c.cairn(&["verify"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains(&start) && stdout.contains(&label) && stdout.contains("CRC"),
+        "{stdout}"
+    );
+
+    fs::remove_file(&seg)?;
+    let out = c.cairn(&["verify"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{stdout}");
+    assert!(
+        stdout.contains("missing") && stdout.contains(&label),
+        "{stdout}"
+    );
+
+    fs::write(&seg, &orig)?;
+    chown_postgres(&seg)?;
+    c.cairn_ok(&["verify"])?;
+    Ok(())
+}

@@ -632,7 +632,15 @@ async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<ExitCode> {
         ))
         .into());
     }
-    let report = verify::verify(&stanza, s.process_max, only.as_ref()).await?;
+    let mut report = verify::verify(&stanza, s.process_max, only.as_ref()).await?;
+    let mut wal_note = String::new();
+    if engine_of(&stanza)? == EngineKind::Postgres {
+        let catalog = stanza.catalog().await?;
+        let wal =
+            cairn_engines::postgres::verify::verify_wal(&stanza, &catalog, only.as_ref()).await?;
+        wal_note = format!(", {} WAL file(s) ({})", wal.files, info::human(wal.bytes));
+        report.problems.extend(wal.problems);
+    }
     for p in &report.problems {
         let affects: Vec<String> = p.affects.iter().map(|l| l.to_string()).collect();
         let affects = if affects.is_empty() {
@@ -643,7 +651,7 @@ async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<ExitCode> {
         println!("damaged: {}: {} (affects: {affects})", p.object, p.detail);
     }
     println!(
-        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read; {} problem(s); {} unreferenced pack(s) and {} unlisted manifest(s) left by interrupted backups",
+        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{wal_note}; {} problem(s); {} unreferenced pack(s) and {} unlisted manifest(s) left by interrupted backups",
         report.backups,
         report.packs,
         report.chunks,

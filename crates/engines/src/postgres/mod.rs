@@ -12,4 +12,5 @@ pub mod lsn;
 pub mod page;
 pub mod restore;
 pub mod session;
+pub mod verify;
 pub mod wal;

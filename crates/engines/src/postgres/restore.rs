@@ -372,3 +372,82 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    fn recovery(kind: TargetType, target: Option<&str>, action: Option<&str>) -> Recovery {
+        Recovery {
+            kind,
+            target: target.map(String::from),
+            action: action.map(String::from),
+            timeline: None,
+            restore_command: "cairn --repo /r --stanza main archive-get %f \"%p\"".into(),
+        }
+    }
+
+    #[test]
+    fn settings_replace_earlier_ones_and_signal_files_match_the_type() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        std::fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = 'x'\n",
+        )
+        .map_err(|e| Error::io("write", e))?;
+        write_recovery(
+            dir.path(),
+            &recovery(
+                TargetType::Time,
+                Some("2026-11-23 10:00:00+00"),
+                Some("promote"),
+            ),
+        )?;
+        let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf"))
+            .map_err(|e| Error::io("read", e))?;
+        assert!(text.contains("work_mem = '8MB'"));
+        assert!(!text.contains("'old'") && !text.contains("'x'"));
+        assert!(
+            text.contains(
+                "restore_command = 'cairn --repo /r --stanza main archive-get %f \"%p\"'"
+            )
+        );
+        assert!(text.contains("recovery_target_time = '2026-11-23 10:00:00+00'"));
+        assert!(text.contains("recovery_target_action = 'promote'"));
+        assert!(dir.path().join("recovery.signal").exists());
+
+        let standby = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        write_recovery(standby.path(), &recovery(TargetType::Standby, None, None))?;
+        assert!(standby.path().join("standby.signal").exists());
+        assert!(!standby.path().join("recovery.signal").exists());
+        Ok(())
+    }
+
+    #[test]
+    fn targets_are_validated() {
+        assert!(
+            recovery(TargetType::Time, None, None).validate().is_err(),
+            "time needs --target"
+        );
+        assert!(
+            recovery(TargetType::Default, Some("x"), None)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            recovery(TargetType::Lsn, Some("nope"), None)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            recovery(TargetType::Name, Some("rp"), Some("explode"))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            recovery(TargetType::Xid, Some("1234"), Some("promote"))
+                .validate()
+                .is_ok()
+        );
+    }
+}
