@@ -88,10 +88,11 @@ fn an_unreadable_source_file_is_named() -> TestResult {
     fs::write(src.join("secret"), b"no")?;
     fs::set_permissions(src.join("secret"), fs::Permissions::from_mode(0o000))?;
     let repo = dir.path().join("repo");
-    let bin = env!("CARGO_BIN_EXE_cairn");
+    // A copy nobody can run even when the build directory is under a private home.
+    let bin = common::pg::cairn_bin().display().to_string();
     let run_as_nobody = |args: &[&str]| {
         Command::new("runuser")
-            .args(["-u", "nobody", "--", bin, "--repo"])
+            .args(["-u", "nobody", "--", &bin, "--repo"])
             .arg(&repo)
             .args(["--stanza", "main", "--log-level", "warn"])
             .args(args)

@@ -140,19 +140,9 @@ pub fn du(dir: &Path) -> u64 {
     total
 }
 
-/// Deterministic bytes (splitmix64).
+/// Deterministic bytes (the repository's own seeded generator).
 pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    cairn_repo::chunker::seeded_bytes(seed, len)
 }
 
 /// Deterministic text lines (compressible, like a dump).
