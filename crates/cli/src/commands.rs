@@ -18,6 +18,8 @@ use cairn_repo::pipeline::{Progress, VanishPolicy};
 use cairn_repo::repository::StanzaInfo;
 use cairn_repo::storage::Storage;
 use cairn_repo::storage::local::LocalStorage;
+use cairn_repo::storage::retry::{RetryPolicy, Retrying};
+use cairn_repo::storage::s3::{S3Options, S3Storage};
 use cairn_repo::{BackupLabel, BackupType, Repository, Stanza, StanzaName, manifest, verify};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -97,6 +99,17 @@ struct Settings {
     pg_host_flag: Option<String>,
     pg_port_flag: Option<u16>,
     pg_user_flag: Option<String>,
+    s3: S3Flags,
+}
+
+/// The S3 options as given on the command line or in the environment.
+#[derive(Default)]
+struct S3Flags {
+    endpoint: Option<String>,
+    region: Option<String>,
+    path_style: bool,
+    sse: Option<String>,
+    kms_key_id: Option<String>,
 }
 
 impl Settings {
@@ -145,6 +158,13 @@ impl Settings {
             pg_host_flag: g.pg_host.clone(),
             pg_port_flag: g.pg_port,
             pg_user_flag: g.pg_user.clone(),
+            s3: S3Flags {
+                endpoint: g.s3_endpoint.clone(),
+                region: g.s3_region.clone(),
+                path_style: g.s3_path_style,
+                sse: g.s3_sse.clone(),
+                kms_key_id: g.s3_kms_key_id.clone(),
+            },
         })
     }
 
@@ -209,14 +229,25 @@ impl Settings {
         StanzaName::parse(s).map_err(|e| usage(e.to_string()))
     }
 
-    fn store(&self, create: bool) -> Result<Arc<dyn Storage>> {
+    async fn store(&self, create: bool) -> Result<Arc<dyn Storage>> {
         let repo = self.repo.as_deref().ok_or_else(|| {
             usage("no repository given: use --repo, CAIRN_REPO or 'repo' in the config file")
         })?;
+        let policy = RetryPolicy::default();
         if repo.starts_with("s3://") {
-            return Err(usage(format!(
-                "--repo {repo}: S3 repositories are not available in this build yet; use a local directory"
-            )));
+            let mut o = S3Options::from_url(repo).map_err(|e| usage(e.to_string()))?;
+            o.endpoint = self.string(&self.s3.endpoint, "s3-endpoint")?;
+            o.region = self.string(&self.s3.region, "s3-region")?;
+            o.path_style = self.flag(self.s3.path_style, "s3-path-style")?;
+            o.sse = self.string(&self.s3.sse, "s3-sse")?;
+            o.kms_key_id = self.string(&self.s3.kms_key_id, "s3-kms-key-id")?;
+            if let Some(sse) = &o.sse
+                && sse != "aws:kms"
+                && sse != "AES256"
+            {
+                return Err(usage(format!("--s3-sse '{sse}': use aws:kms or AES256")));
+            }
+            return Ok(Arc::new(Retrying::new(S3Storage::new(o).await?, policy)));
         }
         let path = Path::new(repo);
         if create && !path.exists() {
@@ -234,7 +265,7 @@ impl Settings {
                 )));
             }
         }
-        Ok(Arc::new(LocalStorage::new(path)?))
+        Ok(Arc::new(Retrying::new(LocalStorage::new(path)?, policy)))
     }
 }
 
@@ -319,7 +350,7 @@ async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode
 
 async fn open_stanza(s: &Settings) -> Result<Stanza> {
     let name = s.stanza_name()?;
-    let repo = Repository::open(s.store(false)?).await?;
+    let repo = Repository::open(s.store(false).await?).await?;
     Ok(repo.stanza(&name).await?)
 }
 
@@ -345,7 +376,7 @@ async fn stanza_create(s: &Settings, engine: Option<String>) -> Result<ExitCode>
     } else {
         BTreeMap::new()
     };
-    let repo = Repository::open_or_init(s.store(true)?).await?;
+    let repo = Repository::open_or_init(s.store(true).await?).await?;
     let info = StanzaInfo {
         name: name.clone(),
         engine: kind.as_str().to_string(),
@@ -599,7 +630,7 @@ async fn info_cmd(s: &Settings, output: Option<String>) -> Result<ExitCode> {
     if output != "text" && output != "json" {
         return Err(usage(format!("--output '{output}': use text or json")));
     }
-    let repo = Repository::open(s.store(false)?).await?;
+    let repo = Repository::open(s.store(false).await?).await?;
     let names = match &s.stanza {
         Some(_) => vec![s.stanza_name()?],
         None => repo.stanzas().await?,

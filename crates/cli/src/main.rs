@@ -51,8 +51,15 @@ pub struct GlobalOpts {
     pub s3_endpoint: Option<String>,
     #[arg(long, global = true, env = "CAIRN_S3_REGION")]
     pub s3_region: Option<String>,
+    /// Address buckets as endpoint/bucket (MinIO and most S3-compatible stores).
     #[arg(long, global = true, env = "CAIRN_S3_PATH_STYLE")]
     pub s3_path_style: bool,
+    /// Server-side encryption: aws:kms or AES256.
+    #[arg(long, global = true, env = "CAIRN_S3_SSE")]
+    pub s3_sse: Option<String>,
+    /// KMS key for --s3-sse aws:kms.
+    #[arg(long, global = true, env = "CAIRN_S3_KMS_KEY_ID")]
+    pub s3_kms_key_id: Option<String>,
     /// PostgreSQL data directory.
     #[arg(long, global = true, env = "CAIRN_PG_PATH")]
     pub pg_path: Option<PathBuf>,

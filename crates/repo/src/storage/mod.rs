@@ -4,6 +4,8 @@
 
 pub mod conformance;
 pub mod local;
+pub mod retry;
+pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -1,0 +1,139 @@
+//! The storage conformance suite against the S3 backend, talking HTTP to a real
+//! S3-compatible server (moto, started here on 127.0.0.1; `.ci/run` installs it), and the
+//! retry wrapper over S3 with injected transient failures.
+
+use cairn_repo::storage::retry::{FailFirst, RetryPolicy, Retrying};
+use cairn_repo::storage::s3::{S3Options, S3Storage};
+use cairn_repo::storage::{Key, PutMode, Storage, StorageError, conformance};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http(port: u16, request: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Ok(out)
+}
+
+fn start_moto() -> Result<Moto, Box<dyn std::error::Error>> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start moto_server (pip install 'moto[server]'): {e}"))?;
+    let moto = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err("moto_server did not start within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(moto)
+}
+
+fn create_bucket(port: u16, bucket: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let resp = http(
+        port,
+        &format!(
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+    )?;
+    if !resp.starts_with("HTTP/1.1 200") {
+        return Err(format!("creating bucket {bucket} failed: {resp}").into());
+    }
+    Ok(())
+}
+
+async fn store(port: u16, bucket: &str, prefix: &str) -> Result<S3Storage, StorageError> {
+    let mut o = S3Options::from_url(&format!("s3://{bucket}/{prefix}"))?;
+    o.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    o.region = Some("us-east-1".into());
+    o.path_style = true;
+    S3Storage::new(o).await
+}
+
+#[tokio::test]
+async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Error>> {
+    // SAFETY: this test binary has this one test, and sets the variables before any thread of
+    // its own reads the environment.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "cairn-test");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "cairn-test-secret");
+        std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    }
+    let moto = start_moto()?;
+    create_bucket(moto.port, "conformance")?;
+
+    // The same suite as the local backend, with and without a key prefix.
+    conformance::run_all(&store(moto.port, "conformance", "").await?).await;
+    conformance::run_all(&store(moto.port, "conformance", "nested/prefix").await?).await;
+
+    // Pagination: more objects than one ListObjectsV2 page (1000).
+    let s = store(moto.port, "conformance", "many").await?;
+    for i in 0..1100 {
+        s.put(
+            &Key::new(format!("p/{i:05}"))?,
+            bytes::Bytes::from_static(b"x"),
+            PutMode::Create,
+        )
+        .await?;
+    }
+    assert_eq!(s.list(&Key::new("p")?).await?.len(), 1100);
+
+    // Multipart: an object over the threshold round-trips, and ranged reads cross parts.
+    let big: Vec<u8> = (0..(cairn_repo::storage::s3::MULTIPART_THRESHOLD + 5_000_000))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let k = Key::new("big/object")?;
+    s.put(&k, bytes::Bytes::from(big.clone()), PutMode::Create)
+        .await?;
+    assert_eq!(s.head(&k).await?.size, big.len() as u64);
+    let r = 16 * 1024 * 1024 - 10..16 * 1024 * 1024 + 10;
+    assert_eq!(
+        s.get(&k, Some(r.start as u64..r.end as u64))
+            .await?
+            .as_ref(),
+        &big[r]
+    );
+
+    // Transient failures (as a throttling store returns them) are retried and succeed.
+    let flaky = FailFirst::new(Arc::new(store(moto.port, "conformance", "flaky").await?), 5);
+    let policy = RetryPolicy {
+        first_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+        budget: Duration::from_secs(20),
+    };
+    conformance::run_all(&Retrying::new(flaky, policy)).await;
+
+    // A missing bucket is a permanent error that says what to fix.
+    let err = store(moto.port, "no-such-bucket", "")
+        .await?
+        .get(&Key::new("x")?, None)
+        .await
+        .err();
+    assert!(
+        matches!(&err, Some(StorageError::Permanent { message, .. }) if message.contains("does not exist")),
+        "{err:?}"
+    );
+    Ok(())
+}
