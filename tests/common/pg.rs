@@ -45,6 +45,10 @@ pub struct Cluster {
     pub sock: PathBuf,
     pub repo: PathBuf,
     pub stanza: String,
+    /// How cairn reaches the repository (`--repo <dir>`, or an S3 URL with its options).
+    pub repo_args: Vec<String>,
+    /// Extra environment for cairn and the server (AWS credentials for S3).
+    pub env: Vec<(String, String)>,
     running: bool,
 }
 
@@ -88,6 +92,26 @@ impl Cluster {
     /// initdb (with data checksums) a new cluster; `repo` is shared by clusters that should
     /// archive to the same repository (None: a fresh one in this cluster's directory).
     pub fn init(repo: Option<&Path>) -> Res<Cluster> {
+        Self::init_with(repo, None, Vec::new())
+    }
+
+    /// A cluster whose repository is given by `repo_args` (e.g. an S3 URL and options), with
+    /// `env` in cairn's and the server's environment.
+    pub fn init_s3(repo_args: Vec<String>, env: Vec<(&str, &str)>) -> Res<Cluster> {
+        Self::init_with(
+            None,
+            Some(repo_args),
+            env.into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn init_with(
+        repo: Option<&Path>,
+        repo_args: Option<Vec<String>>,
+        env: Vec<(String, String)>,
+    ) -> Res<Cluster> {
         let dir = tempfile::tempdir()?;
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
         let data = dir.path().join("data");
@@ -106,19 +130,23 @@ impl Cluster {
                 .arg(&data)
                 .output()?,
         )?;
+        let repo_args =
+            repo_args.unwrap_or_else(|| vec!["--repo".into(), repo.display().to_string()]);
         let c = Cluster {
             dir: dir.into(),
             data,
             sock,
             repo,
             stanza: "main".into(),
+            repo_args,
+            env,
             running: false,
         };
         c.configure("")?;
         Ok(c)
     }
 
-    /// Write cairn's settings (and `extra`) into postgresql.auto.conf... appended to postgresql.conf.
+    /// Append cairn's settings (and `extra`) to postgresql.conf.
     pub fn configure(&self, extra: &str) -> Res<()> {
         let conf = format!(
             "\nport = 5432\nunix_socket_directories = '{}'\nlisten_addresses = ''\nwal_level = replica\narchive_mode = on\narchive_command = '{}'\nfsync = off\nmax_wal_size = 1GB\nlog_min_messages = warning\n{extra}\n",
@@ -133,10 +161,16 @@ impl Cluster {
     }
 
     pub fn archive_command(&self) -> String {
+        let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!(
-            "{} --repo {} --stanza {} --log-level warn archive-push %p",
+            "{}{} {} --stanza {} --log-level warn archive-push %p",
+            if env.is_empty() {
+                String::new()
+            } else {
+                format!("env {} ", env.join(" "))
+            },
             cairn_bin().display(),
-            self.repo.display(),
+            self.repo_args.join(" "),
             self.stanza
         )
     }
@@ -150,6 +184,8 @@ impl Cluster {
             sock: self.sock.clone(),
             repo: self.repo.clone(),
             stanza: self.stanza.clone(),
+            repo_args: self.repo_args.clone(),
+            env: self.env.clone(),
             running: false,
         }
     }
@@ -201,6 +237,7 @@ impl Cluster {
         check(
             "pg_ctl start",
             as_postgres(&format!("{PG_BIN}/pg_ctl"))
+                .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .args(["-w", "-t", "60", "-D"])
                 .arg(&self.data)
                 .arg("-l")
@@ -256,8 +293,8 @@ impl Cluster {
     /// Run cairn as postgres against this cluster's repository and stanza.
     pub fn cairn(&self, args: &[&str]) -> Res<Output> {
         Ok(as_postgres(&cairn_bin().display().to_string())
-            .arg("--repo")
-            .arg(&self.repo)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(&self.repo_args)
             .args(["--stanza", &self.stanza, "--log-level", "warn", "--pg-path"])
             .arg(&self.data)
             .arg("--pg-host")

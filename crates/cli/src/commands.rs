@@ -520,6 +520,17 @@ fn restore_command(s: &Settings, stanza: &Stanza) -> Result<String> {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| repo.to_string());
     let mut cmd = format!("{} --repo {repo} --stanza {}", exe.display(), stanza.name());
+    if repo.starts_with("s3://") {
+        if let Some(e) = s.string(&s.s3.endpoint, "s3-endpoint")? {
+            cmd.push_str(&format!(" --s3-endpoint {e}"));
+        }
+        if let Some(r) = s.string(&s.s3.region, "s3-region")? {
+            cmd.push_str(&format!(" --s3-region {r}"));
+        }
+        if s.flag(s.s3.path_style, "s3-path-style")? {
+            cmd.push_str(" --s3-path-style");
+        }
+    }
     if let Some(c) = &s.config_path {
         cmd.push_str(&format!(" --config {}", c.display()));
     }

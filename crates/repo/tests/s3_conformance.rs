@@ -5,64 +5,12 @@
 use cairn_repo::storage::retry::{FailFirst, RetryPolicy, Retrying};
 use cairn_repo::storage::s3::{S3Options, S3Storage};
 use cairn_repo::storage::{Key, PutMode, Storage, StorageError, conformance};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http(port: u16, request: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(request.as_bytes())?;
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    Ok(out)
-}
-
-fn start_moto() -> Result<Moto, Box<dyn std::error::Error>> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start moto_server (pip install 'moto[server]'): {e}"))?;
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("moto_server did not start within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(moto)
-}
-
-fn create_bucket(port: u16, bucket: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let resp = http(
-        port,
-        &format!(
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        ),
-    )?;
-    if !resp.starts_with("HTTP/1.1 200") {
-        return Err(format!("creating bucket {bucket} failed: {resp}").into());
-    }
-    Ok(())
-}
+#[path = "../../../tests/common/s3.rs"]
+mod s3server;
+use s3server::{create_bucket, start_moto};
 
 async fn store(port: u16, bucket: &str, prefix: &str) -> Result<S3Storage, StorageError> {
     let mut o = S3Options::from_url(&format!("s3://{bucket}/{prefix}"))?;
