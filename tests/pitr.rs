@@ -20,12 +20,6 @@ fn batch(c: &Cluster, n: u32) -> Res<()> {
     Ok(())
 }
 
-fn now_utc(c: &Cluster) -> Res<String> {
-    c.sql(
-        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-    )
-}
-
 /// Restore into a new directory with `args`, start, wait for promotion, return (cluster, rows).
 fn restore_and_count(c: &Cluster, name: &str, args: &[&str], archive: bool) -> Res<(Cluster, u32)> {
     let dest = c.dir.path().join(format!("restore-{name}"));
@@ -96,7 +90,7 @@ fn full_diff_incr_and_point_in_time_recovery_to_every_kind_of_target() -> Res<()
     c.cairn_ok(&["backup", "--type", "incr"])?;
     batch(&c, 3)?;
     std::thread::sleep(Duration::from_millis(1100));
-    let t = now_utc(&c)?;
+    let t = c.now_utc()?;
     std::thread::sleep(Duration::from_millis(1100));
     let xid = c.sql(&format!(
         "insert into ticks (batch) select 4 from generate_series(1, {BATCH}); select txid_current()"
@@ -137,7 +131,7 @@ fn full_diff_incr_and_point_in_time_recovery_to_every_kind_of_target() -> Res<()
     // A second point in time, on the new timeline.
     batch(&end, 7)?;
     std::thread::sleep(Duration::from_millis(1100));
-    let t2 = now_utc(&end)?;
+    let t2 = end.now_utc()?;
     std::thread::sleep(Duration::from_millis(1100));
     batch(&end, 8)?;
     let tl2 = end.switch_wal()?;

@@ -127,9 +127,7 @@ fn postgres_point_in_time_recovery_from_s3() -> Res<()> {
     c.cairn_ok(&["backup", "--type", "full"])?;
     c.sql("insert into ticks (batch) select 1 from generate_series(1, 1000)")?;
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let t = c.sql(
-        "select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-    )?;
+    let t = c.now_utc()?;
     std::thread::sleep(std::time::Duration::from_millis(1100));
     c.sql("insert into ticks (batch) select 2 from generate_series(1, 1000)")?;
     let last = c.switch_wal()?;

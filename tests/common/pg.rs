@@ -328,6 +328,11 @@ impl Cluster {
         }
     }
 
+    /// The server's clock now, as a `--target` for a time restore (UTC, microseconds).
+    pub fn now_utc(&self) -> Res<String> {
+        self.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    }
+
     /// Switch to a new WAL segment and return the name of the one just finished.
     pub fn switch_wal(&self) -> Res<String> {
         self.sql("select pg_walfile_name(pg_switch_wal())")
