@@ -170,12 +170,6 @@ impl Index {
     pub fn packs(&self) -> &[PackId] {
         &self.packs
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = (ChunkId, PackId, Location)> + '_ {
-        self.entries
-            .iter()
-            .map(|(id, loc)| (*id, self.packs[loc.pack as usize], *loc))
-    }
 }
 
 #[cfg(test)]

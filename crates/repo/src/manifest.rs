@@ -78,14 +78,6 @@ impl Manifest {
         }
         Ok(m)
     }
-
-    /// Every chunk this manifest itself names (not the inherited ones).
-    pub fn own_chunks(&self) -> impl Iterator<Item = &ChunkRef> {
-        self.entries.iter().flat_map(|e| match &e.content {
-            Content::Chunks(c) => c.as_slice(),
-            _ => &[],
-        })
-    }
 }
 
 /// Resolve `chain` (oldest first: full, then each child) into the complete entries of the
