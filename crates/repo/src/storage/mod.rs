@@ -5,6 +5,7 @@
 pub mod conformance;
 pub mod local;
 pub mod retry;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use async_trait::async_trait;
