@@ -66,7 +66,7 @@ pub async fn backup(
     progress: Arc<dyn Progress>,
 ) -> Result<BackupRecord> {
     let identity = Identity::from_meta(&stanza.info.meta)?;
-    let local = Identity::from_data_dir(&pg.pg_path)?;
+    let (local, control) = Identity::read_data_dir(&pg.pg_path)?;
     if local.system_id != identity.system_id {
         return Err(Error::Invalid(format!(
             "--pg-path {} is database system {}, but stanza '{}' is for system {}",
@@ -85,12 +85,6 @@ pub async fn backup(
             identity.system_id
         )));
     }
-    let control = std::fs::read(pg.pg_path.join("global/pg_control"))
-        .map_err(|e| Error::io("cannot read pg_control", e))
-        .and_then(|b| {
-            super::control::ControlFile::parse(&b)
-                .map_err(|e| Error::corrupt("pg_control", e.to_string()))
-        })?;
 
     let mut job = BackupJob::begin(stanza, opts).await?;
     let result = run(&mut job, client, &identity, &control, pg, progress).await;

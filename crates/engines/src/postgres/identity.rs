@@ -18,6 +18,12 @@ pub struct Identity {
 impl Identity {
     /// Read `PG_VERSION` and `global/pg_control` under `pg_path`.
     pub fn from_data_dir(pg_path: &Path) -> Result<Identity> {
+        Ok(Self::read_data_dir(pg_path)?.0)
+    }
+
+    /// `from_data_dir`, also returning the parsed control file for callers that need more of
+    /// it (checksums, segment sizes), so it is read once.
+    pub fn read_data_dir(pg_path: &Path) -> Result<(Identity, ControlFile)> {
         let vpath = pg_path.join("PG_VERSION");
         let version = std::fs::read_to_string(&vpath).map_err(|e| {
             Error::io(
@@ -39,11 +45,14 @@ impl Identity {
             .map_err(|e| Error::io(format!("cannot read {}", cpath.display()), e))?;
         let control = ControlFile::parse(&bytes)
             .map_err(|e| Error::corrupt(cpath.display().to_string(), e.to_string()))?;
-        Ok(Identity {
-            system_id: control.system_identifier,
-            version,
-            wal_segment_size: control.xlog_seg_size,
-        })
+        Ok((
+            Identity {
+                system_id: control.system_identifier,
+                version,
+                wal_segment_size: control.xlog_seg_size,
+            },
+            control,
+        ))
     }
 
     pub fn to_meta(self) -> BTreeMap<String, String> {
