@@ -1,5 +1,7 @@
-//! A real S3-compatible server for tests: moto, started on a free 127.0.0.1 port and killed
-//! when dropped (`pip install 'moto[server]'`; `.ci/run` installs it).
+//! Real S3-compatible servers for tests, started on a free 127.0.0.1 port and killed when
+//! dropped: moto (`pip install 'moto[server]'`), over HTTP or HTTPS with a certificate of the
+//! test's own CA, and s3s-fs (`cargo install s3s-fs`), which checks request signatures.
+//! `.ci/run` installs both.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -13,6 +15,8 @@ pub const SECRET_KEY: &str = "cairn-test-secret";
 pub struct Moto {
     child: Child,
     pub port: u16,
+    /// `http` or `https`.
+    pub scheme: &'static str,
 }
 
 impl Drop for Moto {
@@ -31,23 +35,84 @@ fn http(port: u16, request: &str) -> std::io::Result<String> {
     Ok(out)
 }
 
+fn wait_listening(port: u16, what: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not start within 30 s").into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 pub fn start_moto() -> Result<Moto, Box<dyn std::error::Error>> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    start_moto_with(&[], "http")
+}
+
+/// moto over HTTPS with `cert` and `key` (PEM files).
+pub fn start_moto_tls(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Moto, Box<dyn std::error::Error>> {
+    let (c, k) = (
+        cert.to_str().ok_or("cert path")?,
+        key.to_str().ok_or("key path")?,
+    );
+    start_moto_with(&["-c", c, "-k", k], "https")
+}
+
+fn start_moto_with(
+    extra: &[&str],
+    scheme: &'static str,
+) -> Result<Moto, Box<dyn std::error::Error>> {
+    let port = free_port()?;
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start moto_server (pip install 'moto[server]'): {e}"))?;
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("moto_server did not start within 30 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let moto = Moto {
+        child,
+        port,
+        scheme,
+    };
+    wait_listening(port, "moto_server")?;
     Ok(moto)
+}
+
+/// s3s-fs serving `root` (each bucket a directory), accepting only `access`/`secret`.
+pub fn start_s3s_fs(
+    root: &std::path::Path,
+    access: &str,
+    secret: &str,
+) -> Result<Moto, Box<dyn std::error::Error>> {
+    let port = free_port()?;
+    let child = Command::new("s3s-fs")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", access, "--secret-key", secret])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "cannot start s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary --locked): {e}"
+            )
+        })?;
+    let server = Moto {
+        child,
+        port,
+        scheme: "http",
+    };
+    wait_listening(port, "s3s-fs")?;
+    Ok(server)
 }
 
 pub fn create_bucket(port: u16, bucket: &str) -> Result<(), Box<dyn std::error::Error>> {
@@ -74,13 +139,17 @@ pub fn aws_env() -> Vec<(&'static str, &'static str)> {
 }
 
 impl Moto {
+    pub fn endpoint(&self) -> String {
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
+    }
+
     /// cairn's options for `s3://bucket/prefix` on this server.
     pub fn repo_args(&self, bucket: &str, prefix: &str) -> Vec<String> {
         vec![
             "--repo".into(),
             format!("s3://{bucket}/{prefix}"),
             "--s3-endpoint".into(),
-            format!("http://127.0.0.1:{}", self.port),
+            self.endpoint(),
             "--s3-region".into(),
             "us-east-1".into(),
             "--s3-path-style".into(),

@@ -19,13 +19,14 @@ use cairn_repo::repository::StanzaInfo;
 use cairn_repo::storage::Storage;
 use cairn_repo::storage::local::LocalStorage;
 use cairn_repo::storage::retry::{RetryPolicy, Retrying};
-use cairn_repo::storage::s3::{S3Options, S3Storage};
+use cairn_repo::storage::s3::{DEFAULT_IO_TIMEOUT, S3Options, S3Storage};
 use cairn_repo::{BackupLabel, BackupType, Repository, Stanza, StanzaName, manifest, verify};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A mistake in how cairn was called (exit code 2).
 #[derive(Debug)]
@@ -100,6 +101,9 @@ struct Settings {
     pg_port_flag: Option<u16>,
     pg_user_flag: Option<String>,
     s3: S3Flags,
+    io_timeout: Duration,
+    /// Every store opened, so their request counts can be logged at the end.
+    opened: Mutex<Vec<Arc<dyn Storage>>>,
 }
 
 /// The S3 options as given on the command line or in the environment.
@@ -110,6 +114,7 @@ struct S3Flags {
     path_style: bool,
     sse: Option<String>,
     kms_key_id: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -147,7 +152,20 @@ impl Settings {
                 "--compress-level {compress_level} is out of range: use 1 to 19"
             )));
         }
+        let io_timeout = match g.io_timeout {
+            Some(n) => n as i64,
+            None => file
+                .integer("io-timeout")?
+                .unwrap_or(DEFAULT_IO_TIMEOUT.as_secs() as i64),
+        };
+        if !(1..=86_400).contains(&io_timeout) {
+            return Err(usage(format!(
+                "--io-timeout {io_timeout} is out of range: use 1 to 86400 seconds"
+            )));
+        }
         Ok(Settings {
+            io_timeout: Duration::from_secs(io_timeout as u64),
+            opened: Mutex::default(),
             file,
             repo,
             stanza,
@@ -164,6 +182,7 @@ impl Settings {
                 path_style: g.s3_path_style,
                 sse: g.s3_sse.clone(),
                 kms_key_id: g.s3_kms_key_id.clone(),
+                ca_file: g.s3_ca_file.clone(),
             },
         })
     }
@@ -230,10 +249,30 @@ impl Settings {
     }
 
     async fn store(&self, create: bool) -> Result<Arc<dyn Storage>> {
+        let store = self.open_store(create).await?;
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.push(store.clone());
+        }
+        Ok(store)
+    }
+
+    /// What the stores opened so far have sent (S3 request counts), for the log.
+    fn request_summaries(&self) -> Vec<String> {
+        self.opened
+            .lock()
+            .map(|o| o.iter().filter_map(|s| s.request_summary()).collect())
+            .unwrap_or_default()
+    }
+
+    async fn open_store(&self, create: bool) -> Result<Arc<dyn Storage>> {
         let repo = self.repo.as_deref().ok_or_else(|| {
             usage("no repository given: use --repo, CAIRN_REPO or 'repo' in the config file")
         })?;
-        let policy = RetryPolicy::default();
+        let policy = RetryPolicy {
+            budget: self.io_timeout * 2,
+            max_delay: self.io_timeout.min(RetryPolicy::default().max_delay),
+            ..RetryPolicy::default()
+        };
         if repo.starts_with("s3://") {
             let mut o = S3Options::from_url(repo).map_err(|e| usage(e.to_string()))?;
             o.endpoint = self.string(&self.s3.endpoint, "s3-endpoint")?;
@@ -241,11 +280,16 @@ impl Settings {
             o.path_style = self.flag(self.s3.path_style, "s3-path-style")?;
             o.sse = self.string(&self.s3.sse, "s3-sse")?;
             o.kms_key_id = self.string(&self.s3.kms_key_id, "s3-kms-key-id")?;
+            o.ca_file = self.path(&self.s3.ca_file, "s3-ca-file")?;
+            o.io_timeout = self.io_timeout;
             if let Some(sse) = &o.sse
                 && sse != "aws:kms"
                 && sse != "AES256"
             {
                 return Err(usage(format!("--s3-sse '{sse}': use aws:kms or AES256")));
+            }
+            if o.kms_key_id.is_some() && o.sse.as_deref() != Some("aws:kms") {
+                return Err(usage("--s3-kms-key-id needs --s3-sse aws:kms"));
             }
             return Ok(Arc::new(Retrying::new(S3Storage::new(o).await?, policy)));
         }
@@ -299,20 +343,36 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(dispatch(cli.command, settings, quiet))
+    rt.block_on(async {
+        // Heavy commands report what they cost in requests; archive-push, run for every WAL
+        // segment by PostgreSQL, stays quiet unless asked (--log-level debug).
+        let heavy = matches!(
+            cli.command,
+            Command::Backup { .. } | Command::Restore { .. }
+        );
+        let result = dispatch(cli.command, &settings, quiet).await;
+        for line in settings.request_summaries() {
+            if heavy {
+                tracing::info!("{line}");
+            } else {
+                tracing::debug!("{line}");
+            }
+        }
+        result
+    })
 }
 
-async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode> {
+async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Result<ExitCode> {
     match command {
-        Command::StanzaCreate { engine } => stanza_create(&s, engine).await,
-        Command::ArchivePush { wal_path } => archive_push(&s, &wal_path).await,
-        Command::ArchiveGet { wal_name, dest } => archive_get(&s, &wal_name, &dest).await,
+        Command::StanzaCreate { engine } => stanza_create(s, engine).await,
+        Command::ArchivePush { wal_path } => archive_push(s, &wal_path).await,
+        Command::ArchiveGet { wal_name, dest } => archive_get(s, &wal_name, &dest).await,
         Command::Backup {
             kind,
             source,
             delta,
             archive_timeout,
-        } => backup(&s, kind, source, delta, archive_timeout, quiet).await,
+        } => backup(s, kind, source, delta, archive_timeout, quiet).await,
         Command::Restore {
             set,
             dest,
@@ -340,11 +400,11 @@ async fn dispatch(command: Command, s: Settings, quiet: bool) -> Result<ExitCode
                 target_timeline: s.string(&target_timeline, "target-timeline")?,
                 delta: s.flag(delta, "delta")?,
             };
-            restore(&s, args, quiet).await
+            restore(s, args, quiet).await
         }
-        Command::Info { output } => info_cmd(&s, output).await,
-        Command::Check { archive_timeout } => check_cmd(&s, archive_timeout).await,
-        Command::Verify { set } => verify_cmd(&s, set).await,
+        Command::Info { output } => info_cmd(s, output).await,
+        Command::Check { archive_timeout } => check_cmd(s, archive_timeout).await,
+        Command::Verify { set } => verify_cmd(s, set).await,
     }
 }
 
@@ -513,26 +573,64 @@ struct RestoreArgs {
 }
 
 /// The `restore_command` a restored cluster uses: this cairn, this repository and stanza.
+/// `s` as one word of restore_command, which PostgreSQL hands to the shell after expanding
+/// `%` escapes: as is when it is plain, else in double quotes (which survive
+/// postgresql.auto.conf's single-quoted string), with `%` doubled.
+fn shell_word(s: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' | '\\' | '$' | '`' => out.extend(['\\', c]),
+            '%' => out.push_str("%%"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 fn restore_command(s: &Settings, stanza: &Stanza) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the cairn executable's path")?;
     let repo = s.repo.as_deref().unwrap_or_default();
     let repo = std::fs::canonicalize(repo)
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| repo.to_string());
-    let mut cmd = format!("{} --repo {repo} --stanza {}", exe.display(), stanza.name());
+    let mut cmd = format!(
+        "{} --repo {} --stanza {}",
+        shell_word(&exe.display().to_string()),
+        shell_word(&repo),
+        stanza.name()
+    );
     if repo.starts_with("s3://") {
         if let Some(e) = s.string(&s.s3.endpoint, "s3-endpoint")? {
-            cmd.push_str(&format!(" --s3-endpoint {e}"));
+            cmd.push_str(&format!(" --s3-endpoint {}", shell_word(&e)));
         }
         if let Some(r) = s.string(&s.s3.region, "s3-region")? {
-            cmd.push_str(&format!(" --s3-region {r}"));
+            cmd.push_str(&format!(" --s3-region {}", shell_word(&r)));
         }
         if s.flag(s.s3.path_style, "s3-path-style")? {
             cmd.push_str(" --s3-path-style");
         }
+        if let Some(ca) = s.path(&s.s3.ca_file, "s3-ca-file")? {
+            let ca = std::fs::canonicalize(&ca).unwrap_or(ca);
+            cmd.push_str(&format!(
+                " --s3-ca-file {}",
+                shell_word(&ca.display().to_string())
+            ));
+        }
+    }
+    if s.io_timeout != DEFAULT_IO_TIMEOUT {
+        cmd.push_str(&format!(" --io-timeout {}", s.io_timeout.as_secs()));
     }
     if let Some(c) = &s.config_path {
-        cmd.push_str(&format!(" --config {}", c.display()));
+        cmd.push_str(&format!(
+            " --config {}",
+            shell_word(&c.display().to_string())
+        ));
     }
     cmd.push_str(" archive-get %f \"%p\"");
     Ok(cmd)
@@ -814,4 +912,22 @@ async fn check_cmd(s: &Settings, archive_timeout: Option<u64>) -> Result<ExitCod
         stanza.name()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_word;
+
+    #[test]
+    fn restore_command_words_survive_the_shell_and_percent_expansion() {
+        assert_eq!(shell_word("/var/lib/cairn"), "/var/lib/cairn");
+        assert_eq!(shell_word("s3://bucket/prefix"), "s3://bucket/prefix");
+        assert_eq!(shell_word("/srv/my repo"), "\"/srv/my repo\"");
+        assert_eq!(
+            shell_word("/a/$HOME`x`\"q\""),
+            "\"/a/\\$HOME\\`x\\`\\\"q\\\"\""
+        );
+        assert_eq!(shell_word("/data/100%"), "\"/data/100%%\"");
+        assert_eq!(shell_word(""), "\"\"");
+    }
 }

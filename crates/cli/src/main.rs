@@ -60,6 +60,14 @@ pub struct GlobalOpts {
     /// KMS key for --s3-sse aws:kms.
     #[arg(long, global = true, env = "CAIRN_S3_KMS_KEY_ID")]
     pub s3_kms_key_id: Option<String>,
+    /// PEM file of a private CA that signed the S3 endpoint's certificate (added to the
+    /// system's roots).
+    #[arg(long, global = true, env = "CAIRN_S3_CA_FILE")]
+    pub s3_ca_file: Option<PathBuf>,
+    /// Seconds a repository request may wait for the server; a failing request is retried for
+    /// at most twice this long (default 60).
+    #[arg(long, global = true, env = "CAIRN_IO_TIMEOUT")]
+    pub io_timeout: Option<u64>,
     /// PostgreSQL data directory.
     #[arg(long, global = true, env = "CAIRN_PG_PATH")]
     pub pg_path: Option<PathBuf>,

@@ -266,7 +266,8 @@ impl Stanza {
         Ok(())
     }
 
-    /// The manifests restore of `label` needs, oldest (the full) first.
+    /// The manifests restore of `label` needs, oldest (the full) first, fetched at once: on S3
+    /// a chain of full + diff + incrs costs one round trip, not one per backup.
     pub async fn chain(&self, catalog: &Catalog, label: &BackupLabel) -> Result<Vec<Manifest>> {
         let rec = catalog.get(label).ok_or_else(|| {
             Error::NotFound(format!(
@@ -274,20 +275,27 @@ impl Stanza {
                 self.info.name
             ))
         })?;
-        let mut out = Vec::with_capacity(rec.references.len() + 1);
-        for l in rec.references.iter().chain(std::iter::once(label)) {
-            out.push(self.manifest(l).await?);
-        }
-        Ok(out)
+        futures_util::future::try_join_all(
+            rec.references
+                .iter()
+                .chain(std::iter::once(label))
+                .map(|l| self.manifest(l)),
+        )
+        .await
     }
 
-    /// Load and merge every index segment.
+    /// Load and merge every index segment, up to 16 fetched at once.
     pub async fn index(&self) -> Result<Index> {
-        let mut segments = Vec::new();
-        for meta in self.store.list(&self.index_prefix()?).await? {
-            let b = self.store.get(&meta.key, None).await?;
-            segments.push(Segment::decode(meta.key.as_str(), &b)?);
-        }
+        use futures_util::{StreamExt, TryStreamExt};
+        let metas = self.store.list(&self.index_prefix()?).await?;
+        let segments: Vec<Segment> = futures_util::stream::iter(metas)
+            .map(|meta| async move {
+                let b = self.store.get(&meta.key, None).await?;
+                Segment::decode(meta.key.as_str(), &b)
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
         Ok(Index::from_segments(segments))
     }
 

@@ -20,6 +20,12 @@ use std::sync::Arc;
 const COALESCE_GAP: u64 = 256 * 1024;
 /// And no request reads more than this, bounding memory per in-flight request.
 const MAX_RANGE: u64 = 16 * 1024 * 1024;
+/// Fetched bytes not yet written, across all requests in flight: whatever `--process-max`
+/// and the backup's size, a restore holds at most this much pack data (plus one decoded chunk
+/// per worker).
+pub const MEMORY_BUDGET: u64 = 128 * 1024 * 1024;
+/// The budget is counted in units of this many bytes (semaphore permits are `u32`).
+const BUDGET_UNIT: u64 = 64 * 1024;
 
 /// Where restored bytes go: `target` is the caller's file number.
 pub trait WriteAt: Send + Sync {
@@ -149,13 +155,21 @@ pub async fn fetch_positioned(
     let needed = Arc::new(needed);
     let pool = cpu_pool(process_max)?;
     let limit = Arc::new(tokio::sync::Semaphore::new(process_max.max(1)));
+    let budget_units = (MEMORY_BUDGET / BUDGET_UNIT) as u32;
+    let budget = Arc::new(tokio::sync::Semaphore::new(budget_units as usize));
     let mut tasks = tokio::task::JoinSet::new();
     for req in requests {
-        let permit = limit
+        let closed = |_| Error::Invalid("restore limiter closed".into());
+        let permit = limit.clone().acquire_owned().await.map_err(closed)?;
+        // A request larger than the whole budget (one huge chunk) runs alone.
+        let units = (req.end - req.start)
+            .div_ceil(BUDGET_UNIT)
+            .min(budget_units as u64) as u32;
+        let memory = budget
             .clone()
-            .acquire_owned()
+            .acquire_many_owned(units)
             .await
-            .map_err(|_| Error::Invalid("restore limiter closed".into()))?;
+            .map_err(closed)?;
         let (stanza, needed, sink, pool, progress) = (
             stanza.clone(),
             needed.clone(),
@@ -164,7 +178,7 @@ pub async fn fetch_positioned(
             progress.clone(),
         );
         tasks.spawn(async move {
-            let _permit = permit;
+            let _permits = (permit, memory);
             let key = stanza.pack_key(&req.pack)?;
             let bytes = stanza.store().get(&key, Some(req.start..req.end)).await?;
             let object = key.to_string();

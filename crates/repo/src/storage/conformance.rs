@@ -24,6 +24,7 @@ pub async fn run_all(store: &dyn Storage) {
     head_and_missing(store).await;
     list_by_prefix(store).await;
     delete_is_idempotent(store).await;
+    delete_many_removes_exactly_the_keys(store).await;
     keys_refuse_escapes();
 }
 
@@ -212,6 +213,43 @@ async fn delete_is_idempotent(store: &dyn Storage) {
             .await,
     )
     .await;
+}
+
+async fn delete_many_removes_exactly_the_keys(store: &dyn Storage) {
+    // More than one S3 DeleteObjects batch (1000 keys), with missing keys mixed in.
+    let keys: Vec<Key> = (0..1003)
+        .map(|i| key(&format!("conf/many/{i:04}")))
+        .collect();
+    for k in keys.iter().step_by(50) {
+        expect_ok(
+            "put",
+            store
+                .put(k, Bytes::from_static(b"m"), PutMode::Create)
+                .await,
+        )
+        .await;
+    }
+    let keep = key("conf/many/keep");
+    expect_ok(
+        "put",
+        store
+            .put(&keep, Bytes::from_static(b"k"), PutMode::Create)
+            .await,
+    )
+    .await;
+    expect_ok("delete_many", store.delete_many(&keys).await).await;
+    let left: Vec<Key> = expect_ok("list", store.list(&key("conf/many")).await)
+        .await
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(
+        left,
+        vec![keep.clone()],
+        "conformance: delete_many removes exactly the keys it is given"
+    );
+    expect_ok("delete_many none", store.delete_many(&[]).await).await;
+    expect_ok("delete", store.delete(&keep).await).await;
 }
 
 fn keys_refuse_escapes() {

@@ -114,4 +114,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Remove the object; removing a missing object is not an error.
     async fn delete(&self, key: &Key) -> Result<(), StorageError>;
+
+    /// Remove many objects (missing ones are not an error). Backends with a batch API (S3's
+    /// DeleteObjects, 1000 keys a request) override this.
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), StorageError> {
+        for k in keys {
+            self.delete(k).await?;
+        }
+        Ok(())
+    }
+
+    /// The requests this backend has sent so far, for the log (`S3 requests: 12 PUT, ...`);
+    /// `None` where counting means nothing (local disk).
+    fn request_summary(&self) -> Option<String> {
+        None
+    }
 }

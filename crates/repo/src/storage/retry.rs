@@ -124,6 +124,14 @@ impl<S: Storage> Storage for Retrying<S> {
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         retry(&self.policy, || self.inner.delete(key)).await
     }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), StorageError> {
+        retry(&self.policy, || self.inner.delete_many(keys)).await
+    }
+
+    fn request_summary(&self) -> Option<String> {
+        self.inner.request_summary()
+    }
 }
 
 /// A backend whose first `n` calls fail with a transient error, for testing retries.
@@ -179,6 +187,12 @@ impl Storage for FailFirst {
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         self.fail(key)?;
         self.inner.delete(key).await
+    }
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), StorageError> {
+        if let Some(k) = keys.first() {
+            self.fail(k)?;
+        }
+        self.inner.delete_many(keys).await
     }
 }
 

@@ -1,0 +1,269 @@
+//! A loopback TCP proxy between cairn and an S3 server, for fault tests. It can
+//! - answer the first requests it sees with injected errors (503 SlowDown, 500, 429), as a
+//!   throttling or failing store does, then forward everything;
+//! - die after forwarding N bytes upstream: every connection is cut and the port refuses new
+//!   ones, as when a network link or a load balancer goes away mid-transfer;
+//! - freeze after N bytes: connections stay open but nothing more is forwarded, the case that
+//!   only timeouts catch.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    SlowDown,
+    Internal,
+    TooMany,
+}
+
+impl Fault {
+    fn status(self) -> (u16, &'static str, &'static str) {
+        match self {
+            Fault::SlowDown => (503, "Slow Down", "SlowDown"),
+            Fault::Internal => (500, "Internal Server Error", "InternalError"),
+            Fault::TooMany => (429, "Too Many Requests", "SlowDown"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trip {
+    /// Cut every connection and refuse new ones.
+    Die,
+    /// Keep connections open, forward nothing.
+    Freeze,
+}
+
+#[derive(Default)]
+struct State {
+    faults: Mutex<VecDeque<Fault>>,
+    injected: AtomicU64,
+    upstream_bytes: AtomicU64,
+    /// Trip once this many bytes went upstream (0: never).
+    trip_after: AtomicU64,
+    trip: Mutex<Option<Trip>>,
+    tripped: AtomicBool,
+    frozen: AtomicBool,
+    dead: AtomicBool,
+    conns: Mutex<Vec<TcpStream>>,
+}
+
+impl State {
+    fn count_up(&self, n: usize, how: Trip) {
+        let total = self.upstream_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+        let limit = self.trip_after.load(Ordering::SeqCst);
+        if limit > 0 && total >= limit && !self.tripped.swap(true, Ordering::SeqCst) {
+            match how {
+                Trip::Die => self.kill(),
+                Trip::Freeze => self.frozen.store(true, Ordering::SeqCst),
+            }
+        }
+    }
+
+    fn kill(&self) {
+        self.dead.store(true, Ordering::SeqCst);
+        if let Ok(conns) = self.conns.lock() {
+            for c in conns.iter() {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+pub struct Proxy {
+    pub port: u16,
+    state: Arc<State>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state.kill();
+    }
+}
+
+impl Proxy {
+    pub fn start(upstream: u16) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        listener.set_nonblocking(true)?;
+        let state = Arc::new(State::default());
+        let st = state.clone();
+        thread::spawn(move || {
+            // Polling accept, so that a dead proxy closes its port (new connections refused).
+            while !st.dead.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let st = st.clone();
+                        thread::spawn(move || {
+                            let _ = serve(client, upstream, &st);
+                        });
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        thread::sleep(Duration::from_millis(5))
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Ok(Proxy { port, state })
+    }
+
+    /// Answer the next requests with these errors, one each, in order.
+    pub fn inject(&self, faults: &[Fault]) {
+        if let Ok(mut q) = self.state.faults.lock() {
+            q.extend(faults.iter().copied());
+        }
+    }
+
+    pub fn injected(&self) -> u64 {
+        self.state.injected.load(Ordering::SeqCst)
+    }
+
+    pub fn upstream_bytes(&self) -> u64 {
+        self.state.upstream_bytes.load(Ordering::SeqCst)
+    }
+
+    /// Die or freeze once `bytes` more have gone upstream.
+    pub fn trip_after(&self, bytes: u64, how: Trip) {
+        if let Ok(mut t) = self.state.trip.lock() {
+            *t = Some(how);
+        }
+        let now = self.upstream_bytes();
+        self.state.trip_after.store(now + bytes, Ordering::SeqCst);
+    }
+
+    pub fn tripped(&self) -> bool {
+        self.state.tripped.load(Ordering::SeqCst)
+    }
+
+    /// cairn's S3 options through this proxy.
+    pub fn repo_args(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        vec![
+            "--repo".into(),
+            format!("s3://{bucket}/{prefix}"),
+            "--s3-endpoint".into(),
+            format!("http://127.0.0.1:{}", self.port),
+            "--s3-region".into(),
+            "us-east-1".into(),
+            "--s3-path-style".into(),
+        ]
+    }
+}
+
+/// Read one request head (through the blank line) from `c`.
+fn read_head(c: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if c.read(&mut byte)? == 0 {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+        if head.len() > 64 * 1024 {
+            return Err(ErrorKind::InvalidData.into());
+        }
+    }
+    Ok(head)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn answer_fault(mut c: TcpStream, head: &[u8], fault: Fault) -> std::io::Result<()> {
+    let head = String::from_utf8_lossy(head);
+    let is_head = head.starts_with("HEAD ");
+    // Drain the body so the client sees our answer rather than a reset.
+    if !header(&head, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        && let Some(len) = header(&head, "content-length").and_then(|v| v.parse::<u64>().ok())
+    {
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
+        std::io::copy(&mut (&c).take(len), &mut std::io::sink())?;
+    }
+    let (status, reason, code) = fault.status();
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>injected by the test proxy</Message><RequestId>proxy</RequestId></Error>"
+    );
+    let mut resp = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        if is_head { 0 } else { body.len() }
+    );
+    if !is_head {
+        resp.push_str(&body);
+    }
+    c.write_all(resp.as_bytes())?;
+    c.flush()?;
+    let _ = c.shutdown(Shutdown::Write);
+    Ok(())
+}
+
+fn serve(mut client: TcpStream, upstream: u16, st: &Arc<State>) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    let mut first = Vec::new();
+    let pending_fault = st.faults.lock().map(|q| !q.is_empty()).unwrap_or(false);
+    if pending_fault {
+        let head = read_head(&mut client)?;
+        let fault = st.faults.lock().ok().and_then(|mut q| q.pop_front());
+        if let Some(f) = fault {
+            st.injected.fetch_add(1, Ordering::SeqCst);
+            return answer_fault(client, &head, f);
+        }
+        first = head;
+    }
+    let server = TcpStream::connect(("127.0.0.1", upstream))?;
+    if let Ok(mut conns) = st.conns.lock() {
+        conns.push(client.try_clone()?);
+        conns.push(server.try_clone()?);
+    }
+    if st.dead.load(Ordering::SeqCst) {
+        st.kill();
+        return Ok(());
+    }
+    let how = st.trip.lock().ok().and_then(|t| *t).unwrap_or(Trip::Die);
+    let (mut c_read, mut s_write) = (client.try_clone()?, server.try_clone()?);
+    let up_state = st.clone();
+    let up = thread::spawn(move || {
+        if !first.is_empty() {
+            if s_write.write_all(&first).is_err() {
+                return;
+            }
+            up_state.count_up(first.len(), how);
+        }
+        pump(&mut c_read, &mut s_write, &up_state, Some(how));
+    });
+    let (mut s_read, mut c_write) = (server, client);
+    pump(&mut s_read, &mut c_write, st, None);
+    let _ = up.join();
+    Ok(())
+}
+
+/// Copy until EOF or error; `count` marks the upstream direction.
+fn pump(from: &mut TcpStream, to: &mut TcpStream, st: &State, count: Option<Trip>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // Frozen: hold the connection open and drop what arrives.
+        while st.frozen.load(Ordering::SeqCst) && !st.dead.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(50));
+        }
+        if st.dead.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        if let Some(how) = count {
+            st.count_up(n, how);
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}

@@ -1,0 +1,388 @@
+//! S3 under faults, with real servers on 127.0.0.1: a connection cut in the middle of a backup
+//! (a loopback proxy that dies), a link that stops answering (a proxy that freezes),
+//! throttling and server errors injected by the proxy, a wrong secret key (s3s-fs checks
+//! signatures), and TLS to an endpoint whose certificate is signed by a private CA.
+
+mod common;
+
+use common::proxy::{Fault, Proxy, Trip};
+use common::s3::{Moto, aws_env, create_bucket, start_moto, start_moto_tls, start_s3s_fs};
+use common::{bytes, tree_diff};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Run cairn with `repo` (its S3 options) and `args`; any exit status.
+fn run(repo: &[String], env: &[(&str, &str)], args: &[&str]) -> Res<Output> {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAIRN_") || k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    Ok(c.envs(env.iter().copied())
+        .args(repo)
+        .args(["--stanza", "main", "--log-level", "warn"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?)
+}
+
+fn ok(repo: &[String], args: &[&str]) -> Res<Output> {
+    let out = run(repo, &aws_env(), args)?;
+    if !out.status.success() {
+        return Err(format!(
+            "cairn {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(out)
+}
+
+fn labels(repo: &[String]) -> Res<Vec<String>> {
+    let info: serde_json::Value =
+        serde_json::from_slice(&ok(repo, &["info", "--output", "json"])?.stdout)?;
+    Ok(info[0]["backup"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b["label"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// A tree of incompressible files, `mib` MiB in all, so a backup uploads several packs.
+fn big_tree(root: &Path, seed: u64, mib: usize) -> Res<()> {
+    fs::create_dir_all(root)?;
+    for i in 0..mib / 4 {
+        fs::write(
+            root.join(format!("part-{i:03}")),
+            bytes(seed + i as u64, 4 << 20),
+        )?;
+    }
+    fs::write(root.join("small"), b"a small file")?;
+    Ok(())
+}
+
+fn backup_through(
+    proxy: &Proxy,
+    src: &Path,
+    kind: &str,
+    trip_after: u64,
+    how: Trip,
+) -> Res<(Output, Duration)> {
+    proxy.trip_after(trip_after, how);
+    let started = Instant::now();
+    let out = run(
+        &proxy.repo_args("cut", "repo"),
+        &aws_env(),
+        &[
+            "--io-timeout",
+            "2",
+            "backup",
+            "--type",
+            kind,
+            "--source",
+            src.to_str().ok_or("path")?,
+        ],
+    )?;
+    Ok((out, started.elapsed()))
+}
+
+#[test]
+fn a_cut_or_frozen_connection_fails_the_backup_and_leaves_a_good_repository() -> Res<()> {
+    let moto = start_moto()?;
+    create_bucket(moto.port, "cut")?;
+    let direct = moto.repo_args("cut", "repo");
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    big_tree(&src, 1, 96)?;
+    ok(&direct, &["stanza-create", "--engine", "files"])?;
+
+    // The link dies after 40 MB of a ~96 MiB backup: exit non-zero, promptly, and say why.
+    let proxy = Proxy::start(moto.port)?;
+    let (out, took) = backup_through(&proxy, &src, "full", 40_000_000, Trip::Die)?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(proxy.tripped(), "the proxy never cut the connection");
+    assert!(!out.status.success(), "a backup over a cut link succeeded");
+    assert!(took < Duration::from_secs(60), "took {took:?} to give up");
+    assert!(
+        err.contains("S3 endpoint") || err.contains("cut"),
+        "the error does not say the store was unreachable: {err}"
+    );
+    assert_eq!(
+        labels(&direct)?,
+        Vec::<String>::new(),
+        "a half backup is listed"
+    );
+    ok(&direct, &["verify"])?;
+
+    // The next backup succeeds and restores byte for byte.
+    let s = src.to_str().ok_or("path")?;
+    ok(&direct, &["backup", "--type", "full", "--source", s])?;
+    assert_eq!(labels(&direct)?.len(), 1);
+
+    // The link freezes during an incremental backup (connections open, nothing answered):
+    // timeouts, not a hang.
+    fs::write(src.join("part-000"), bytes(99, 4 << 20))?;
+    fs::write(src.join("new-file"), bytes(98, 30 << 20))?;
+    let frozen = Proxy::start(moto.port)?;
+    let (out, took) = backup_through(&frozen, &src, "incr", 20_000_000, Trip::Freeze)?;
+    assert!(frozen.tripped(), "the proxy never froze");
+    assert!(
+        !out.status.success(),
+        "a backup over a frozen link succeeded"
+    );
+    assert!(took < Duration::from_secs(90), "took {took:?} to give up");
+    drop(frozen);
+    assert_eq!(labels(&direct)?.len(), 1, "a half incremental is listed");
+    ok(&direct, &["verify"])?;
+
+    let out_dir = dir.path().join("restored");
+    fs::remove_file(src.join("new-file"))?;
+    fs::write(src.join("part-000"), bytes(1, 4 << 20))?;
+    ok(
+        &direct,
+        &[
+            "--process-max",
+            "4",
+            "restore",
+            "--dest",
+            out_dir.to_str().ok_or("path")?,
+        ],
+    )?;
+    assert_eq!(tree_diff(&src, &out_dir), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn throttling_and_server_errors_are_retried_until_they_pass() -> Res<()> {
+    let moto = start_moto()?;
+    create_bucket(moto.port, "flaky")?;
+    let proxy = Proxy::start(moto.port)?;
+    let repo = proxy.repo_args("flaky", "repo");
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    common::make_tree(&src, 5)?;
+    let faults = [
+        Fault::SlowDown,
+        Fault::Internal,
+        Fault::TooMany,
+        Fault::SlowDown,
+        Fault::Internal,
+    ];
+    proxy.inject(&faults);
+    ok(&repo, &["stanza-create", "--engine", "files"])?;
+    let s = src.to_str().ok_or("path")?;
+    proxy.inject(&faults);
+    ok(&repo, &["backup", "--type", "full", "--source", s])?;
+    let out_dir = dir.path().join("restored");
+    proxy.inject(&faults);
+    ok(
+        &repo,
+        &["restore", "--dest", out_dir.to_str().ok_or("path")?],
+    )?;
+    assert_eq!(
+        proxy.injected(),
+        15,
+        "every injected failure was met and retried"
+    );
+    assert_eq!(tree_diff(&src, &out_dir), Vec::<String>::new());
+    ok(&repo, &["verify"])?;
+    Ok(())
+}
+
+#[test]
+fn a_wrong_secret_key_fails_at_once_and_says_what_to_fix() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("s3");
+    fs::create_dir_all(root.join("keys"))?;
+    let server = start_s3s_fs(&root, "cairn-access", "cairn-right-secret")?;
+    let repo = server.repo_args("keys", "repo");
+    let creds = |secret: &'static str| {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "cairn-access"),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+    };
+    let good = run(
+        &repo,
+        &creds("cairn-right-secret"),
+        &["stanza-create", "--engine", "stream"],
+    )?;
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    let started = Instant::now();
+    let bad = run(&repo, &creds("cairn-wrong-secret"), &["info"])?;
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(3), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "not retried");
+    assert!(
+        err.contains("access denied") && err.contains("AWS_SECRET_ACCESS_KEY"),
+        "{err}"
+    );
+    Ok(())
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Res<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
+/// A private CA and a certificate it signs for 127.0.0.1.
+fn private_ca(dir: &Path) -> Res<()> {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cairn test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    )?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    )?;
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ],
+    )
+}
+
+fn create_bucket_tls(moto: &Moto, bucket: &str, ca: &Path) -> Res<()> {
+    let out = Command::new("curl")
+        .args(["-sS", "-f", "-X", "PUT", "--cacert"])
+        .arg(ca)
+        .arg(format!("{}/{bucket}", moto.endpoint()))
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "creating bucket {bucket}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+#[test]
+fn tls_endpoints_with_a_private_ca_need_and_accept_the_ca_file() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    private_ca(dir.path())?;
+    let moto = start_moto_tls(
+        &dir.path().join("server.pem"),
+        &dir.path().join("server.key"),
+    )?;
+    let ca = dir.path().join("ca.pem");
+    create_bucket_tls(&moto, "tls", &ca)?;
+    let repo = moto.repo_args("tls", "repo");
+
+    // Without the CA the certificate is not trusted: a prompt, permanent error that names
+    // the option to use.
+    let started = Instant::now();
+    let out = run(&repo, &aws_env(), &["stanza-create", "--engine", "stream"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "an untrusted certificate was accepted"
+    );
+    assert!(err.contains("--s3-ca-file"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "not retried");
+
+    // With it, everything works.
+    let mut with_ca = repo.clone();
+    with_ca.extend(["--s3-ca-file".to_string(), ca.display().to_string()]);
+    ok(&with_ca, &["stanza-create", "--engine", "stream"])?;
+    let dump = common::text(3, 3_000_000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .envs(aws_env())
+        .args(&with_ca)
+        .args(["--stanza", "main", "--log-level", "warn", "backup"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(&mut child.stdin.take().ok_or("stdin")?, &dump)?;
+    let out = child.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = ok(&with_ca, &["restore", "--dest", "-"])?;
+    assert!(restored.stdout == dump, "stream restored over TLS differs");
+
+    // A file that is not a certificate is refused by name before any request.
+    let junk = dir.path().join("junk.pem");
+    fs::write(&junk, "hello")?;
+    let mut bad = repo.clone();
+    bad.extend(["--s3-ca-file".to_string(), junk.display().to_string()]);
+    let out = run(&bad, &aws_env(), &["info"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("junk.pem") && err.contains("no certificate"),
+        "{err}"
+    );
+    Ok(())
+}
