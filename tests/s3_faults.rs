@@ -108,6 +108,7 @@ fn a_cut_or_frozen_connection_fails_the_backup_and_leaves_a_good_repository() ->
     let proxy = Proxy::start(moto.port)?;
     let (out, took) = backup_through(&proxy, &src, "full", 40_000_000, Trip::Die)?;
     let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("cut link: failed after {took:?}: {err}");
     assert!(proxy.tripped(), "the proxy never cut the connection");
     assert!(!out.status.success(), "a backup over a cut link succeeded");
     assert!(took < Duration::from_secs(60), "took {took:?} to give up");
@@ -129,10 +130,20 @@ fn a_cut_or_frozen_connection_fails_the_backup_and_leaves_a_good_repository() ->
 
     // The link freezes during an incremental backup (connections open, nothing answered):
     // timeouts, not a hang.
+    let mtime = |p: &Path| -> Res<(i64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(p)?;
+        Ok((m.mtime(), m.mtime_nsec()))
+    };
+    let (root_t, part_t) = (mtime(&src)?, mtime(&src.join("part-000"))?);
     fs::write(src.join("part-000"), bytes(99, 4 << 20))?;
     fs::write(src.join("new-file"), bytes(98, 30 << 20))?;
     let frozen = Proxy::start(moto.port)?;
     let (out, took) = backup_through(&frozen, &src, "incr", 20_000_000, Trip::Freeze)?;
+    eprintln!(
+        "frozen link: failed after {took:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(frozen.tripped(), "the proxy never froze");
     assert!(
         !out.status.success(),
@@ -146,6 +157,8 @@ fn a_cut_or_frozen_connection_fails_the_backup_and_leaves_a_good_repository() ->
     let out_dir = dir.path().join("restored");
     fs::remove_file(src.join("new-file"))?;
     fs::write(src.join("part-000"), bytes(1, 4 << 20))?;
+    common::set_mtime(&src.join("part-000"), part_t.0, part_t.1);
+    common::set_mtime(&src, root_t.0, root_t.1);
     ok(
         &direct,
         &[

@@ -67,7 +67,9 @@ pub(super) fn classify<E: ProvideErrorMetadata + StdError + 'static>(
                     s
                 })
                 .unwrap_or_else(|| format!("{d:?}"));
-            transient(format!("cannot reach the S3 endpoint: {cause}"))
+            transient(format!(
+                "cannot reach the S3 endpoint ({cause}); check --s3-endpoint and the network, or raise --io-timeout"
+            ))
         }
         SdkError::ResponseError(_) => transient(format!(
             "the response was cut or unreadable: {}",
