@@ -26,8 +26,8 @@ printf 'tree: %d MB (%s MiB asked), s3s-fs 0.14.1 on 127.0.0.1, one run on %s co
   $((BYTES / 1000000)) "$MIB" "$(nproc)"
 printf '%-12s %10s %10s %10s %10s %8s %12s %10s\n' process-max backup-s "MB/s" restore-s "MB/s" PUTs PUTs/GiB restore-RSS
 for P in $PMAXES; do
-  mkdir -p "$WORK/s3/b$P"
-  C="$BIN --repo s3://b$P/repo --s3-endpoint http://127.0.0.1:$PORT --s3-region us-east-1 --s3-path-style --stanza bench --process-max $P"
+  mkdir -p "$WORK/s3/bench-p$P"
+  C="$BIN --repo s3://bench-p$P/repo --s3-endpoint http://127.0.0.1:$PORT --s3-region us-east-1 --s3-path-style --stanza bench --process-max $P"
   $C --log-level warn stanza-create --engine files
   t0=$(date +%s.%N)
   $C --log-level info backup --type full --source "$WORK/src" 2>"$WORK/backup.log"
@@ -46,5 +46,5 @@ b = int(b); mb = b / 1e6
 bt, rt = float(t1) - float(t0), float(t3) - float(t2)
 print(f"{p:<12} {bt:10.2f} {mb/bt:10.1f} {rt:10.2f} {mb/rt:10.1f} {puts:>8} {int(puts)/(b/2**30):12.1f} {int(rss)/1024:8.0f} MiB")
 PY
-  rm -rf "$WORK/s3/b$P" "$WORK/out"
+  rm -rf "$WORK/s3/bench-p$P" "$WORK/out"
 done
