@@ -46,14 +46,7 @@ fn ok(repo: &[String], args: &[&str]) -> Res<Output> {
 fn labels(repo: &[String]) -> Res<Vec<String>> {
     let info: serde_json::Value =
         serde_json::from_slice(&ok(repo, &["info", "--output", "json"])?.stdout)?;
-    Ok(info[0]["backup"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|b| b["label"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(common::backup_labels(&info))
 }
 
 /// A tree of incompressible files, `mib` MiB in all, so a backup uploads several packs.

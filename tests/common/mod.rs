@@ -115,16 +115,20 @@ impl Env {
     }
 
     pub fn labels(&self) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-        let info = self.info()?;
-        Ok(info[0]["backup"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|b| b["label"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(backup_labels(&self.info()?))
     }
+}
+
+/// The labels of the first stanza's backups in `info --output json`, oldest first.
+pub fn backup_labels(info: &serde_json::Value) -> Vec<String> {
+    info[0]["backup"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|b| b["label"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Total bytes of every file under `dir`.
