@@ -157,7 +157,22 @@ pub enum Command {
     },
 }
 
+/// Buffers of pack ranges (up to 16 MiB) and chunks (up to 4 MiB) are allocated on one thread
+/// and freed on another, many times a second. glibc's dynamic mmap threshold then moves them
+/// into per-thread arenas that keep freed memory, and a restore's peak RSS grew with the size
+/// of the backup (2 GiB tree, --process-max 8: 318 MiB). A fixed threshold hands allocations of
+/// 4 MiB and more straight back to the kernel when freed (same restore: 170 MiB, same speed).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called first thing in main,
+    // before any other thread exists or allocates.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,
