@@ -398,6 +398,10 @@ impl Storage for S3Storage {
     async fn delete_many(&self, keys: &[Key]) -> Result<(), StorageError> {
         for batch in keys.chunks(DELETE_BATCH) {
             let Some(first) = batch.first() else { continue };
+            let unbuildable = |e: aws_sdk_s3::error::BuildError| StorageError::Permanent {
+                key: first.to_string(),
+                message: format!("cannot build a DeleteObjects request: {e}"),
+            };
             let objects = batch
                 .iter()
                 .map(|k| {
@@ -406,18 +410,12 @@ impl Storage for S3Storage {
                         .build()
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StorageError::Permanent {
-                    key: first.to_string(),
-                    message: format!("cannot build a DeleteObjects request: {e}"),
-                })?;
+                .map_err(unbuildable)?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| StorageError::Permanent {
-                    key: first.to_string(),
-                    message: format!("cannot build a DeleteObjects request: {e}"),
-                })?;
+                .map_err(unbuildable)?;
             bump(&self.counters.delete);
             let out = self
                 .client
