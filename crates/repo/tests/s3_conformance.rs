@@ -1,16 +1,18 @@
-//! The storage conformance suite against the S3 backend, talking HTTP to a real
-//! S3-compatible server (moto, started here on 127.0.0.1; `.ci/run` installs it), and the
-//! retry wrapper over S3 with injected transient failures.
+//! The storage conformance suite against the S3 backend, talking HTTP to two real
+//! S3-compatible servers started here on 127.0.0.1 (moto, and s3s-fs, which checks signatures
+//! and stores on disk; `.ci/run` installs both), the retry wrapper over S3 with injected
+//! transient failures, and the memory bound of streamed multipart uploads.
 
 use cairn_repo::storage::retry::{FailFirst, RetryPolicy, Retrying};
-use cairn_repo::storage::s3::{S3Options, S3Storage};
+use cairn_repo::storage::s3::{PART_CONCURRENCY, PART_SIZE, S3Options, S3Storage};
 use cairn_repo::storage::{Key, PutMode, Storage, StorageError, conformance};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 #[path = "../../../tests/common/s3.rs"]
 mod s3server;
-use s3server::{create_bucket, start_moto};
+use s3server::{create_bucket, start_moto, start_s3s_fs};
 
 async fn store(port: u16, bucket: &str, prefix: &str) -> Result<S3Storage, StorageError> {
     let mut o = S3Options::from_url(&format!("s3://{bucket}/{prefix}"))?;
@@ -64,6 +66,37 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
         &big[r]
     );
 
+    // A streamed object of 100 MiB goes up as multipart parts cut as they are needed: never
+    // more than PART_CONCURRENCY parts held at once, whatever the object's size.
+    let streamed = store(moto.port, "conformance", "streamed").await?;
+    let len: u64 = 100 * 1024 * 1024 + 77;
+    let produced: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+    let body = {
+        let produced = produced.clone();
+        cairn_repo::storage::pieces_from_writer(&Key::new("s/obj")?, move |w| {
+            for c in produced.chunks(3 * 1024 * 1024 + 1) {
+                w.write_all(c)?;
+            }
+            Ok(())
+        })
+    };
+    let k = Key::new("s/obj")?;
+    streamed.put_stream(&k, body, PutMode::Create).await?;
+    assert!(streamed.get(&k, None).await?.as_ref() == &produced[..]);
+    let bound = (PART_CONCURRENCY * PART_SIZE) as u64;
+    let peak = streamed.peak_part_bytes();
+    assert!(
+        peak > 0 && peak <= bound,
+        "parts held at once: {peak} bytes, bound {bound}"
+    );
+    assert!(
+        streamed
+            .request_summary()
+            .is_some_and(|s| s.contains(" 7 part uploads")),
+        "{:?}",
+        streamed.request_summary()
+    );
+
     // Transient failures (as a throttling store returns them) are retried and succeed.
     let flaky = FailFirst::new(Arc::new(store(moto.port, "conformance", "flaky").await?), 5);
     let policy = RetryPolicy {
@@ -72,6 +105,13 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
         budget: Duration::from_secs(20),
     };
     conformance::run_all(&Retrying::new(flaky, policy)).await;
+
+    // s3s-fs: signature checks, objects on disk, its own XML and multipart code.
+    let root = tempfile::tempdir()?;
+    std::fs::create_dir_all(root.path().join("conformance"))?;
+    let fs_server = start_s3s_fs(root.path(), "cairn-test", "cairn-test-secret")?;
+    conformance::run_all(&store(fs_server.port, "conformance", "").await?).await;
+    conformance::run_all(&store(fs_server.port, "conformance", "deep/prefix").await?).await;
 
     // A missing bucket is a permanent error that says what to fix.
     let err = store(moto.port, "no-such-bucket", "")

@@ -2,7 +2,7 @@
 //! store, so local disk and S3 are held to exactly the same behaviour. It panics (with a
 //! message naming the broken rule) on the first violation, as a test should.
 
-use super::{Key, PutMode, Storage, StorageError};
+use super::{Key, Pieces, PutMode, STREAM_GATHER, Storage, StorageError};
 use bytes::Bytes;
 
 fn key(s: &str) -> Key {
@@ -25,6 +25,8 @@ pub async fn run_all(store: &dyn Storage) {
     list_by_prefix(store).await;
     delete_is_idempotent(store).await;
     delete_many_removes_exactly_the_keys(store).await;
+    streamed_puts(store).await;
+    a_failing_stream_leaves_no_object(store).await;
     keys_refuse_escapes();
 }
 
@@ -250,6 +252,113 @@ async fn delete_many_removes_exactly_the_keys(store: &dyn Storage) {
     );
     expect_ok("delete_many none", store.delete_many(&[]).await).await;
     expect_ok("delete", store.delete(&keep).await).await;
+}
+
+/// Deterministic bytes for streamed objects: position-dependent, so a part sent twice, out
+/// of order or not at all changes the result.
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// `data` as a stream of pieces of uneven sizes (odd sizes, some larger than an S3 part).
+fn pieces(data: &[u8]) -> Pieces {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let sizes = [1, 4093, 1 << 20, 7 << 20, 17 << 20, 65_537, 0];
+    let mut i = 0;
+    while at < data.len() {
+        let n = sizes[i % sizes.len()].min(data.len() - at);
+        out.push(Ok(Bytes::copy_from_slice(&data[at..at + n])));
+        at += n;
+        i += 1;
+    }
+    Box::pin(futures_util::stream::iter(out))
+}
+
+async fn streamed_puts(store: &dyn Storage) {
+    // Empty, small (one request), and larger than the gather limit (S3: a multipart upload of
+    // several parts whose boundaries fall inside pieces).
+    for (name, len) in [
+        ("empty", 0),
+        ("small", 300_000),
+        ("large", STREAM_GATHER * 2 + 12_345),
+    ] {
+        let k = key(&format!("conf/stream/{name}"));
+        let data = pattern(len, len as u32);
+        expect_ok(
+            "put_stream",
+            store.put_stream(&k, pieces(&data), PutMode::Create).await,
+        )
+        .await;
+        let meta = expect_ok("head", store.head(&k).await).await;
+        assert_eq!(
+            meta.size, len as u64,
+            "conformance: a streamed put of {name} stores every byte"
+        );
+        let got = expect_ok("get", store.get(&k, None).await).await;
+        assert!(
+            got.as_ref() == &data[..],
+            "conformance: get returns what the streamed put of {name} stored"
+        );
+        let again = store
+            .put_stream(&k, pieces(&pattern(len + 1, 9)), PutMode::Create)
+            .await;
+        assert!(
+            matches!(again, Err(StorageError::AlreadyExists { .. })),
+            "conformance: a create-only streamed put of an existing key must fail with AlreadyExists, got {again:?}"
+        );
+        let replacement = pattern(len / 2 + 3, 7);
+        expect_ok(
+            "put_stream overwrite",
+            store
+                .put_stream(&k, pieces(&replacement), PutMode::Overwrite)
+                .await,
+        )
+        .await;
+        let got = expect_ok("get", store.get(&k, None).await).await;
+        assert!(
+            got.as_ref() == &replacement[..],
+            "conformance: an overwriting streamed put of {name} replaces the object"
+        );
+        expect_ok("delete", store.delete(&k).await).await;
+    }
+}
+
+async fn a_failing_stream_leaves_no_object(store: &dyn Storage) {
+    for (name, before) in [("short", 1000), ("long", STREAM_GATHER * 2)] {
+        let k = key(&format!("conf/stream-fail/{name}"));
+        let good = pattern(before, 3);
+        let body = Box::pin(futures_util::StreamExt::chain(
+            pieces(&good),
+            futures_util::stream::iter([Err(StorageError::Permanent {
+                key: k.to_string(),
+                message: "the producer failed".into(),
+            })]),
+        ));
+        let r = store.put_stream(&k, body, PutMode::Create).await;
+        assert!(
+            r.is_err(),
+            "conformance: a streamed put whose body fails ({name}) must fail"
+        );
+        assert!(
+            matches!(store.head(&k).await, Err(StorageError::NotFound { .. })),
+            "conformance: a streamed put whose body fails ({name}) leaves no object"
+        );
+    }
+    assert!(
+        expect_ok("list", store.list(&key("conf/stream-fail")).await)
+            .await
+            .is_empty(),
+        "conformance: a failed streamed put leaves nothing listed"
+    );
 }
 
 fn keys_refuse_escapes() {

@@ -3,7 +3,7 @@
 //! an existing object is never replaced), and fsyncs the directory: a reader never sees a
 //! half-written object and a returned put survives a power cut.
 
-use super::{Key, ObjectMeta, PutMode, Storage, StorageError};
+use super::{Key, ObjectMeta, Pieces, PutMode, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
@@ -76,7 +76,8 @@ impl LocalStorage {
         self.root.join(key.as_str())
     }
 
-    fn put_sync(&self, key: &Key, data: &[u8], mode: PutMode) -> Result<(), StorageError> {
+    /// The directory of `key` (created) and a fresh temporary path in it.
+    fn temp_for(&self, key: &Key, mode: PutMode) -> Result<(PathBuf, PathBuf), StorageError> {
         let target = self.path(key);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| classify(key, e))?;
@@ -91,25 +92,73 @@ impl LocalStorage {
             std::process::id(),
             TMP_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
+        Ok((dir, tmp))
+    }
+
+    /// Make the fully written and fsynced `tmp` the object `key`, then fsync the directory.
+    fn commit(&self, key: &Key, dir: &Path, tmp: &Path, mode: PutMode) -> io::Result<()> {
+        let target = self.path(key);
+        match mode {
+            PutMode::Overwrite => fs::rename(tmp, &target),
+            PutMode::Create => {
+                let linked = fs::hard_link(tmp, &target);
+                let _ = fs::remove_file(tmp);
+                linked
+            }
+        }?;
+        fsync_dir(dir)
+    }
+
+    fn put_sync(&self, key: &Key, data: &[u8], mode: PutMode) -> Result<(), StorageError> {
+        let (dir, tmp) = self.temp_for(key, mode)?;
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(data)?;
             f.sync_all()?;
             drop(f);
-            match mode {
-                PutMode::Overwrite => fs::rename(&tmp, &target),
-                PutMode::Create => {
-                    let linked = fs::hard_link(&tmp, &target);
-                    let _ = fs::remove_file(&tmp);
-                    linked
-                }
-            }?;
-            fsync_dir(&dir)
+            self.commit(key, &dir, &tmp, mode)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result.map_err(|e| classify(key, e))
+    }
+
+    async fn put_stream_async(
+        &self,
+        key: &Key,
+        mut body: Pieces,
+        mode: PutMode,
+    ) -> Result<(), StorageError> {
+        use futures_util::StreamExt;
+        let (me, k) = (self.clone(), key.clone());
+        let (dir, tmp) = blocking(move || me.temp_for(&k, mode)).await?;
+        let written = async {
+            let mut f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .await
+                .map_err(|e| classify(key, e))?;
+            while let Some(piece) = body.next().await {
+                tokio::io::AsyncWriteExt::write_all(&mut f, &piece?)
+                    .await
+                    .map_err(|e| classify(key, e))?;
+            }
+            f.sync_all().await.map_err(|e| classify(key, e))
+        }
+        .await;
+        let (me, k, t) = (self.clone(), key.clone(), tmp.clone());
+        let result = match written {
+            Ok(()) => {
+                blocking(move || me.commit(&k, &dir, &t, mode).map_err(|e| classify(&k, e))).await
+            }
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        result
     }
 
     fn get_sync(&self, key: &Key, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
@@ -209,6 +258,10 @@ impl Storage for LocalStorage {
         let me = self.clone();
         let key = key.clone();
         blocking(move || me.put_sync(&key, &data, mode)).await
+    }
+
+    async fn put_stream(&self, key: &Key, body: Pieces, mode: PutMode) -> Result<(), StorageError> {
+        self.put_stream_async(key, body, mode).await
     }
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {

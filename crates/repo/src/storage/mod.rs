@@ -10,8 +10,17 @@ pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures_util::stream::BoxStream;
 use std::fmt;
+use std::io;
 use std::ops::Range;
+
+/// An object's bytes produced piece by piece, for `Storage::put_stream`.
+pub type Pieces = BoxStream<'static, Result<Bytes, StorageError>>;
+
+/// Below this size a streamed put is gathered and sent as one retried `put`; above it the
+/// backend streams (S3: multipart, each part retried on its own).
+pub const STREAM_GATHER: usize = 16 * 1024 * 1024;
 
 /// A relative object key: `/`-separated segments of `[A-Za-z0-9._+=-]`, no empty segment, no
 /// `.` or `..`, so it can never escape the repository root on any backend.
@@ -112,6 +121,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Every object whose key starts with `prefix/` (recursively), sorted by key.
     async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, StorageError>;
 
+    /// Store the object `body` produces, without holding all of it in memory: a backend keeps
+    /// at most a bounded number of pieces or parts at once (local disk: one piece; S3: a few
+    /// multipart parts). Durable when it returns Ok; an error from `body` fails the put and
+    /// leaves no object behind. The stream cannot be replayed, so a backend retries the parts
+    /// it holds, not the whole put. The default gathers everything and calls `put`.
+    async fn put_stream(&self, key: &Key, body: Pieces, mode: PutMode) -> Result<(), StorageError> {
+        use futures_util::TryStreamExt;
+        let pieces: Vec<Bytes> = body.try_collect().await?;
+        self.put(key, Bytes::from(pieces.concat()), mode).await
+    }
+
     /// Remove the object; removing a missing object is not an error.
     async fn delete(&self, key: &Key) -> Result<(), StorageError>;
 
@@ -129,4 +149,88 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn request_summary(&self) -> Option<String> {
         None
     }
+}
+
+/// Run `produce` on a blocking thread and hand what it writes over as `Pieces` of about
+/// `PIECE` bytes, at most a few ahead of the consumer: for objects encoded from a large
+/// in-memory structure (manifests, index segments), so the encoded bytes are never all in
+/// memory at once. If the consumer stops early, `produce`'s writes fail and it returns.
+pub fn pieces_from_writer<F>(key: &Key, produce: F) -> Pieces
+where
+    F: FnOnce(&mut dyn io::Write) -> io::Result<()> + Send + 'static,
+{
+    const PIECE: usize = 1024 * 1024;
+    const AHEAD: usize = 2;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, StorageError>>(AHEAD);
+    let name = key.to_string();
+    let panicked_key = name.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        struct ChannelWriter {
+            buf: Vec<u8>,
+            tx: tokio::sync::mpsc::Sender<Result<Bytes, StorageError>>,
+            closed: bool,
+        }
+        impl ChannelWriter {
+            fn send(&mut self) -> io::Result<()> {
+                let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
+                if self.tx.blocking_send(Ok(Bytes::from(piece))).is_err() {
+                    self.closed = true;
+                    return Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "the upload stopped",
+                    ));
+                }
+                Ok(())
+            }
+        }
+        impl io::Write for ChannelWriter {
+            fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+                let n = data.len().min(PIECE - self.buf.len());
+                self.buf.extend_from_slice(&data[..n]);
+                if self.buf.len() == PIECE {
+                    self.send()?;
+                }
+                Ok(n)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = ChannelWriter {
+            buf: Vec::with_capacity(PIECE),
+            tx,
+            closed: false,
+        };
+        let result =
+            produce(&mut w).and_then(|()| if w.buf.is_empty() { Ok(()) } else { w.send() });
+        if let Err(e) = result
+            && !w.closed
+        {
+            let _ = w.tx.blocking_send(Err(StorageError::Permanent {
+                key: name,
+                message: format!("encoding the object failed: {e}"),
+            }));
+        }
+    });
+    // The channel closing is the end of the object only if the producer returned: one that
+    // panicked must fail the put, not truncate the object.
+    let state = (rx, Some(producer), panicked_key);
+    Box::pin(futures_util::stream::unfold(
+        state,
+        |(mut rx, producer, key)| async move {
+            if let Some(item) = rx.recv().await {
+                return Some((item, (rx, producer, key)));
+            }
+            match producer?.await {
+                Ok(()) => None,
+                Err(e) => Some((
+                    Err(StorageError::Permanent {
+                        key: key.clone(),
+                        message: format!("encoding the object stopped: {e}"),
+                    }),
+                    (rx, None, key),
+                )),
+            }
+        },
+    ))
 }

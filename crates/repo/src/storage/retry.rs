@@ -4,7 +4,7 @@
 //! `Retrying` wraps any `Storage`; `FailFirst` is a backend that fails its first N calls, to
 //! test the retrying.
 
-use super::{Key, ObjectMeta, PutMode, Storage, StorageError};
+use super::{Key, ObjectMeta, Pieces, PutMode, STREAM_GATHER, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::future::Future;
@@ -107,6 +107,33 @@ impl<S: Storage> Storage for Retrying<S> {
             }
         })
         .await
+    }
+
+    /// Objects that turn out small are gathered and put (so retried) whole; larger ones go to
+    /// the backend's streaming put, which retries each part it holds.
+    async fn put_stream(
+        &self,
+        key: &Key,
+        mut body: Pieces,
+        mode: PutMode,
+    ) -> Result<(), StorageError> {
+        use futures_util::StreamExt;
+        let mut head = Vec::new();
+        let mut gathered = 0;
+        while gathered <= STREAM_GATHER {
+            match body.next().await {
+                Some(piece) => {
+                    let piece = piece?;
+                    gathered += piece.len();
+                    head.push(piece);
+                }
+                None => return self.put(key, Bytes::from(head.concat()), mode).await,
+            }
+        }
+        let head = futures_util::stream::iter(head.into_iter().map(Ok));
+        self.inner
+            .put_stream(key, Box::pin(head.chain(body)), mode)
+            .await
     }
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {

@@ -12,7 +12,8 @@ mod client;
 
 pub use client::{DEFAULT_IO_TIMEOUT, S3Options};
 
-use super::{Key, ObjectMeta, PutMode, Storage, StorageError};
+use super::retry::{RetryPolicy, retry};
+use super::{Key, ObjectMeta, Pieces, PutMode, Storage, StorageError};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -22,15 +23,15 @@ use aws_sdk_s3::types::{
 };
 use bytes::Bytes;
 use classify::classify;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub const MULTIPART_THRESHOLD: usize = 64 * 1024 * 1024;
 pub const PART_SIZE: usize = 16 * 1024 * 1024;
-/// Parts of one object uploaded at once; they are slices of data already in memory.
-const PART_CONCURRENCY: usize = 4;
+/// Parts of one object uploaded at once.
+pub const PART_CONCURRENCY: usize = 4;
 /// S3's DeleteObjects limit.
 const DELETE_BATCH: usize = 1000;
 
@@ -56,6 +57,10 @@ pub struct S3Storage {
     counters: Arc<Counters>,
     /// Set once the store has answered 501 to `If-None-Match`.
     no_conditional_put: Arc<AtomicBool>,
+    /// Multipart requests are retried here, part by part: a streamed object cannot be put again
+    /// whole by `Retrying`.
+    retry: RetryPolicy,
+    held: Arc<Gauge>,
 }
 
 impl S3Storage {
@@ -65,6 +70,8 @@ impl S3Storage {
             opts,
             counters: Arc::default(),
             no_conditional_put: Arc::default(),
+            retry: RetryPolicy::default(),
+            held: Arc::default(),
         })
     }
 
@@ -136,71 +143,98 @@ impl S3Storage {
             .build())
     }
 
-    async fn put_multipart(&self, key: &Key, data: Bytes) -> Result<(), StorageError> {
-        let full = self.full(key.as_str());
-        let mut create = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.opts.bucket)
-            .key(&full);
-        if let Some(sse) = &self.opts.sse {
-            create = create.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
-            if let Some(k) = &self.opts.kms_key_id {
-                create = create.ssekms_key_id(k);
+    /// A single PUT; for a create-only put, with `If-None-Match: *` unless the store has
+    /// refused that header (501), in which case it is sent again without it.
+    async fn put_small(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let conditional =
+            mode == PutMode::Create && !self.no_conditional_put.load(Ordering::Relaxed);
+        match self.put_single(key, data.clone(), conditional).await {
+            Err(StorageError::Permanent { message, .. })
+                if conditional && message.starts_with("501") =>
+            {
+                tracing::debug!(
+                    "the store does not implement If-None-Match; HEAD guards create-only puts"
+                );
+                self.no_conditional_put.store(true, Ordering::Relaxed);
+                self.put_single(key, data, false).await
             }
+            other => other,
         }
-        bump(&self.counters.put);
-        let upload = create.send().await.map_err(|e| self.err(key, e))?;
-        let id = upload
-            .upload_id()
-            .ok_or_else(|| StorageError::Transient {
+    }
+
+    /// Fail with `AlreadyExists` if `key` exists (create-only puts).
+    async fn refuse_existing(&self, key: &Key) -> Result<(), StorageError> {
+        match self.head(key).await {
+            Ok(_) => Err(StorageError::AlreadyExists {
                 key: key.to_string(),
-                message: "the store started a multipart upload without an upload id".into(),
-            })?
-            .to_string();
-        let result = async {
-            let bodies: Vec<Bytes> = data.chunks(PART_SIZE).map(|c| data.slice_ref(c)).collect();
-            let parts: Vec<CompletedPart> = futures_util::stream::iter(
-                bodies
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, body)| self.upload_part(key, &full, &id, i as i32 + 1, body)),
-            )
-            .buffered(PART_CONCURRENCY)
-            .try_collect()
-            .await?;
-            bump(&self.counters.put);
-            let done = self
+            }),
+            Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Upload what `parts` cuts as one multipart object: parts go up `PART_CONCURRENCY` at a
+    /// time and the next part is cut only when one finishes, so at most
+    /// `(PART_CONCURRENCY + 1) * PART_SIZE` bytes are held whatever the object's size. Each
+    /// request is retried on its own; anything that fails for good aborts the upload.
+    async fn put_multipart(&self, key: &Key, mut parts: PartCutter) -> Result<(), StorageError> {
+        let full = self.full(key.as_str());
+        let id = retry(&self.retry, || async {
+            let mut create = self
                 .client
-                .complete_multipart_upload()
+                .create_multipart_upload()
                 .bucket(&self.opts.bucket)
-                .key(&full)
-                .upload_id(&id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await;
-            match done {
-                Ok(_) => Ok(()),
-                // Some S3-compatible servers (moto) answer a successful completion with an XML
-                // root the SDK does not accept. A 200 without an error code is success in S3;
-                // confirm the object is there, whole, before believing it.
-                Err(SdkError::ServiceError(se))
-                    if se.raw().status().as_u16() == 200 && se.err().code().is_none() =>
-                {
-                    match self.head(key).await {
-                        Ok(meta) if meta.size == data.len() as u64 => Ok(()),
-                        _ => Err(StorageError::Transient {
-                            key: key.to_string(),
-                            message: "multipart upload completion could not be confirmed".into(),
-                        }),
+                .key(&full);
+            if let Some(sse) = &self.opts.sse {
+                create = create.server_side_encryption(ServerSideEncryption::from(sse.as_str()));
+                if let Some(k) = &self.opts.kms_key_id {
+                    create = create.ssekms_key_id(k);
+                }
+            }
+            bump(&self.counters.put);
+            let upload = create.send().await.map_err(|e| self.err(key, e))?;
+            upload
+                .upload_id()
+                .map(String::from)
+                .ok_or_else(|| StorageError::Transient {
+                    key: key.to_string(),
+                    message: "the store started a multipart upload without an upload id".into(),
+                })
+        })
+        .await?;
+        let result = async {
+            let mut done: Vec<CompletedPart> = Vec::new();
+            let mut in_flight = futures_util::stream::FuturesUnordered::new();
+            let mut total = 0u64;
+            let mut n = 0i32;
+            let mut more = true;
+            while more || !in_flight.is_empty() {
+                if more && in_flight.len() < PART_CONCURRENCY {
+                    match parts.next_part().await? {
+                        Some(body) => {
+                            n += 1;
+                            total += body.len() as u64;
+                            let held = self.held.add(body.len() as u64);
+                            let (number, full, id) = (n, &full, &id);
+                            in_flight.push(async move {
+                                let r = retry(&self.retry, || {
+                                    self.upload_part(key, full, id, number, body.clone())
+                                })
+                                .await;
+                                drop(held);
+                                r
+                            });
+                            continue;
+                        }
+                        None => more = false,
                     }
                 }
-                Err(e) => Err(self.err(key, e)),
+                if let Some(part) = in_flight.next().await {
+                    done.push(part?);
+                }
             }
+            done.sort_by_key(|p| p.part_number());
+            self.complete_multipart(key, &full, &id, done, total).await
         }
         .await;
         if result.is_err() {
@@ -221,6 +255,155 @@ impl S3Storage {
         }
         result
     }
+
+    async fn complete_multipart(
+        &self,
+        key: &Key,
+        full: &str,
+        id: &str,
+        parts: Vec<CompletedPart>,
+        total: u64,
+    ) -> Result<(), StorageError> {
+        // Confirm by size when the answer cannot be believed: a retried completion whose first
+        // attempt succeeded finds the upload gone (404), and some S3-compatible servers (moto)
+        // answer a successful completion with an XML root the SDK does not accept (a 200
+        // without an error code is success in S3).
+        let confirm = || async {
+            match self.head(key).await {
+                Ok(meta) if meta.size == total => Ok(()),
+                _ => Err(StorageError::Transient {
+                    key: key.to_string(),
+                    message: "multipart upload completion could not be confirmed".into(),
+                }),
+            }
+        };
+        let mut attempts = 0;
+        retry(&self.retry, || {
+            attempts += 1;
+            let (parts, first) = (parts.clone(), attempts == 1);
+            async move {
+                bump(&self.counters.put);
+                let done = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.opts.bucket)
+                    .key(full)
+                    .upload_id(id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await;
+                match done {
+                    Ok(_) => Ok(()),
+                    Err(SdkError::ServiceError(se))
+                        if se.raw().status().as_u16() == 200 && se.err().code().is_none() =>
+                    {
+                        confirm().await
+                    }
+                    Err(e) => match self.err(key, e) {
+                        StorageError::NotFound { .. } if !first => confirm().await,
+                        other => Err(other),
+                    },
+                }
+            }
+        })
+        .await
+    }
+
+    /// The most bytes of multipart parts held at once so far (cut and not yet uploaded).
+    pub fn peak_part_bytes(&self) -> u64 {
+        self.held.peak()
+    }
+
+    /// Retry multipart requests (each part, the start and the completion) under `policy`.
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+}
+
+/// Cuts a stream of pieces into parts of exactly `PART_SIZE` bytes (the last may be shorter),
+/// slicing where a piece is large enough and copying only to join small pieces.
+struct PartCutter {
+    body: Pieces,
+    /// A part already cut, handed out first.
+    pending: Option<Bytes>,
+    carry: Bytes,
+    ended: bool,
+}
+
+impl PartCutter {
+    fn new(body: Pieces) -> Self {
+        PartCutter {
+            body,
+            pending: None,
+            carry: Bytes::new(),
+            ended: false,
+        }
+    }
+
+    async fn next_part(&mut self) -> Result<Option<Bytes>, StorageError> {
+        if let Some(part) = self.pending.take() {
+            return Ok(Some(part));
+        }
+        let mut part = bytes::BytesMut::new();
+        loop {
+            if !self.carry.is_empty() {
+                let want = PART_SIZE - part.len();
+                if part.is_empty() && self.carry.len() >= want {
+                    return Ok(Some(self.carry.split_to(want)));
+                }
+                let take = want.min(self.carry.len());
+                if part.capacity() == 0 {
+                    part.reserve(PART_SIZE);
+                }
+                part.extend_from_slice(&self.carry.split_to(take));
+                if part.len() == PART_SIZE {
+                    return Ok(Some(part.freeze()));
+                }
+            }
+            if self.ended {
+                return Ok((!part.is_empty()).then(|| part.freeze()));
+            }
+            match self.body.next().await {
+                Some(piece) => self.carry = piece?,
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// Bytes held by part buffers, and the most ever held.
+#[derive(Debug, Default)]
+struct Gauge {
+    now: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl Gauge {
+    fn add(&self, n: u64) -> Held<'_> {
+        let now = self.now.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(now, Ordering::Relaxed);
+        Held { gauge: self, n }
+    }
+
+    fn peak(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+struct Held<'a> {
+    gauge: &'a Gauge,
+    n: u64,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.gauge.now.fetch_sub(self.n, Ordering::Relaxed);
+    }
 }
 
 #[async_trait]
@@ -235,33 +418,32 @@ impl Storage for S3Storage {
 
     async fn put(&self, key: &Key, data: Bytes, mode: PutMode) -> Result<(), StorageError> {
         if mode == PutMode::Create {
-            match self.head(key).await {
-                Ok(_) => {
-                    return Err(StorageError::AlreadyExists {
-                        key: key.to_string(),
-                    });
-                }
-                Err(StorageError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            self.refuse_existing(key).await?;
         }
         if data.len() > MULTIPART_THRESHOLD {
-            return self.put_multipart(key, data).await;
+            let whole = futures_util::stream::iter([Ok(data)]);
+            return self
+                .put_multipart(key, PartCutter::new(Box::pin(whole)))
+                .await;
         }
-        let conditional =
-            mode == PutMode::Create && !self.no_conditional_put.load(Ordering::Relaxed);
-        match self.put_single(key, data.clone(), conditional).await {
-            Err(StorageError::Permanent { message, .. })
-                if conditional && message.starts_with("501") =>
-            {
-                tracing::debug!(
-                    "the store does not implement If-None-Match; HEAD guards create-only puts"
-                );
-                self.no_conditional_put.store(true, Ordering::Relaxed);
-                self.put_single(key, data, false).await
-            }
-            other => other,
+        self.put_small(key, data, mode).await
+    }
+
+    /// An object that ends within the first part is one PUT; a longer one is streamed up as
+    /// a multipart upload with bounded memory.
+    async fn put_stream(&self, key: &Key, body: Pieces, mode: PutMode) -> Result<(), StorageError> {
+        if mode == PutMode::Create {
+            self.refuse_existing(key).await?;
         }
+        let mut parts = PartCutter::new(body);
+        let Some(first) = parts.next_part().await? else {
+            return self.put_small(key, Bytes::new(), mode).await;
+        };
+        if parts.ended && parts.carry.is_empty() {
+            return self.put_small(key, first, mode).await;
+        }
+        parts.pending = Some(first);
+        self.put_multipart(key, parts).await
     }
 
     async fn get(&self, key: &Key, range: Option<Range<u64>>) -> Result<Bytes, StorageError> {
