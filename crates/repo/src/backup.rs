@@ -275,7 +275,7 @@ impl BackupJob {
         seg.entries.sort_by_key(|a| a.0);
         seg.entries.dedup_by(|b, a| a.0 == b.0);
         if !seg.entries.is_empty() {
-            self.stanza.put_index_segment(&seg).await?;
+            self.stanza.put_index_segment(Arc::new(seg)).await?;
         }
 
         // 2. manifest, with sizes computed over the resolved backup.
@@ -334,7 +334,7 @@ impl BackupJob {
             record: record.clone(),
             entries: std::mem::take(&mut self.entries),
         };
-        self.stanza.put_manifest(&manifest).await?;
+        self.stanza.put_manifest(Arc::new(manifest)).await?;
 
         // 3. catalog: from here on the backup exists.
         let mut catalog = self.stanza.catalog().await?;

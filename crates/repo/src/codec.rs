@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use serde::{Serialize, de::DeserializeOwned};
+use std::io::{self, Write};
 
 /// The current format version of every sealed object kind.
 pub const FORMAT_VERSION: u16 = 1;
@@ -183,8 +184,145 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
     }
 }
 
+/// The zstd level of compressed sealed objects.
+const SEAL_LEVEL: i32 = 3;
+/// A sealed object whose stored body is at most this long is encoded once, kept in memory;
+/// a longer one is encoded twice (once to learn the length the header holds, once to write
+/// it) so it never has to be in memory whole.
+pub const SEAL_KEEP: usize = 16 * 1024 * 1024;
+
+/// Write a sealed object to `w` without holding its encoding in memory: `body` writes the
+/// plain body (and must write the same bytes each time it is called). The envelope is the
+/// one `seal_raw` makes; a compressed body is a zstd stream.
+pub fn seal_to(
+    w: &mut dyn Write,
+    magic: &[u8; 8],
+    compress: bool,
+    body: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
+    let stored = |sink: &mut dyn Write| -> io::Result<()> {
+        if compress {
+            let mut enc = zstd::stream::write::Encoder::new(sink, SEAL_LEVEL)?;
+            {
+                let mut buf = io::BufWriter::with_capacity(128 * 1024, &mut enc);
+                body(&mut buf)?;
+                buf.flush()?;
+            }
+            enc.finish()?;
+            Ok(())
+        } else {
+            let mut buf = io::BufWriter::with_capacity(128 * 1024, sink);
+            body(&mut buf)?;
+            buf.flush()
+        }
+    };
+    let mut first = Spill {
+        kept: Some(Vec::new()),
+        count: 0,
+    };
+    stored(&mut first)?;
+    let len = first.count;
+    let mut out = Crc {
+        inner: w,
+        hasher: crc32fast::Hasher::new(),
+    };
+    out.write_all(magic)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    out.write_all(&(if compress { FLAG_ZSTD } else { 0 }).to_le_bytes())?;
+    out.write_all(&0u32.to_le_bytes())?;
+    out.write_all(&len.to_le_bytes())?;
+    if let Some(kept) = first.kept {
+        out.write_all(&kept)?;
+    } else {
+        let mut second = Counted {
+            inner: &mut out,
+            count: 0,
+        };
+        stored(&mut second)?;
+        if second.count != len {
+            return Err(io::Error::other(format!(
+                "the body encoded to {} bytes, then to {len}: the encoder is not deterministic",
+                second.count
+            )));
+        }
+    }
+    let crc = out.hasher.finalize();
+    out.inner.write_all(&crc.to_le_bytes())
+}
+
+/// Counts what is written, keeping the bytes while there are at most `SEAL_KEEP` of them.
+struct Spill {
+    kept: Option<Vec<u8>>,
+    count: u64,
+}
+
+impl Write for Spill {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.count += data.len() as u64;
+        if self.count > SEAL_KEEP as u64 {
+            self.kept = None;
+        } else if let Some(k) = &mut self.kept {
+            k.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    count: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct Crc<'a> {
+    inner: &'a mut dyn Write,
+    hasher: crc32fast::Hasher,
+}
+
+impl Write for Crc<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Encode `value` as a body into `w` (the streaming form of `encode_body`).
+pub fn encode_body_to<T: Serialize>(w: &mut dyn Write, value: &T) -> io::Result<()> {
+    let mut w = w;
+    bincode::serde::encode_into_std_write(value, &mut w, config())
+        .map(|_| ())
+        .map_err(|e| match e {
+            bincode::error::EncodeError::Io { inner, .. } => inner,
+            other => io::Error::other(format!("encoding failed: {other}")),
+        })
+}
+
+/// Seal `value` into a Vec (for objects known to be small; large ones go through `seal_to`
+/// straight to storage).
 pub fn seal<T: Serialize>(magic: &[u8; 8], value: &T, compress: bool) -> Vec<u8> {
-    seal_raw(magic, &encode_body(value), compress)
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and encoding the plain structures used here cannot
+    // either; an error would be a programming error in a Serialize impl.
+    seal_to(&mut out, magic, compress, &|w| encode_body_to(w, value))
+        .unwrap_or_else(|e| panic!("encoding failed: {e}"));
+    out
 }
 
 pub fn open<T: DeserializeOwned>(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<T> {
@@ -245,7 +383,43 @@ mod tests {
         assert!(decode_body::<Vec<u8>>("t", &body).is_err());
     }
 
+    /// A body over `SEAL_KEEP` takes the two-pass path; the result opens like any other.
+    #[test]
+    fn large_bodies_are_sealed_in_two_passes_and_open() {
+        let body: Vec<u8> = (0..SEAL_KEEP as u64 + 3_000_000)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for compress in [false, true] {
+            let mut sealed = Vec::new();
+            let r = seal_to(&mut sealed, magic::MANIFEST, compress, &|w| {
+                w.write_all(&body)
+            });
+            assert!(r.is_ok(), "{r:?}");
+            assert!(open_raw("t", magic::MANIFEST, &sealed).ok() == Some(body.clone()));
+        }
+    }
+
+    #[test]
+    fn a_body_that_changes_between_passes_is_an_error() {
+        let calls = std::cell::Cell::new(0u64);
+        let r = seal_to(&mut io::sink(), magic::MANIFEST, false, &|w| {
+            calls.set(calls.get() + 1);
+            w.write_all(&vec![7u8; SEAL_KEEP + calls.get() as usize])
+        });
+        assert!(
+            matches!(&r, Err(e) if e.to_string().contains("not deterministic")),
+            "{r:?}"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn seal_to_matches_seal_raw_uncompressed(body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut streamed = Vec::new();
+            prop_assert!(seal_to(&mut streamed, magic::CATALOG, false, &|w| w.write_all(&body)).is_ok());
+            prop_assert_eq!(streamed, seal_raw(magic::CATALOG, &body, false));
+        }
+
         #[test]
         fn seal_open_round_trip(body in proptest::collection::vec(any::<u8>(), 0..4096), compress: bool) {
             let sealed = seal_raw(magic::MANIFEST, &body, compress);

@@ -13,6 +13,7 @@ use crate::codec::{self, le4, le8, magic};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
 use std::collections::HashMap;
+use std::io::{self, Write};
 
 pub const INDEX_RECORD_LEN: usize = 48;
 
@@ -40,21 +41,44 @@ pub struct Segment {
 
 impl Segment {
     pub fn encode(&self) -> Vec<u8> {
-        let mut body =
-            Vec::with_capacity(16 + self.packs.len() * 32 + self.entries.len() * INDEX_RECORD_LEN);
-        body.extend_from_slice(&(self.packs.len() as u32).to_le_bytes());
-        body.extend_from_slice(&0u32.to_le_bytes());
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        self.write_sealed(&mut out)
+            .unwrap_or_else(|e| panic!("encoding an index segment failed: {e}"));
+        out
+    }
+
+    /// The sealed segment, written to `w` without building it in memory.
+    pub fn write_sealed(&self, w: &mut dyn Write) -> io::Result<()> {
+        codec::seal_to(w, magic::INDEX, false, &|w| self.write_body(w))
+    }
+
+    fn write_body(&self, w: &mut dyn Write) -> io::Result<()> {
+        w.write_all(&(self.packs.len() as u32).to_le_bytes())?;
+        w.write_all(&0u32.to_le_bytes())?;
         for p in &self.packs {
-            body.extend_from_slice(p.as_bytes());
+            w.write_all(p.as_bytes())?;
         }
-        body.extend_from_slice(&(self.entries.len() as u64).to_le_bytes());
+        w.write_all(&(self.entries.len() as u64).to_le_bytes())?;
+        let mut record = [0u8; INDEX_RECORD_LEN];
         for (id, loc) in &self.entries {
-            body.extend_from_slice(id.as_bytes());
-            for v in [loc.pack, loc.offset, loc.stored_len, loc.raw_len] {
-                body.extend_from_slice(&v.to_le_bytes());
+            record[..32].copy_from_slice(id.as_bytes());
+            for (i, v) in [loc.pack, loc.offset, loc.stored_len, loc.raw_len]
+                .into_iter()
+                .enumerate()
+            {
+                record[32 + i * 4..36 + i * 4].copy_from_slice(&v.to_le_bytes());
             }
+            w.write_all(&record)?;
         }
-        codec::seal_raw(magic::INDEX, &body, false)
+        Ok(())
+    }
+
+    /// The segment's object name: the hash of its sealed bytes, computed without keeping them.
+    pub fn stream_name(&self) -> io::Result<String> {
+        let mut h = blake3::Hasher::new();
+        self.write_sealed(&mut h)?;
+        Ok(PackId(*h.finalize().as_bytes()).to_string())
     }
 
     pub fn decode(object: &str, bytes: &[u8]) -> Result<Segment> {

@@ -68,6 +68,14 @@ impl Manifest {
         codec::seal(magic::MANIFEST, self, true)
     }
 
+    /// The sealed manifest, written to `w` without building its encoding in memory (a
+    /// manifest of a large cluster runs to hundreds of megabytes).
+    pub fn write_sealed(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        codec::seal_to(w, magic::MANIFEST, true, &|w| {
+            codec::encode_body_to(w, self)
+        })
+    }
+
     pub fn decode(object: &str, bytes: &[u8]) -> Result<Manifest> {
         let m: Manifest = codec::open(object, magic::MANIFEST, bytes)?;
         if m.entries.windows(2).any(|w| w[0].path >= w[1].path) {

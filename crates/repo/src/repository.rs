@@ -8,7 +8,7 @@ use crate::ids::{BackupLabel, PackId, StanzaName};
 use crate::index::{Index, Segment};
 use crate::lock::Lock;
 use crate::manifest::Manifest;
-use crate::storage::{Key, PutMode, Storage, StorageError};
+use crate::storage::{self, Key, PutMode, Storage, StorageError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -258,11 +258,11 @@ impl Stanza {
         }
     }
 
-    pub async fn put_manifest(&self, m: &Manifest) -> Result<()> {
+    /// Write the manifest, encoded as it is uploaded: its encoding is never in memory whole.
+    pub async fn put_manifest(&self, m: Arc<Manifest>) -> Result<()> {
         let k = self.manifest_key(&m.record.label)?;
-        self.store
-            .put(&k, Bytes::from(m.encode()), PutMode::Create)
-            .await?;
+        let body = storage::pieces_from_writer(&k, move |w| m.write_sealed(w));
+        self.store.put_stream(&k, body, PutMode::Create).await?;
         Ok(())
     }
 
@@ -299,14 +299,17 @@ impl Stanza {
         Ok(Index::from_segments(segments))
     }
 
-    pub async fn put_index_segment(&self, seg: &Segment) -> Result<()> {
-        let bytes = seg.encode();
-        let k = key(format!("{}/index/{}", self.prefix(), Segment::name(&bytes)))?;
-        match self
-            .store
-            .put(&k, Bytes::from(bytes), PutMode::Create)
+    /// Write an index segment, named by the hash of its bytes: encoded once to learn the name
+    /// and again as it is uploaded, never whole in memory.
+    pub async fn put_index_segment(&self, seg: Arc<Segment>) -> Result<()> {
+        let named = Arc::clone(&seg);
+        let name = tokio::task::spawn_blocking(move || named.stream_name())
             .await
-        {
+            .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?
+            .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?;
+        let k = key(format!("{}/index/{name}", self.prefix()))?;
+        let body = storage::pieces_from_writer(&k, move |w| seg.write_sealed(w));
+        match self.store.put_stream(&k, body, PutMode::Create).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

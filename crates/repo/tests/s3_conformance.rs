@@ -6,12 +6,14 @@
 use cairn_repo::storage::retry::{FailFirst, RetryPolicy, Retrying};
 use cairn_repo::storage::s3::{PART_CONCURRENCY, PART_SIZE, S3Options, S3Storage};
 use cairn_repo::storage::{Key, PutMode, Storage, StorageError, conformance};
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 #[path = "../../../tests/common/s3.rs"]
 mod s3server;
+mod support {
+    pub mod big_objects;
+}
 use s3server::{create_bucket, start_moto, start_s3s_fs};
 
 async fn store(port: u16, bucket: &str, prefix: &str) -> Result<S3Storage, StorageError> {
@@ -105,6 +107,19 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
         budget: Duration::from_secs(20),
     };
     conformance::run_all(&Retrying::new(flaky, policy)).await;
+
+    // A manifest and an index segment over SEAL_KEEP, streamed up as multipart uploads by a
+    // repository on S3, behind the retry wrapper as the binary uses it.
+    let repo_store = Arc::new(Retrying::new(
+        store(moto.port, "conformance", "big").await?,
+        policy,
+    ));
+    support::big_objects::big_manifest_and_segment_round_trip(repo_store.clone()).await?;
+    let summary = repo_store.request_summary().unwrap_or_default();
+    assert!(
+        !summary.contains(" 0 part uploads"),
+        "the big objects went up in parts: {summary}"
+    );
 
     // s3s-fs: signature checks, objects on disk, its own XML and multipart code.
     let root = tempfile::tempdir()?;
