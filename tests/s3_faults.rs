@@ -203,6 +203,40 @@ fn throttling_and_server_errors_are_retried_until_they_pass() -> Res<()> {
     Ok(())
 }
 
+/// A store that refuses `If-None-Match` (501, as S3-compatible stores without conditional
+/// writes answer): each process meets the refusal once, on its first create-only put, sends
+/// that put again without the header and relies on HEAD from then on.
+#[test]
+fn a_store_without_conditional_writes_is_used_without_them() -> Res<()> {
+    let moto = start_moto()?;
+    create_bucket(moto.port, "plain")?;
+    let proxy = Proxy::start(moto.port)?;
+    proxy.refuse_conditional_writes();
+    let repo = proxy.repo_args("plain", "repo");
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    common::make_tree(&src, 5)?;
+    let s = src.to_str().ok_or("path")?;
+    ok(&repo, &["stanza-create", "--engine", "files"])?;
+    ok(&repo, &["backup", "--type", "full", "--source", s])?;
+    fs::write(src.join("changed"), b"new file for the incremental")?;
+    ok(&repo, &["backup", "--type", "incr", "--source", s])?;
+    assert_eq!(
+        proxy.refused(),
+        3,
+        "one refused conditional put per process (stanza-create, backup, backup), then none"
+    );
+    assert_eq!(labels(&repo)?.len(), 2);
+    let out_dir = dir.path().join("restored");
+    ok(
+        &repo,
+        &["restore", "--dest", out_dir.to_str().ok_or("path")?],
+    )?;
+    assert_eq!(tree_diff(&src, &out_dir), Vec::<String>::new());
+    ok(&repo, &["verify"])?;
+    Ok(())
+}
+
 #[test]
 fn a_wrong_secret_key_fails_at_once_and_says_what_to_fix() -> Res<()> {
     let dir = tempfile::tempdir()?;

@@ -4,7 +4,9 @@
 //! - die after forwarding N bytes upstream: every connection is cut and the port refuses new
 //!   ones, as when a network link or a load balancer goes away mid-transfer;
 //! - freeze after N bytes: connections stay open but nothing more is forwarded, the case that
-//!   only timeouts catch.
+//!   only timeouts catch;
+//! - refuse conditional writes: read each request and answer 501 NotImplemented to any that
+//!   carries `If-None-Match`, as S3-compatible stores without conditional writes do.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -20,6 +22,7 @@ pub enum Fault {
     SlowDown,
     Internal,
     TooMany,
+    NotImplemented,
 }
 
 impl Fault {
@@ -28,6 +31,7 @@ impl Fault {
             Fault::SlowDown => (503, "Slow Down", "SlowDown"),
             Fault::Internal => (500, "Internal Server Error", "InternalError"),
             Fault::TooMany => (429, "Too Many Requests", "SlowDown"),
+            Fault::NotImplemented => (501, "Not Implemented", "NotImplemented"),
         }
     }
 }
@@ -52,6 +56,8 @@ struct State {
     frozen: AtomicBool,
     dead: AtomicBool,
     conns: Mutex<Vec<TcpStream>>,
+    refuse_if_none_match: AtomicBool,
+    refused: AtomicU64,
 }
 
 impl State {
@@ -136,6 +142,18 @@ impl Proxy {
         }
         let now = self.upstream_bytes();
         self.state.trip_after.store(now + bytes, Ordering::SeqCst);
+    }
+
+    /// From now on, answer 501 to every request that carries `If-None-Match`.
+    pub fn refuse_conditional_writes(&self) {
+        self.state
+            .refuse_if_none_match
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// How many requests were refused for carrying `If-None-Match`.
+    pub fn refused(&self) -> u64 {
+        self.state.refused.load(Ordering::SeqCst)
     }
 
     pub fn tripped(&self) -> bool {
@@ -231,6 +249,7 @@ fn serve(mut client: TcpStream, upstream: u16, st: &Arc<State>) -> std::io::Resu
     let how = st.trip.lock().ok().and_then(|t| *t).unwrap_or(Trip::Die);
     let (mut c_read, mut s_write) = (client.try_clone()?, server.try_clone()?);
     let up_state = st.clone();
+    let mut c_answer = client.try_clone()?;
     let up = thread::spawn(move || {
         if !first.is_empty() {
             if s_write.write_all(&first).is_err() {
@@ -238,12 +257,56 @@ fn serve(mut client: TcpStream, upstream: u16, st: &Arc<State>) -> std::io::Resu
             }
             up_state.count_up(first.len(), how);
         }
-        pump(&mut c_read, &mut s_write, &up_state, Some(how));
+        if up_state.refuse_if_none_match.load(Ordering::SeqCst) {
+            pump_requests(&mut c_read, &mut s_write, &mut c_answer, &up_state, how);
+        } else {
+            pump(&mut c_read, &mut s_write, &up_state, Some(how));
+        }
     });
     let (mut s_read, mut c_write) = (server, client);
     pump(&mut s_read, &mut c_write, st, None);
     let _ = up.join();
     Ok(())
+}
+
+/// The upstream direction, request by request: a request with `If-None-Match` is answered
+/// 501 on `client` (and the connection closed); others are forwarded with their bodies. A
+/// chunked body ends the parsing: the rest of the connection is copied as it comes.
+fn pump_requests(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    client: &mut TcpStream,
+    st: &State,
+    how: Trip,
+) {
+    loop {
+        let Ok(head) = read_head(from) else { break };
+        let text = String::from_utf8_lossy(&head).into_owned();
+        if header(&text, "if-none-match").is_some() {
+            st.refused.fetch_add(1, Ordering::SeqCst);
+            if let Ok(c) = client.try_clone() {
+                let _ = answer_fault(c, &head, Fault::NotImplemented);
+            }
+            let _ = to.shutdown(Shutdown::Both);
+            return;
+        }
+        if to.write_all(&head).is_err() {
+            break;
+        }
+        st.count_up(head.len(), how);
+        if header(&text, "transfer-encoding").is_some() {
+            pump(from, to, st, Some(how));
+            return;
+        }
+        let len = header(&text, "content-length")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        match std::io::copy(&mut (&*from).take(len), to) {
+            Ok(n) if n == len => st.count_up(n as usize, how),
+            _ => break,
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
 }
 
 /// Copy until EOF or error; `count` marks the upstream direction.
