@@ -279,8 +279,7 @@ fn pump_requests(
     st: &State,
     how: Trip,
 ) {
-    loop {
-        let Ok(head) = read_head(from) else { break };
+    while let Ok(head) = read_head(from) {
         let text = String::from_utf8_lossy(&head).into_owned();
         if header(&text, "if-none-match").is_some() {
             st.refused.fetch_add(1, Ordering::SeqCst);
