@@ -23,6 +23,9 @@ pub enum Fault {
     Internal,
     TooMany,
     NotImplemented,
+    /// Forward the request, then drop the server's answer and cut the connection: the request
+    /// took effect but the client never hears so (a response lost to a network failure).
+    LoseResponse,
 }
 
 impl Fault {
@@ -31,7 +34,9 @@ impl Fault {
             Fault::SlowDown => (503, "Slow Down", "SlowDown"),
             Fault::Internal => (500, "Internal Server Error", "InternalError"),
             Fault::TooMany => (429, "Too Many Requests", "SlowDown"),
-            Fault::NotImplemented => (501, "Not Implemented", "NotImplemented"),
+            Fault::NotImplemented | Fault::LoseResponse => {
+                (501, "Not Implemented", "NotImplemented")
+            }
         }
     }
 }
@@ -58,6 +63,26 @@ struct State {
     conns: Mutex<Vec<TcpStream>>,
     refuse_if_none_match: AtomicBool,
     refused: AtomicU64,
+    /// Faults for requests whose request line contains every one of some substrings, one
+    /// fault per matching request.
+    rules: Mutex<Vec<(Vec<String>, VecDeque<Fault>)>>,
+}
+
+impl State {
+    /// Read requests one by one (instead of copying bytes) once a rule needs to see them.
+    fn parses_requests(&self) -> bool {
+        self.refuse_if_none_match.load(Ordering::SeqCst)
+            || self.rules.lock().map(|r| !r.is_empty()).unwrap_or(false)
+    }
+
+    /// The fault for this request, if a rule matches it and has one left.
+    fn fault_for(&self, request_line: &str) -> Option<Fault> {
+        let mut rules = self.rules.lock().ok()?;
+        let (_, q) = rules.iter_mut().find(|(parts, q)| {
+            !q.is_empty() && parts.iter().all(|p| request_line.contains(p.as_str()))
+        })?;
+        q.pop_front()
+    }
 }
 
 impl State {
@@ -149,6 +174,18 @@ impl Proxy {
         self.state
             .refuse_if_none_match
             .store(true, Ordering::SeqCst);
+    }
+
+    /// Meet the next requests whose request line (`PUT /bucket/key?partNumber=3&... HTTP/1.1`)
+    /// contains every one of `patterns` with these faults, one each, wherever they fall in a
+    /// connection.
+    pub fn inject_on(&self, patterns: &[&str], faults: &[Fault]) {
+        if let Ok(mut r) = self.state.rules.lock() {
+            r.push((
+                patterns.iter().map(|p| p.to_string()).collect(),
+                faults.iter().copied().collect(),
+            ));
+        }
     }
 
     /// How many requests were refused for carrying `If-None-Match`.
@@ -250,6 +287,8 @@ fn serve(mut client: TcpStream, upstream: u16, st: &Arc<State>) -> std::io::Resu
     let (mut c_read, mut s_write) = (client.try_clone()?, server.try_clone()?);
     let up_state = st.clone();
     let mut c_answer = client.try_clone()?;
+    let swallow = Arc::new(AtomicBool::new(false));
+    let up_swallow = swallow.clone();
     let up = thread::spawn(move || {
         if !first.is_empty() {
             if s_write.write_all(&first).is_err() {
@@ -257,14 +296,21 @@ fn serve(mut client: TcpStream, upstream: u16, st: &Arc<State>) -> std::io::Resu
             }
             up_state.count_up(first.len(), how);
         }
-        if up_state.refuse_if_none_match.load(Ordering::SeqCst) {
-            pump_requests(&mut c_read, &mut s_write, &mut c_answer, &up_state, how);
+        if up_state.parses_requests() {
+            pump_requests(
+                &mut c_read,
+                &mut s_write,
+                &mut c_answer,
+                &up_state,
+                how,
+                &up_swallow,
+            );
         } else {
-            pump(&mut c_read, &mut s_write, &up_state, Some(how));
+            pump(&mut c_read, &mut s_write, &up_state, Some(how), &up_swallow);
         }
     });
     let (mut s_read, mut c_write) = (server, client);
-    pump(&mut s_read, &mut c_write, st, None);
+    pump(&mut s_read, &mut c_write, st, None, &swallow);
     let _ = up.join();
     Ok(())
 }
@@ -278,13 +324,38 @@ fn pump_requests(
     client: &mut TcpStream,
     st: &State,
     how: Trip,
+    swallow: &AtomicBool,
 ) {
     while let Ok(head) = read_head(from) {
         let text = String::from_utf8_lossy(&head).into_owned();
-        if header(&text, "if-none-match").is_some() {
+        let refuse = st.refuse_if_none_match.load(Ordering::SeqCst)
+            && header(&text, "if-none-match").is_some();
+        let fault = if refuse {
             st.refused.fetch_add(1, Ordering::SeqCst);
+            Some(Fault::NotImplemented)
+        } else {
+            st.fault_for(text.lines().next().unwrap_or(""))
+        };
+        if let Some(f) = fault {
+            if !refuse {
+                st.injected.fetch_add(1, Ordering::SeqCst);
+            }
+            if f == Fault::LoseResponse {
+                swallow.store(true, Ordering::SeqCst);
+                let len = header(&text, "content-length")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+                if to.write_all(&head).is_ok() {
+                    let _ = std::io::copy(&mut (&*from).take(len), to);
+                }
+                // Let the server act on it, then cut both sides.
+                thread::sleep(Duration::from_millis(1500));
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
             if let Ok(c) = client.try_clone() {
-                let _ = answer_fault(c, &head, Fault::NotImplemented);
+                let _ = answer_fault(c, &head, f);
             }
             let _ = to.shutdown(Shutdown::Both);
             return;
@@ -294,7 +365,7 @@ fn pump_requests(
         }
         st.count_up(head.len(), how);
         if header(&text, "transfer-encoding").is_some() {
-            pump(from, to, st, Some(how));
+            pump(from, to, st, Some(how), swallow);
             return;
         }
         let len = header(&text, "content-length")
@@ -308,8 +379,15 @@ fn pump_requests(
     let _ = to.shutdown(Shutdown::Write);
 }
 
-/// Copy until EOF or error; `count` marks the upstream direction.
-fn pump(from: &mut TcpStream, to: &mut TcpStream, st: &State, count: Option<Trip>) {
+/// Copy until EOF or error; `count` marks the upstream direction. Once `swallow` is set, what
+/// arrives is dropped.
+fn pump(
+    from: &mut TcpStream,
+    to: &mut TcpStream,
+    st: &State,
+    count: Option<Trip>,
+    swallow: &AtomicBool,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -319,6 +397,9 @@ fn pump(from: &mut TcpStream, to: &mut TcpStream, st: &State, count: Option<Trip
         // Frozen: hold the connection open and drop what arrives.
         while st.frozen.load(Ordering::SeqCst) && !st.dead.load(Ordering::SeqCst) {
             thread::sleep(Duration::from_millis(50));
+        }
+        if swallow.load(Ordering::SeqCst) {
+            continue;
         }
         if st.dead.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
             break;

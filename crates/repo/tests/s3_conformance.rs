@@ -9,11 +9,14 @@ use cairn_repo::storage::{Key, PutMode, Storage, StorageError, conformance};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "../../../tests/common/proxy.rs"]
+mod proxy;
 #[path = "../../../tests/common/s3.rs"]
 mod s3server;
 mod support {
     pub mod big_objects;
 }
+use proxy::{Fault, Proxy};
 use s3server::{create_bucket, start_moto, start_s3s_fs};
 
 async fn store(port: u16, bucket: &str, prefix: &str) -> Result<S3Storage, StorageError> {
@@ -68,6 +71,12 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
         &big[r]
     );
 
+    let policy = RetryPolicy {
+        first_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(50),
+        budget: Duration::from_secs(20),
+    };
+
     // A streamed object of 100 MiB goes up as multipart parts cut as they are needed: never
     // more than PART_CONCURRENCY parts held at once, whatever the object's size.
     let streamed = store(moto.port, "conformance", "streamed").await?;
@@ -99,13 +108,34 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
         streamed.request_summary()
     );
 
+    // Faults in the middle of a multipart upload, injected by a proxy on the requests
+    // themselves: the start is throttled, part 3 fails twice, and the completion's answer is
+    // lost after the store acted on it (the retry finds the upload gone and confirms the
+    // object by its size). Each request is retried on its own and the object is whole.
+    let proxy = Proxy::start(moto.port)?;
+    proxy.inject_on(&["?uploads"], &[Fault::SlowDown]);
+    proxy.inject_on(&["partNumber=3&"], &[Fault::Internal, Fault::SlowDown]);
+    proxy.inject_on(&["POST ", "uploadId="], &[Fault::LoseResponse]);
+    let through = store(proxy.port, "conformance", "parts")
+        .await?
+        .with_retry(policy);
+    let k = Key::new("retried/obj")?;
+    let body = {
+        let produced = produced.clone();
+        cairn_repo::storage::pieces_from_writer(&k, move |w| w.write_all(&produced))
+    };
+    through.put_stream(&k, body, PutMode::Create).await?;
+    assert_eq!(proxy.injected(), 4, "every injected fault was met");
+    // Two starts, seven parts plus two retries of part 3, two completions.
+    let summary = through.request_summary().unwrap_or_default();
+    assert!(
+        summary.contains("4 PUT, 9 part uploads"),
+        "each failed request, and only it, was sent again: {summary}"
+    );
+    assert!(through.get(&k, None).await?.as_ref() == &produced[..]);
+
     // Transient failures (as a throttling store returns them) are retried and succeed.
     let flaky = FailFirst::new(Arc::new(store(moto.port, "conformance", "flaky").await?), 5);
-    let policy = RetryPolicy {
-        first_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(50),
-        budget: Duration::from_secs(20),
-    };
     conformance::run_all(&Retrying::new(flaky, policy)).await;
 
     // A manifest and an index segment over SEAL_KEEP, streamed up as multipart uploads by a
