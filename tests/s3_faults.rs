@@ -186,16 +186,21 @@ fn throttling_and_server_errors_are_retried_until_they_pass() -> Res<()> {
     ok(&repo, &["stanza-create", "--engine", "files"])?;
     let s = src.to_str().ok_or("path")?;
     proxy.inject(&faults);
+    // Also in the middle of the work, on connections already in use: pack uploads and the
+    // manifest of the backup, pack range reads of the restore.
+    proxy.inject_on(&["PUT ", "/pack/"], &[Fault::SlowDown, Fault::Internal]);
+    proxy.inject_on(&["PUT ", "/manifest"], &[Fault::TooMany]);
     ok(&repo, &["backup", "--type", "full", "--source", s])?;
     let out_dir = dir.path().join("restored");
     proxy.inject(&faults);
+    proxy.inject_on(&["GET ", "/pack/"], &[Fault::Internal, Fault::SlowDown]);
     ok(
         &repo,
         &["restore", "--dest", out_dir.to_str().ok_or("path")?],
     )?;
     assert_eq!(
         proxy.injected(),
-        15,
+        20,
         "every injected failure was met and retried"
     );
     assert_eq!(tree_diff(&src, &out_dir), Vec::<String>::new());
