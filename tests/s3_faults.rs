@@ -279,6 +279,106 @@ fn a_wrong_secret_key_fails_at_once_and_says_what_to_fix() -> Res<()> {
     Ok(())
 }
 
+/// Credentials from the standard chain's shared files: a named profile (`AWS_PROFILE`) with
+/// the right secret works, one with a wrong secret fails with exit 3, against a server that
+/// checks signatures.
+#[test]
+fn credentials_come_from_a_named_profile_in_the_shared_files() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("s3");
+    fs::create_dir_all(root.join("profiles"))?;
+    let server = start_s3s_fs(&root, "cairn-profile-key", "cairn-profile-secret")?;
+    let repo = server.repo_args("profiles", "repo");
+    let credentials = dir.path().join("credentials");
+    fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n\
+         [backup]\naws_access_key_id = cairn-profile-key\naws_secret_access_key = cairn-profile-secret\n\n\
+         [stale]\naws_access_key_id = cairn-profile-key\naws_secret_access_key = rotated-away\n",
+    )?;
+    let config = dir.path().join("config");
+    fs::write(&config, "[default]\nregion = us-east-1\n")?;
+    let files = [
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            credentials.to_str().ok_or("path")?,
+        ),
+        ("AWS_CONFIG_FILE", config.to_str().ok_or("path")?),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let with_profile = |p: &'static str| {
+        let mut env = files.to_vec();
+        env.push(("AWS_PROFILE", p));
+        env
+    };
+    let good = run(
+        &repo,
+        &with_profile("backup"),
+        &["stanza-create", "--engine", "stream"],
+    )?;
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let listed = run(&repo, &with_profile("backup"), &["info"])?;
+    assert!(listed.status.success());
+    for wrong in ["stale", "default"] {
+        let bad = run(&repo, &with_profile(wrong), &["info"])?;
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(3), "profile {wrong}: {err}");
+    }
+    Ok(())
+}
+
+/// Web identity (EKS and other OIDC setups): with only a token file and a role in the
+/// environment, the chain exchanges the token at STS (moto's, on 127.0.0.1) for credentials.
+#[test]
+fn credentials_come_from_web_identity() -> Res<()> {
+    let moto = start_moto()?;
+    create_bucket(moto.port, "oidc")?;
+    let dir = tempfile::tempdir()?;
+    let token = dir.path().join("token");
+    fs::write(
+        &token,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJjYWlybiJ9.c2lnbmF0dXJl",
+    )?;
+    let sts = format!("http://127.0.0.1:{}", moto.port);
+    let env = [
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token.to_str().ok_or("path")?),
+        (
+            "AWS_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/cairn-backup",
+        ),
+        ("AWS_ROLE_SESSION_NAME", "cairn-test"),
+        ("AWS_ENDPOINT_URL_STS", sts.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let repo = moto.repo_args("oidc", "repo");
+    let out = run(&repo, &env, &["stanza-create", "--engine", "stream"])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With no credentials anywhere the command fails at once (no retry can find them) and
+    // says where credentials can come from.
+    let started = Instant::now();
+    let none = run(&repo, &[("AWS_EC2_METADATA_DISABLED", "true")], &["info"])?;
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert_eq!(none.status.code(), Some(3), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "retried: {err}"
+    );
+    assert!(
+        err.contains("no usable S3 credentials") && err.contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        "{err}"
+    );
+    Ok(())
+}
+
 fn openssl(dir: &Path, args: &[&str]) -> Res<()> {
     let out = Command::new("openssl")
         .current_dir(dir)

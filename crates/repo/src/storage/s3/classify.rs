@@ -7,24 +7,61 @@ use crate::storage::{Key, StorageError};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use std::error::Error as StdError;
 
-/// A TLS failure somewhere in `e`'s chain of causes. `io::Error` hides its payload from
+/// The first error of type `T` in `e`'s chain of causes. `io::Error` hides its payload from
 /// `source()`, so it is opened explicitly.
-fn tls_failure(e: &(dyn StdError + 'static)) -> Option<String> {
+fn find_in_chain<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<rustls::Error>() {
-            return Some(t.to_string());
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
         }
         if let Some(inner) = err
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            && let Some(found) = tls_failure(inner)
+            && let Some(found) = find_in_chain::<T>(inner)
         {
             return Some(found);
         }
         cur = err.source();
     }
     None
+}
+
+/// A TLS failure somewhere in `e`'s chain of causes.
+fn tls_failure(e: &(dyn StdError + 'static)) -> Option<String> {
+    find_in_chain::<rustls::Error>(e).map(|t| t.to_string())
+}
+
+/// `e` with its causes, `: `-separated.
+fn with_causes(e: &(dyn StdError + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+const CREDENTIALS_HINT: &str = "give S3 credentials by AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, by AWS_PROFILE and the shared credentials file, by AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN, or by an instance or container role";
+
+/// A failure of the credential chain: none found or misconfigured is permanent (no retry will
+/// find them); a provider that timed out or failed (STS, instance metadata) may recover.
+fn credentials_failure(e: &(dyn StdError + 'static)) -> Option<(bool, String)> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let c = find_in_chain::<CredentialsError>(e)?;
+    let detail = with_causes(c);
+    Some(match c {
+        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => (
+            false,
+            format!("no usable S3 credentials ({detail}); {CREDENTIALS_HINT}"),
+        ),
+        _ => (
+            true,
+            format!("loading S3 credentials failed ({detail}); {CREDENTIALS_HINT}"),
+        ),
+    })
 }
 
 fn tls_hint(why: &str) -> String {
@@ -51,21 +88,19 @@ pub(super) fn classify<E: ProvideErrorMetadata + StdError + 'static>(
     if let Some(why) = tls_failure(&e) {
         return permanent(tls_hint(&why));
     }
+    if let Some((retry, message)) = credentials_failure(&e) {
+        return if retry {
+            transient(message)
+        } else {
+            permanent(message)
+        };
+    }
     match &e {
         SdkError::TimeoutError(_) => transient("request timed out".into()),
         SdkError::DispatchFailure(d) => {
             let cause = d
                 .as_connector_error()
-                .map(|c| {
-                    let mut s = c.to_string();
-                    let mut src = c.source();
-                    while let Some(inner) = src {
-                        s.push_str(": ");
-                        s.push_str(&inner.to_string());
-                        src = inner.source();
-                    }
-                    s
-                })
+                .map(|c| with_causes(c))
                 .unwrap_or_else(|| format!("{d:?}"));
             transient(format!(
                 "cannot reach the S3 endpoint ({cause}); check --s3-endpoint and the network, or raise --io-timeout"
