@@ -32,7 +32,12 @@ fn run(repo: &[String], env: &[(&str, &str)], args: &[&str]) -> Res<Output> {
 }
 
 fn ok(repo: &[String], args: &[&str]) -> Res<Output> {
-    let out = run(repo, &aws_env(), args)?;
+    ok_with(repo, &aws_env(), args)
+}
+
+/// `run` that must succeed.
+fn ok_with(repo: &[String], env: &[(&str, &str)], args: &[&str]) -> Res<Output> {
+    let out = run(repo, env, args)?;
     if !out.status.success() {
         return Err(format!(
             "cairn {args:?} failed: {}",
@@ -256,16 +261,11 @@ fn a_wrong_secret_key_fails_at_once_and_says_what_to_fix() -> Res<()> {
             ("AWS_EC2_METADATA_DISABLED", "true"),
         ]
     };
-    let good = run(
+    ok_with(
         &repo,
         &creds("cairn-right-secret"),
         &["stanza-create", "--engine", "stream"],
     )?;
-    assert!(
-        good.status.success(),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
 
     let started = Instant::now();
     let bad = run(&repo, &creds("cairn-wrong-secret"), &["info"])?;
@@ -311,18 +311,12 @@ fn credentials_come_from_a_named_profile_in_the_shared_files() -> Res<()> {
         env.push(("AWS_PROFILE", p));
         env
     };
-    let good = run(
+    ok_with(
         &repo,
         &with_profile("backup"),
         &["stanza-create", "--engine", "stream"],
     )?;
-    assert!(
-        good.status.success(),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
-    let listed = run(&repo, &with_profile("backup"), &["info"])?;
-    assert!(listed.status.success());
+    ok_with(&repo, &with_profile("backup"), &["info"])?;
     for wrong in ["stale", "default"] {
         let bad = run(&repo, &with_profile(wrong), &["info"])?;
         let err = String::from_utf8_lossy(&bad.stderr);
@@ -356,12 +350,7 @@ fn credentials_come_from_web_identity() -> Res<()> {
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
     let repo = moto.repo_args("oidc", "repo");
-    let out = run(&repo, &env, &["stanza-create", "--engine", "stream"])?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok_with(&repo, &env, &["stanza-create", "--engine", "stream"])?;
     // With no credentials anywhere the command fails at once (no retry can find them) and
     // says where credentials can come from.
     let started = Instant::now();
