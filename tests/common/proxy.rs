@@ -83,9 +83,7 @@ impl State {
         })?;
         q.pop_front()
     }
-}
 
-impl State {
     fn count_up(&self, n: usize, how: Trip) {
         let total = self.upstream_bytes.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
         let limit = self.trip_after.load(Ordering::SeqCst);
