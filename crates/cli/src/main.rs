@@ -6,8 +6,11 @@
 
 mod commands;
 mod config;
+mod exit;
 mod info;
+mod logging;
 mod progress;
+mod settings;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -181,9 +184,9 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let code = commands::exit_code(&e);
-            if !commands::is_broken_pipe(&e) {
-                eprintln!("cairn: error: {}", commands::describe(&e));
+            let code = exit::exit_code(&e);
+            if !exit::is_broken_pipe(&e) {
+                eprintln!("cairn: error: {}", exit::describe(&e));
             }
             code
         }

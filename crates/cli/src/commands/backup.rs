@@ -1,0 +1,126 @@
+//! `backup`: a full, diff or incr backup of the stanza's source.
+
+use super::{engine_of, open_stanza};
+use crate::exit::usage;
+use crate::info;
+use crate::progress::Reporter;
+use crate::settings::Settings;
+use anyhow::{Context, Result};
+use cairn_engines::postgres::backup::{self as pg_backup};
+use cairn_engines::{EngineKind, files, stream};
+use cairn_repo::BackupType;
+use cairn_repo::backup::{BackupJob, BackupOptions, DEFAULT_PACK_TARGET};
+use cairn_repo::pipeline::{Progress, VanishPolicy};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub(crate) async fn backup(
+    s: &Settings,
+    kind: Option<String>,
+    source: Option<PathBuf>,
+    delta: bool,
+    archive_timeout: Option<u64>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let stanza = open_stanza(s).await?;
+    let engine = engine_of(&stanza)?;
+    let kind = s.string(&kind, "type")?.unwrap_or_else(|| "incr".into());
+    let kind = BackupType::parse(&kind).map_err(|e| usage(e.to_string()))?;
+    let mut meta = BTreeMap::new();
+    let source = match engine {
+        EngineKind::Files => {
+            let dir = s.path(&source, "source")?.ok_or_else(|| {
+                usage("a files stanza backs up --source <directory>; give --source")
+            })?;
+            let dir = std::fs::canonicalize(&dir).with_context(|| {
+                format!(
+                    "cannot open source directory {}; check --source",
+                    dir.display()
+                )
+            })?;
+            meta.insert("source".to_string(), dir.display().to_string());
+            Some(dir)
+        }
+        EngineKind::Stream => {
+            if std::io::stdin().is_terminal() {
+                return Err(usage(
+                    "a stream stanza backs up standard input: pipe the data in, e.g. `pg_dump -Fc db | cairn backup`",
+                ));
+            }
+            None
+        }
+        EngineKind::Postgres => None,
+    };
+    let opts = BackupOptions {
+        kind,
+        process_max: s.process_max,
+        compress_level: s.compress_level,
+        pack_target: DEFAULT_PACK_TARGET,
+        vanish: if engine == EngineKind::Postgres {
+            VanishPolicy::Skip
+        } else {
+            VanishPolicy::Fail
+        },
+        delta: s.flag(delta, "delta")?,
+        command: "backup".into(),
+    };
+    if engine == EngineKind::Postgres {
+        let pg = s.pg_options(archive_timeout)?;
+        let progress: Arc<dyn Progress> = Arc::new(Reporter::new("backup", quiet));
+        let rec = pg_backup::backup(&stanza, opts, &pg, progress).await?;
+        log_backup(&rec);
+        if rec
+            .meta
+            .get("checksum-page-errors")
+            .is_some_and(|n| n != "0")
+        {
+            tracing::warn!(
+                "backup {} found invalid page checksums: {}",
+                rec.label,
+                rec.meta
+                    .get("checksum-page-error-list")
+                    .map(String::as_str)
+                    .unwrap_or("")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut job = BackupJob::begin(&stanza, opts).await?;
+    tracing::info!("backup {} ({}) started", job.label, job.kind);
+    let result = async {
+        let sources = match &source {
+            Some(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || files::sources(&dir)).await??
+            }
+            None => vec![stream::source(Box::new(std::io::stdin()))],
+        };
+        let progress: Arc<dyn Progress> = Arc::new(Reporter::new("backup", quiet));
+        job.copy(sources, progress).await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = job.abort().await;
+        return Err(e);
+    }
+    let rec = job.commit(meta).await?;
+    log_backup(&rec);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn log_backup(rec: &cairn_repo::catalog::BackupRecord) {
+    tracing::info!(
+        "backup {} ({}) complete: {} files, {} logical, {} read, {} new in the repository ({} new chunks)",
+        rec.label,
+        rec.kind,
+        rec.file_count,
+        info::human(rec.size),
+        info::human(rec.delta),
+        info::human(rec.repo_delta),
+        rec.new_chunk_count
+    );
+}

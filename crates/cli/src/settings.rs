@@ -1,0 +1,243 @@
+//! Options after merging every source: flag > `CAIRN_*` environment > config file. Opens the
+//! repository's store with the resolved S3, timeout and retry settings.
+
+use crate::Cli;
+use crate::config::ConfigFile;
+use crate::exit::usage;
+use anyhow::{Context, Result};
+use cairn_engines::postgres::backup::PgBackupOptions;
+use cairn_engines::postgres::session::Connection;
+use cairn_repo::StanzaName;
+use cairn_repo::storage::Storage;
+use cairn_repo::storage::local::LocalStorage;
+use cairn_repo::storage::retry::{RetryPolicy, Retrying};
+use cairn_repo::storage::s3::{DEFAULT_IO_TIMEOUT, S3Options, S3Storage};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Options after merging every source.
+pub(crate) struct Settings {
+    pub(crate) file: ConfigFile,
+    pub(crate) repo: Option<String>,
+    pub(crate) stanza: Option<String>,
+    pub(crate) process_max: usize,
+    pub(crate) compress_level: i32,
+    pub(crate) pg_path_flag: Option<PathBuf>,
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) pg_host_flag: Option<String>,
+    pub(crate) pg_port_flag: Option<u16>,
+    pub(crate) pg_user_flag: Option<String>,
+    pub(crate) s3: S3Flags,
+    pub(crate) io_timeout: Duration,
+    /// Every store opened, so their request counts can be logged at the end.
+    pub(crate) opened: Mutex<Vec<Arc<dyn Storage>>>,
+}
+
+/// The S3 options as given on the command line or in the environment.
+#[derive(Default)]
+pub(crate) struct S3Flags {
+    pub(crate) endpoint: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) path_style: bool,
+    pub(crate) sse: Option<String>,
+    pub(crate) kms_key_id: Option<String>,
+    pub(crate) ca_file: Option<PathBuf>,
+}
+
+impl Settings {
+    pub(crate) fn resolve(cli: &Cli) -> Result<Settings> {
+        let g = &cli.global;
+        let mut file = ConfigFile::load(g.config.as_deref())?;
+        let stanza = match &g.stanza {
+            Some(s) => Some(s.clone()),
+            None => file.string("stanza")?,
+        };
+        if let Some(s) = &stanza {
+            file.select_stanza(s)?;
+        }
+        let repo = match &g.repo {
+            Some(r) => Some(r.clone()),
+            None => file.string("repo")?,
+        };
+        let process_max = match g.process_max {
+            Some(n) => n as i64,
+            None => file.integer("process-max")?.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get()) as i64
+            }),
+        };
+        if !(1..=256).contains(&process_max) {
+            return Err(usage(format!(
+                "--process-max {process_max} is out of range: use 1 to 256"
+            )));
+        }
+        let compress_level = match g.compress_level {
+            Some(n) => n as i64,
+            None => file.integer("compress-level")?.unwrap_or(3),
+        };
+        if !(1..=19).contains(&compress_level) {
+            return Err(usage(format!(
+                "--compress-level {compress_level} is out of range: use 1 to 19"
+            )));
+        }
+        let io_timeout = match g.io_timeout {
+            Some(n) => n as i64,
+            None => file
+                .integer("io-timeout")?
+                .unwrap_or(DEFAULT_IO_TIMEOUT.as_secs() as i64),
+        };
+        if !(1..=86_400).contains(&io_timeout) {
+            return Err(usage(format!(
+                "--io-timeout {io_timeout} is out of range: use 1 to 86400 seconds"
+            )));
+        }
+        Ok(Settings {
+            io_timeout: Duration::from_secs(io_timeout as u64),
+            opened: Mutex::default(),
+            file,
+            repo,
+            stanza,
+            process_max: process_max as usize,
+            compress_level: compress_level as i32,
+            pg_path_flag: g.pg_path.clone(),
+            config_path: g.config.clone(),
+            pg_host_flag: g.pg_host.clone(),
+            pg_port_flag: g.pg_port,
+            pg_user_flag: g.pg_user.clone(),
+            s3: S3Flags {
+                endpoint: g.s3_endpoint.clone(),
+                region: g.s3_region.clone(),
+                path_style: g.s3_path_style,
+                sse: g.s3_sse.clone(),
+                kms_key_id: g.s3_kms_key_id.clone(),
+                ca_file: g.s3_ca_file.clone(),
+            },
+        })
+    }
+
+    pub(crate) fn string(&self, flag: &Option<String>, key: &str) -> Result<Option<String>> {
+        match flag {
+            Some(v) => Ok(Some(v.clone())),
+            None => self.file.string(key),
+        }
+    }
+
+    pub(crate) fn path(&self, flag: &Option<PathBuf>, key: &str) -> Result<Option<PathBuf>> {
+        match flag {
+            Some(v) => Ok(Some(v.clone())),
+            None => Ok(self.file.string(key)?.map(PathBuf::from)),
+        }
+    }
+
+    pub(crate) fn flag(&self, flag: bool, key: &str) -> Result<bool> {
+        Ok(flag || self.file.boolean(key)?.unwrap_or(false))
+    }
+
+    pub(crate) fn pg_options(&self, archive_timeout: Option<u64>) -> Result<PgBackupOptions> {
+        let timeout = match archive_timeout {
+            Some(t) => t as i64,
+            None => self.file.integer("archive-timeout")?.unwrap_or(60),
+        };
+        Ok(PgBackupOptions {
+            pg_path: self.pg_path()?,
+            connection: self.pg_connection()?,
+            archive_timeout: std::time::Duration::from_secs(timeout.max(1) as u64),
+            start_fast: true,
+        })
+    }
+
+    pub(crate) fn pg_connection(&self) -> Result<Connection> {
+        let port = match self.pg_port_flag {
+            Some(p) => Some(p),
+            None => match self.file.integer("pg-port")? {
+                Some(p) => Some(
+                    u16::try_from(p)
+                        .map_err(|_| usage(format!("pg-port {p} is not a port number")))?,
+                ),
+                None => None,
+            },
+        };
+        Ok(Connection {
+            host: self.string(&self.pg_host_flag, "pg-host")?,
+            port,
+            user: self.string(&self.pg_user_flag, "pg-user")?,
+        })
+    }
+
+    pub(crate) fn pg_path(&self) -> Result<PathBuf> {
+        self.path(&self.pg_path_flag, "pg-path")?
+            .ok_or_else(|| usage("give --pg-path: the PostgreSQL data directory"))
+    }
+
+    pub(crate) fn stanza_name(&self) -> Result<StanzaName> {
+        let s = self.stanza.as_deref().ok_or_else(|| {
+            usage("no stanza given: use --stanza, CAIRN_STANZA or 'stanza' in the config file")
+        })?;
+        StanzaName::parse(s).map_err(|e| usage(e.to_string()))
+    }
+
+    pub(crate) async fn store(&self, create: bool) -> Result<Arc<dyn Storage>> {
+        let store = self.open_store(create).await?;
+        if let Ok(mut opened) = self.opened.lock() {
+            opened.push(store.clone());
+        }
+        Ok(store)
+    }
+
+    /// What the stores opened so far have sent (S3 request counts), for the log.
+    pub(crate) fn request_summaries(&self) -> Vec<String> {
+        self.opened
+            .lock()
+            .map(|o| o.iter().filter_map(|s| s.request_summary()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) async fn open_store(&self, create: bool) -> Result<Arc<dyn Storage>> {
+        let repo = self.repo.as_deref().ok_or_else(|| {
+            usage("no repository given: use --repo, CAIRN_REPO or 'repo' in the config file")
+        })?;
+        let policy = RetryPolicy {
+            budget: self.io_timeout * 2,
+            max_delay: self.io_timeout.min(RetryPolicy::default().max_delay),
+            ..RetryPolicy::default()
+        };
+        if repo.starts_with("s3://") {
+            let mut o = S3Options::from_url(repo).map_err(|e| usage(e.to_string()))?;
+            o.endpoint = self.string(&self.s3.endpoint, "s3-endpoint")?;
+            o.region = self.string(&self.s3.region, "s3-region")?;
+            o.path_style = self.flag(self.s3.path_style, "s3-path-style")?;
+            o.sse = self.string(&self.s3.sse, "s3-sse")?;
+            o.kms_key_id = self.string(&self.s3.kms_key_id, "s3-kms-key-id")?;
+            o.ca_file = self.path(&self.s3.ca_file, "s3-ca-file")?;
+            o.io_timeout = self.io_timeout;
+            if let Some(sse) = &o.sse
+                && sse != "aws:kms"
+                && sse != "AES256"
+            {
+                return Err(usage(format!("--s3-sse '{sse}': use aws:kms or AES256")));
+            }
+            if o.kms_key_id.is_some() && o.sse.as_deref() != Some("aws:kms") {
+                return Err(usage("--s3-kms-key-id needs --s3-sse aws:kms"));
+            }
+            let s3 = S3Storage::new(o).await?.with_retry(policy);
+            return Ok(Arc::new(Retrying::new(s3, policy)));
+        }
+        let path = Path::new(repo);
+        if create && !path.exists() {
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("cannot create repository directory {repo}"))?;
+        }
+        if create && !path.join(cairn_repo::repository::REPO_MARKER).exists() {
+            let non_empty = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read repository directory {repo}"))?
+                .next()
+                .is_some();
+            if non_empty {
+                return Err(usage(format!(
+                    "{repo} is not empty and not a cairn repository; give --repo an empty or new directory"
+                )));
+            }
+        }
+        Ok(Arc::new(Retrying::new(LocalStorage::new(path)?, policy)))
+    }
+}
