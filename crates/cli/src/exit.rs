@@ -1,5 +1,15 @@
-//! Exit codes and how errors are shown. 0 success; 1 not found; 2 usage (a mistake in how
-//! cairn was called); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked.
+//! Exit codes and how errors are shown:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success (also when the reader of stdout closed it early) |
+//! | 1 | not found: unknown stanza or backup, a WAL file the archive lacks (archive-get) |
+//! | 2 | usage: a mistake in how cairn was called (option, value, missing argument) |
+//! | 3 | the operation failed (repository, database, network, disk, damaged data) |
+//! | 4 | `verify` found damage (the list is printed) |
+//! | 5 | the stanza is locked by another command |
+//! | 70 | internal error: a bug in cairn (a panic); locks were released |
+//! | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM; locks were released, nothing listed |
 
 use std::process::ExitCode;
 
@@ -28,6 +38,34 @@ impl std::fmt::Display for Damaged {
 }
 impl std::error::Error for Damaged {}
 
+/// A panic: a bug in cairn, reported as one error line (exit code 70).
+#[derive(Debug)]
+pub struct Internal(pub String);
+impl std::fmt::Display for Internal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "internal error: {}; this is a bug in cairn, please report it with the command that caused it",
+            self.0
+        )
+    }
+}
+impl std::error::Error for Internal {}
+
+/// Stopped by a signal (exit code 128 + signal number).
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = if self.0 == 2 { "SIGINT" } else { "SIGTERM" };
+        write!(
+            f,
+            "interrupted by {name}: the command stopped; a backup that did not finish is not listed"
+        )
+    }
+}
+impl std::error::Error for Interrupted {}
+
 pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
 }
@@ -41,6 +79,12 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     }
     if e.downcast_ref::<Damaged>().is_some() {
         return ExitCode::from(4);
+    }
+    if e.downcast_ref::<Internal>().is_some() {
+        return ExitCode::from(70);
+    }
+    if let Some(Interrupted(sig)) = e.downcast_ref::<Interrupted>() {
+        return ExitCode::from(128 + *sig as u8);
     }
     match e.downcast_ref::<cairn_repo::Error>() {
         Some(cairn_repo::Error::NotFound(_)) => ExitCode::from(1),

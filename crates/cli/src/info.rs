@@ -16,6 +16,8 @@ pub struct StanzaReport {
     pub packs: usize,
     pub pack_bytes: u64,
     pub locked: bool,
+    /// A lock left by a process that is no longer running (shown, but not as running).
+    pub stale_lock: Option<cairn_repo::lock::LockInfo>,
     /// Per archive id and timeline: (archive id, timeline, first, last) archived segment.
     pub archives: Vec<(String, u32, String, String)>,
     pub meta: std::collections::BTreeMap<String, String>,
@@ -25,7 +27,13 @@ impl StanzaReport {
     pub async fn gather(stanza: &Stanza) -> Result<StanzaReport> {
         let catalog = stanza.catalog().await?;
         let packs = stanza.store().list(&stanza.pack_prefix()?).await?;
-        let locked = stanza.store().head(&stanza.lock_key()?).await.is_ok();
+        use cairn_repo::lock::{Lock, LockState};
+        let (locked, stale_lock) =
+            match Lock::inspect(stanza.store(), &stanza.lock_key()?).await? {
+                LockState::Free => (false, None),
+                LockState::Stale(h) => (false, Some(h)),
+                LockState::Held(_) | LockState::Unreadable => (true, None),
+            };
         let mut archives = Vec::new();
         for id in stanza.archive_ids().await? {
             let mut by_tli: std::collections::BTreeMap<u32, (String, String)> = Default::default();
@@ -57,6 +65,7 @@ impl StanzaReport {
             pack_bytes: packs.iter().map(|p| p.size).sum(),
             catalog,
             locked,
+            stale_lock,
             archives,
             meta: stanza.info.meta.clone(),
         })
@@ -146,7 +155,7 @@ pub fn json(stanzas: &[StanzaReport]) -> Value {
                     "status": {
                         "code": code,
                         "message": message,
-                        "lock": {"backup": {"held": s.locked}},
+                        "lock": {"backup": {"held": s.locked, "stale": s.stale_lock.is_some()}},
                     },
                     "db": match (s.meta.get("system-id"), s.meta.get("version")) {
                         (Some(id), Some(v)) => json!([{
@@ -188,10 +197,13 @@ pub fn text(stanzas: &[StanzaReport]) -> String {
         let _ = writeln!(
             out,
             "    status: {message}{}",
-            if s.locked {
-                " (backup/expire running)"
-            } else {
-                ""
+            match (&s.stale_lock, s.locked) {
+                (_, true) => " (backup/expire running)".to_string(),
+                (Some(h), false) => format!(
+                    " (stale lock left by `{}`, pid {}, which is no longer running; the next backup takes it over)",
+                    h.command, h.pid
+                ),
+                (None, false) => String::new(),
             }
         );
         let _ = writeln!(out, "    engine: {}", s.engine);

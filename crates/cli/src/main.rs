@@ -146,6 +146,8 @@ pub enum Command {
         #[arg(long, env = "CAIRN_OUTPUT")]
         output: Option<String>,
     },
+    /// Rebuild the stanza's catalog from its backup manifests (and a lost repository marker).
+    StanzaRepair,
     /// Confirm archive_command works: switch WAL and wait for the segment to arrive.
     Check {
         /// Seconds to wait for the segment (default 60).

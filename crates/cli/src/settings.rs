@@ -232,6 +232,12 @@ impl Settings {
                 .with_context(|| format!("cannot read repository directory {repo}"))?
                 .next()
                 .is_some();
+            if non_empty && path.join("stanza").is_dir() {
+                return Err(usage(format!(
+                    "{repo} holds stanza data but its {} marker is missing; if --repo is right, run `cairn --stanza=<name> stanza-repair` to recreate it",
+                    cairn_repo::repository::REPO_MARKER
+                )));
+            }
             if non_empty {
                 return Err(usage(format!(
                     "{repo} is not empty and not a cairn repository; give --repo an empty or new directory"

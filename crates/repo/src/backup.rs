@@ -129,7 +129,13 @@ impl BackupJob {
                 parent_files.insert(e.path.clone(), e);
             }
         }
-        let index = stanza.index().await?;
+        let (index, missing) = stanza.index_of_present_packs().await?;
+        if missing > 0 {
+            tracing::warn!(
+                "{missing} pack(s) named by the index of stanza '{}' are missing: their chunks will be stored again, and backups that need them cannot be restored; run `cairn verify` to see which",
+                stanza.name()
+            );
+        }
         Ok((label, start, parent, parent_files, index))
     }
 
@@ -146,6 +152,11 @@ impl BackupJob {
                 && p.size == e.size
                 && p.mtime_ns == e.mtime_ns
                 && (e.mtime_ns as i128) < trust_before_ns
+                // Never inherit chunks whose pack is gone: read the file again instead.
+                && match &p.content {
+                    Content::Chunks(c) => c.iter().all(|c| self.index.contains(&c.id)),
+                    _ => false,
+                }
         })
     }
 
@@ -246,7 +257,11 @@ impl BackupJob {
         result
     }
 
-    async fn commit_inner(&mut self, meta: BTreeMap<String, String>) -> Result<BackupRecord> {
+    async fn commit_inner(&mut self, mut meta: BTreeMap<String, String>) -> Result<BackupRecord> {
+        meta.insert(
+            crate::repository::MANIFEST_STANZA_KEY.to_string(),
+            self.stanza.name().to_string(),
+        );
         self.entries.sort_by(|a, b| a.path.cmp(&b.path));
         if let Some(w) = self.entries.windows(2).find(|w| w[0].path == w[1].path) {
             return Err(Error::Invalid(format!(

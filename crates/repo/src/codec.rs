@@ -17,8 +17,22 @@ use std::io::{self, Write};
 pub const FORMAT_VERSION: u16 = 1;
 
 pub const ENVELOPE_HEADER_LEN: usize = 24;
-/// The largest decompressed body accepted, so a damaged object cannot exhaust memory.
-const MAX_BODY: u64 = 4 << 30;
+/// The largest decompressed body accepted for each kind of sealed object: what a sane object
+/// of that kind can be, so a crafted or damaged object cannot make a reader exhaust memory (a
+/// 32 KB catalog that inflated to 1 GiB made `info` use 1.5 GiB before refusing it).
+/// format.md, "Sealed objects", lists the same limits.
+pub fn max_body(magic: &[u8; 8]) -> u64 {
+    match magic {
+        // A handful of fields each.
+        magic::REPO | magic::STANZA | magic::LOCK => 1 << 20,
+        // About 1 KiB per backup record: room for some 60,000 backups.
+        magic::CATALOG => 64 << 20,
+        // A WAL segment is at most 1 GiB (PostgreSQL's largest --wal-segsize).
+        magic::WAL => (1 << 30) + (1 << 20),
+        // Manifests and index segments grow with the cluster (tens of bytes per chunk).
+        _ => 4 << 30,
+    }
+}
 const FLAG_ZSTD: u16 = 1;
 
 /// Magics of the sealed object kinds (8 ASCII bytes each).
@@ -167,15 +181,18 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
         use std::io::Read;
         let decoder = zstd::stream::read::Decoder::new(body)
             .map_err(|e| Error::corrupt(object, format!("cannot decompress body: {e}")))?;
+        let limit = max_body(magic);
         let mut out = Vec::new();
         decoder
-            .take(MAX_BODY + 1)
+            .take(limit + 1)
             .read_to_end(&mut out)
             .map_err(|e| Error::corrupt(object, format!("cannot decompress body: {e}")))?;
-        if out.len() as u64 > MAX_BODY {
+        if out.len() as u64 > limit {
             return Err(Error::corrupt(
                 object,
-                "decompressed body is larger than 4 GiB",
+                format!(
+                    "decompressed body is larger than {limit} bytes, the most an object of this kind can be"
+                ),
             ));
         }
         Ok(out)

@@ -66,7 +66,21 @@ hash_id!(PackId, "pack id");
 /// A stanza name: what `--stanza` names. Letters, digits, `-`, `_` and `.`, not starting
 /// with `.`, so it is always a single safe path segment.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct StanzaName(String);
+
+impl TryFrom<String> for StanzaName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Self::parse(&s)
+    }
+}
+
+impl From<StanzaName> for String {
+    fn from(s: StanzaName) -> String {
+        s.0
+    }
+}
 
 impl StanzaName {
     pub fn parse(s: &str) -> Result<Self> {
@@ -136,8 +150,25 @@ impl fmt::Display for BackupType {
 
 /// A backup label as pgBackRest spells it: `20261123-101500F` for a full backup,
 /// `20261123-101500F_20261124-101500D` (or `I`) for a diff (incr) on that full.
+/// Decoding checks the label like `parse` does: a label read from a repository is validated
+/// before anything slices it or builds a key from it (a crafted catalog label `x` made
+/// `backup` panic).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct BackupLabel(String);
+
+impl TryFrom<String> for BackupLabel {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        Self::parse(&s)
+    }
+}
+
+impl From<BackupLabel> for String {
+    fn from(l: BackupLabel) -> String {
+        l.0
+    }
+}
 
 fn is_stamp(s: &str) -> bool {
     let b = s.as_bytes();
@@ -195,7 +226,9 @@ impl BackupLabel {
 
     /// The full backup this label belongs to (itself for a full).
     pub fn full(&self) -> BackupLabel {
-        BackupLabel(self.0[..16].to_string())
+        // Every label is checked on construction and on decoding, so it starts with 16 ASCII
+        // characters; `get` keeps this total anyway.
+        BackupLabel(self.0.get(..16).unwrap_or(&self.0).to_string())
     }
 
     pub fn as_str(&self) -> &str {

@@ -149,14 +149,30 @@ pub struct Index {
 
 impl Index {
     pub fn from_segments(segments: impl IntoIterator<Item = Segment>) -> Index {
+        Self::from_segments_where(segments, |_| true)
+    }
+
+    /// Merge `segments`, keeping only records whose pack `keep` accepts: a backup builds its
+    /// index from the packs that are really there, so it never reuses a chunk of a lost pack
+    /// (it stores the chunk again instead).
+    pub fn from_segments_where(
+        segments: impl IntoIterator<Item = Segment>,
+        keep: impl Fn(&PackId) -> bool,
+    ) -> Index {
         let mut idx = Index::default();
         for seg in segments {
+            let kept: Vec<bool> = seg.packs.iter().map(&keep).collect();
             let remap: Vec<u32> = seg.packs.iter().map(|p| idx.pack_ord(*p)).collect();
-            idx.entries
-                .extend(seg.entries.into_iter().map(|(id, mut loc)| {
-                    loc.pack = remap[loc.pack as usize];
-                    (id, loc)
-                }));
+            // Segment::decode checked every record's pack against the table; `get` keeps this
+            // total for segments built in memory.
+            idx.entries.extend(seg.entries.into_iter().filter_map(|(id, mut loc)| {
+                let ord = loc.pack as usize;
+                if !kept.get(ord).copied().unwrap_or(false) {
+                    return None;
+                }
+                loc.pack = *remap.get(ord)?;
+                Some((id, loc))
+            }));
         }
         idx.entries.sort_by_key(|a| a.0);
         // A chunk stored twice (two backups racing on it, or a repair) is found at either

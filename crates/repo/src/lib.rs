@@ -17,6 +17,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod pipeline;
+pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod storage;

@@ -8,7 +8,43 @@ use crate::error::{Error, Result};
 use crate::storage::{Key, PutMode, Storage, StorageError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+/// Every lock this process holds, so the binary can release them on any way out: an error
+/// that skipped a release, a panic, Ctrl-C. A stanza lock left behind blocks every later
+/// backup until someone removes it by hand (or, on this host, until it is found stale).
+static HELD: Mutex<Vec<(Arc<dyn Storage>, Key)>> = Mutex::new(Vec::new());
+
+fn register(store: &Arc<dyn Storage>, key: &Key) {
+    if let Ok(mut held) = HELD.lock() {
+        held.push((store.clone(), key.clone()));
+    }
+}
+
+fn unregister(key: &Key) {
+    if let Ok(mut held) = HELD.lock() {
+        held.retain(|(_, k)| k != key);
+    }
+}
+
+/// Release every lock this process still holds; returns how many there were. Called by the
+/// binary once a command has ended, however it ended.
+pub async fn release_all_held() -> usize {
+    let held: Vec<_> = match HELD.lock() {
+        Ok(mut h) => std::mem::take(&mut *h),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    let n = held.len();
+    for (store, key) in held {
+        if let Err(e) = store.delete(&key).await {
+            tracing::warn!(
+                "cannot release the lock {}/{key}: {e}; remove it if no cairn process is running",
+                store.location()
+            );
+        }
+    }
+    n
+}
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct LockInfo {
@@ -34,7 +70,36 @@ fn alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// What is at a lock's key, for `info`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum LockState {
+    Free,
+    /// Held by a running process, or by a process on another host (which cannot be checked
+    /// from here).
+    Held(LockInfo),
+    /// Left by a process of this host that is no longer running: the next command takes it
+    /// over.
+    Stale(LockInfo),
+    /// Present but unreadable.
+    Unreadable,
+}
+
 impl Lock {
+    /// Look at the lock at `key` without taking it.
+    pub async fn inspect(store: &Arc<dyn Storage>, key: &Key) -> Result<LockState> {
+        match store.get(key, None).await {
+            Ok(b) => Ok(
+                match codec::open::<LockInfo>(key.as_str(), magic::LOCK, &b) {
+                    Ok(h) if h.host == hostname() && !alive(h.pid) => LockState::Stale(h),
+                    Ok(h) => LockState::Held(h),
+                    Err(_) => LockState::Unreadable,
+                },
+            ),
+            Err(StorageError::NotFound { .. }) => Ok(LockState::Free),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn acquire(
         store: Arc<dyn Storage>,
         key: Key,
@@ -50,7 +115,10 @@ impl Lock {
         let bytes = Bytes::from(codec::seal(magic::LOCK, &me, false));
         for _ in 0..3 {
             match store.put(&key, bytes.clone(), PutMode::Create).await {
-                Ok(()) => return Ok(Lock { store, key }),
+                Ok(()) => {
+                    register(&store, &key);
+                    return Ok(Lock { store, key });
+                }
                 Err(StorageError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -95,6 +163,7 @@ impl Lock {
 
     pub async fn release(self) -> Result<()> {
         self.store.delete(&self.key).await?;
+        unregister(&self.key);
         Ok(())
     }
 }

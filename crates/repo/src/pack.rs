@@ -274,7 +274,8 @@ pub fn parse_trailer(object: &str, tail: &[u8], trailer_offset: u64) -> Result<V
             crc: u32::from_le_bytes(le4(&rec[48..52])),
             compression: rec[52],
         };
-        if e.offset < PACK_HEADER_LEN as u64 || e.offset + e.stored_len as u64 > trailer_offset {
+        let end = e.offset.checked_add(e.stored_len as u64);
+        if e.offset < PACK_HEADER_LEN as u64 || end.is_none_or(|end| end > trailer_offset) {
             return Err(Error::corrupt(
                 object,
                 format!(

@@ -109,9 +109,11 @@ struct Shared {
 impl Shared {
     fn fail(&self, e: Error) {
         self.abort.store(true, Ordering::SeqCst);
-        if let Ok(mut slot) = self.error.lock() {
-            slot.get_or_insert(e);
-        }
+        let mut slot = match self.error.lock() {
+            Ok(slot) => slot,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        slot.get_or_insert(e);
     }
     fn aborted(&self) -> bool {
         self.abort.load(Ordering::SeqCst)
@@ -215,8 +217,22 @@ pub fn run(
         }
     });
 
-    if let Some(e) = shared.error.lock().ok().and_then(|mut e| e.take()) {
-        return Err(e);
+    match shared.error.lock() {
+        Ok(mut e) => {
+            if let Some(e) = e.take() {
+                return Err(e);
+            }
+        }
+        Err(mut poisoned) => {
+            return Err(poisoned.get_mut().take().unwrap_or_else(|| {
+                Error::Invalid("a backup worker panicked; the backup is abandoned".into())
+            }));
+        }
+    }
+    if shared.aborted() {
+        return Err(Error::Invalid(
+            "the backup pipeline stopped without saying why; the backup is abandoned".into(),
+        ));
     }
     let outcomes = outcomes
         .into_iter()
@@ -316,7 +332,21 @@ fn work(
             continue; // drain so the reader never blocks forever
         }
         let id = ChunkId::of(&data);
-        let is_new = !known.contains(&id) && seen.lock().map(|mut s| s.insert(id)).unwrap_or(false);
+        // A poisoned set (a worker panicked) must fail the backup: treating the chunk as
+        // already stored would record a backup that references bytes nobody wrote.
+        let is_new = if known.contains(&id) {
+            false
+        } else {
+            match seen.lock() {
+                Ok(mut s) => s.insert(id),
+                Err(_) => {
+                    shared.fail(Error::Invalid(
+                        "a backup worker panicked; the backup is abandoned".into(),
+                    ));
+                    continue;
+                }
+            }
+        };
         if is_new && pack_tx.send(SealedChunk::seal(id, &data, level)).is_err() {
             shared.fail(Error::Invalid("the packer stopped early".into()));
             continue;

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub const REPO_MARKER: &str = "cairn.repo";
+/// The backup record's meta key naming the stanza a backup belongs to (format.md).
+pub const MANIFEST_STANZA_KEY: &str = "stanza";
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RepoInfo {
@@ -51,10 +53,69 @@ impl Repository {
                 codec::open::<RepoInfo>(REPO_MARKER, magic::REPO, &b)?;
                 Ok(Repository { store })
             }
-            Err(StorageError::NotFound { .. }) => Err(Error::NotFound(format!(
-                "{} is not a cairn repository (it has no {REPO_MARKER}); check --repo, or run `cairn stanza-create` to make one",
+            Err(StorageError::NotFound { .. }) => {
+                if store.list(&key("stanza")?).await?.is_empty() {
+                    Err(Error::NotFound(format!(
+                        "{} is not a cairn repository (it has no {REPO_MARKER}); check --repo, or run `cairn stanza-create` to make one",
+                        store.location()
+                    )))
+                } else {
+                    Err(Error::corrupt(
+                        format!("{}/{REPO_MARKER}", store.location()),
+                        format!(
+                            "the repository marker is missing but {} holds stanza data; if --repo is right, run `cairn --stanza=<name> stanza-repair` to recreate it",
+                            store.location()
+                        ),
+                    ))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Open the repository for `stanza-repair`: a lost marker is written again when the store
+    /// holds stanza data (and only then: an empty or foreign directory is never adopted).
+    /// Returns whether the marker was recreated.
+    pub async fn open_repairing_marker(store: Arc<dyn Storage>) -> Result<(Repository, bool)> {
+        let marker = key(REPO_MARKER)?;
+        match store.head(&marker).await {
+            Ok(_) => return Ok((Repository::open(store).await?, false)),
+            Err(StorageError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let has_stanzas = store
+            .list(&key("stanza")?)
+            .await?
+            .iter()
+            .any(|m| m.key.name() == "stanza.info");
+        if !has_stanzas {
+            return Err(Error::NotFound(format!(
+                "{} holds no stanza, so there is nothing to repair; check --repo",
                 store.location()
-            ))),
+            )));
+        }
+        Self::write_marker(&store).await?;
+        Ok((Repository::open(store).await?, true))
+    }
+
+    async fn write_marker(store: &Arc<dyn Storage>) -> Result<()> {
+        let info = RepoInfo {
+            created: crate::time::now_unix(),
+            id: blake3::hash(
+                format!("{}{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
+            )
+            .to_hex()[..16]
+                .to_string(),
+        };
+        match store
+            .put(
+                &key(REPO_MARKER)?,
+                Bytes::from(codec::seal(magic::REPO, &info, false)),
+                PutMode::Create,
+            )
+            .await
+        {
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -65,30 +126,15 @@ impl Repository {
         if store.head(&marker).await.is_err() {
             let root_objects = store.list(&key("stanza")?).await?;
             if !root_objects.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "{} holds stanza objects but no {REPO_MARKER}; it is damaged or not a cairn repository",
-                    store.location()
-                )));
+                return Err(Error::corrupt(
+                    format!("{}/{REPO_MARKER}", store.location()),
+                    format!(
+                        "the repository marker is missing but {} holds stanza data; if --repo is right, run `cairn --stanza=<name> stanza-repair` to recreate it",
+                        store.location()
+                    ),
+                ));
             }
-            let info = RepoInfo {
-                created: crate::time::now_unix(),
-                id: blake3::hash(
-                    format!("{}{:?}", std::process::id(), std::time::SystemTime::now()).as_bytes(),
-                )
-                .to_hex()[..16]
-                    .to_string(),
-            };
-            match store
-                .put(
-                    &marker,
-                    Bytes::from(codec::seal(magic::REPO, &info, false)),
-                    PutMode::Create,
-                )
-                .await
-            {
-                Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            Self::write_marker(&store).await?;
         }
         Repository::open(store).await
     }
@@ -122,11 +168,17 @@ impl Repository {
             Err(e) => return Err(e),
         }
         let bytes = Bytes::from(codec::seal(magic::STANZA, &info, false));
-        match self.store.put(&k, bytes, PutMode::Create).await {
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => {}
+        let created = match self.store.put(&k, bytes, PutMode::Create).await {
+            Ok(()) => true,
+            Err(StorageError::AlreadyExists { .. }) => false,
             Err(e) => return Err(e.into()),
+        };
+        let stanza = self.stanza(&info.name).await?;
+        if created {
+            // An empty catalog from the start: from then on a missing catalog is always damage.
+            stanza.save_catalog(&Catalog::default()).await?;
         }
-        self.stanza(&info.name).await
+        Ok(stanza)
     }
 
     pub async fn stanza(&self, name: &StanzaName) -> Result<Stanza> {
@@ -228,34 +280,140 @@ impl Stanza {
         .await
     }
 
-    /// The catalog; a stanza with no backup yet has an empty one.
+    /// The copy of the catalog, written after it (pgBackRest keeps `backup.info.copy` for the
+    /// same reason): a lost or damaged catalog must not lose every backup.
+    pub fn catalog_copy_key(&self) -> Result<Key> {
+        key(format!("{}/catalog.copy", self.prefix()))
+    }
+
+    /// The catalog, or its copy when the catalog is missing or damaged. A stanza with no
+    /// backup has an empty one; a stanza whose catalog and copy are both gone while backup
+    /// manifests exist is damage (never an empty list: the next backup would then write a
+    /// fresh catalog and orphan every backup for good).
     pub async fn catalog(&self) -> Result<Catalog> {
-        let k = self.catalog_key()?;
-        match self.store.get(&k, None).await {
-            Ok(b) => Catalog::decode(k.as_str(), &b),
-            Err(StorageError::NotFound { .. }) => Ok(Catalog::default()),
+        let primary = match self.read_catalog(&self.catalog_key()?).await {
+            Ok(Some(c)) => return Ok(c),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let copy_key = self.catalog_copy_key()?;
+        match (primary, self.read_catalog(&copy_key).await) {
+            (Ok(()), Ok(None)) => {
+                let manifests = self.manifest_labels().await?;
+                if manifests.is_empty() {
+                    Ok(Catalog::default())
+                } else {
+                    Err(Error::corrupt(
+                        self.catalog_key()?.to_string(),
+                        format!(
+                            "the catalog of stanza '{}' and its copy are missing, but {} backup manifest(s) exist; run `cairn --stanza={} stanza-repair` to rebuild the catalog from them",
+                            self.info.name,
+                            manifests.len(),
+                            self.info.name
+                        ),
+                    ))
+                }
+            }
+            (first, Ok(Some(c))) => {
+                let why = match first {
+                    Err(e) => e.to_string(),
+                    _ => "it is missing".to_string(),
+                };
+                tracing::warn!(
+                    "the catalog of stanza '{}' cannot be used ({why}); using its copy {copy_key}. Run `cairn --stanza={} stanza-repair` to rewrite it",
+                    self.info.name,
+                    self.info.name
+                );
+                Ok(c)
+            }
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(e),
+        }
+    }
+
+    async fn read_catalog(&self, k: &Key) -> Result<Option<Catalog>> {
+        match self.store.get(k, None).await {
+            Ok(b) => Catalog::decode(k.as_str(), &b).map(Some),
+            Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
+    /// Write the catalog, then its copy, each an atomic overwrite.
     pub async fn save_catalog(&self, catalog: &Catalog) -> Result<()> {
-        let k = self.catalog_key()?;
+        let bytes = Bytes::from(catalog.encode());
         self.store
-            .put(&k, Bytes::from(catalog.encode()), PutMode::Overwrite)
+            .put(&self.catalog_key()?, bytes.clone(), PutMode::Overwrite)
+            .await?;
+        self.store
+            .put(&self.catalog_copy_key()?, bytes, PutMode::Overwrite)
             .await?;
         Ok(())
+    }
+
+    /// The labels of every manifest in the stanza, listed or not, sorted.
+    pub async fn manifest_labels(&self) -> Result<Vec<BackupLabel>> {
+        let mut labels: Vec<BackupLabel> = self
+            .store
+            .list(&self.backup_prefix()?)
+            .await?
+            .into_iter()
+            .filter(|m| m.key.name() == "manifest")
+            .filter_map(|m| {
+                let parts: Vec<&str> = m.key.as_str().split('/').collect();
+                // stanza/<s>/backup/<label>/manifest
+                match parts.as_slice() {
+                    [_, _, _, l, _] => BackupLabel::parse(l).ok(),
+                    _ => None,
+                }
+            })
+            .collect();
+        labels.sort();
+        labels.dedup();
+        Ok(labels)
     }
 
     pub async fn manifest(&self, label: &BackupLabel) -> Result<Manifest> {
         let k = self.manifest_key(label)?;
         match self.store.get(&k, None).await {
-            Ok(b) => Manifest::decode(k.as_str(), &b),
+            Ok(b) => {
+                let m = Manifest::decode(k.as_str(), &b)?;
+                self.check_manifest_owner(k.as_str(), label, &m)?;
+                Ok(m)
+            }
             Err(StorageError::NotFound { .. }) => Err(Error::corrupt(
                 k.to_string(),
                 format!("the manifest of backup {label} is missing"),
             )),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// A manifest names its own backup (and, since cairn writes it, its stanza): one read under
+    /// another backup's key was moved or swapped, and restoring it would restore the wrong
+    /// backup's files with exit 0.
+    pub fn check_manifest_owner(&self, object: &str, label: &BackupLabel, m: &Manifest) -> Result<()> {
+        if &m.record.label != label {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "it holds the manifest of backup {}, not of backup {label}: manifests were moved or swapped",
+                    m.record.label
+                ),
+            ));
+        }
+        if let Some(s) = m.record.meta.get(MANIFEST_STANZA_KEY)
+            && s != self.info.name.as_str()
+        {
+            return Err(Error::corrupt(
+                object,
+                format!(
+                    "it holds a manifest of stanza '{s}', not of stanza '{}'",
+                    self.info.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Write the manifest, encoded as it is uploaded: its encoding is never in memory whole.
@@ -284,8 +442,36 @@ impl Stanza {
         .await
     }
 
-    /// Load and merge every index segment, up to 16 fetched at once.
+    /// The index as backup and restore use it: every segment merged (up to 16 fetched at
+    /// once), keeping only records whose pack is present (see `index_of_present_packs`), so a
+    /// chunk that was stored again after its first pack was lost is found at its new place.
     pub async fn index(&self) -> Result<Index> {
+        Ok(self.index_of_present_packs().await?.0)
+    }
+
+    /// The index as a new backup may use it: only chunks whose pack is present (one listing
+    /// of the packs per backup). A chunk of a lost pack is stored again rather than referenced.
+    /// Returns the index and how many packs the index names that are missing.
+    pub async fn index_of_present_packs(&self) -> Result<(Index, usize)> {
+        let present: std::collections::HashSet<PackId> = self
+            .store
+            .list(&self.pack_prefix()?)
+            .await?
+            .into_iter()
+            .filter_map(|m| PackId::parse(m.key.name()).ok())
+            .collect();
+        let segments = self.index_segments().await?;
+        let missing: std::collections::HashSet<PackId> = segments
+            .iter()
+            .flat_map(|seg| seg.packs.iter())
+            .filter(|p| !present.contains(p))
+            .copied()
+            .collect();
+        let index = Index::from_segments_where(segments, |p| present.contains(p));
+        Ok((index, missing.len()))
+    }
+
+    async fn index_segments(&self) -> Result<Vec<Segment>> {
         use futures_util::{StreamExt, TryStreamExt};
         let metas = self.store.list(&self.index_prefix()?).await?;
         let segments: Vec<Segment> = futures_util::stream::iter(metas)
@@ -296,7 +482,7 @@ impl Stanza {
             .buffered(16)
             .try_collect()
             .await?;
-        Ok(Index::from_segments(segments))
+        Ok(segments)
     }
 
     /// Write an index segment, named by the hash of its bytes: encoded once to learn the name

@@ -51,8 +51,10 @@ impl Problems {
     }
 }
 
-/// What reading one pack found: the chunks that are intact, and what is wrong, if anything.
+/// What reading one pack found: its trailer entries, the chunks that are intact, and what is
+/// wrong, if anything.
 struct PackState {
+    trailer: HashMap<ChunkId, pack::PackEntry>,
     good: HashSet<ChunkId>,
     damage: Option<String>,
 }
@@ -89,6 +91,7 @@ pub async fn verify(
             let _permit = permit;
             let key = meta.key.to_string();
             let damaged = |d: String| PackState {
+                trailer: HashMap::new(),
                 good: HashSet::new(),
                 damage: Some(d),
             };
@@ -122,9 +125,11 @@ pub async fn verify(
         }
     }
 
-    // Index segments.
+    // Index segments, each record checked against its pack's trailer: a record whose offset
+    // or lengths disagree would pass every other check and then fail the restore.
     let mut segments = Vec::new();
     let mut damaged_segments = Vec::new();
+    let mut bad_records: HashMap<ChunkId, (String, String)> = HashMap::new();
     for meta in store.list(&stanza.index_prefix()?).await? {
         let key = meta.key.to_string();
         match store
@@ -133,7 +138,13 @@ pub async fn verify(
             .map_err(crate::Error::from)
             .and_then(|b| Segment::decode(&key, &b))
         {
-            Ok(seg) => segments.push(seg),
+            Ok(seg) => {
+                for (id, detail) in check_segment(&seg, &packs) {
+                    problems.add(&key, detail.clone(), None);
+                    bad_records.insert(id, (key.clone(), detail));
+                }
+                segments.push(seg)
+            }
             Err(e) => {
                 problems.add(&key, e.to_string(), None);
                 damaged_segments.push(key);
@@ -153,17 +164,21 @@ pub async fn verify(
         .iter()
         .map(|b| b.label.to_string())
         .collect();
-    let manifests = store.list(&stanza.backup_prefix()?).await?;
-    report.unlisted_manifests = manifests
-        .iter()
-        .filter(|m| {
-            m.key
-                .as_str()
-                .split('/')
-                .nth(3)
-                .is_some_and(|l| !listed.contains(l))
-        })
-        .count();
+    // A manifest no catalog lists is a backup the catalog lost (or one whose catalog update
+    // was interrupted): damage either way, since restore cannot reach it.
+    for label in stanza.manifest_labels().await? {
+        if !listed.contains(label.as_str()) {
+            report.unlisted_manifests += 1;
+            problems.add(
+                &stanza.manifest_key(&label)?.to_string(),
+                format!(
+                    "backup {label} has a manifest but the catalog does not list it; run `cairn --stanza={} stanza-repair` to rebuild the catalog from the manifests",
+                    stanza.name()
+                ),
+                None,
+            );
+        }
+    }
     for rec in &catalog.backups {
         if only.is_some_and(|l| l != &rec.label) {
             continue;
@@ -199,6 +214,10 @@ pub async fn verify(
             };
             for c in chunks {
                 if !checked.insert(c.id) {
+                    continue;
+                }
+                if let Some((segment, detail)) = bad_records.get(&c.id) {
+                    problems.add(segment, detail.clone(), Some(label));
                     continue;
                 }
                 match index.get(&c.id) {
@@ -247,10 +266,50 @@ pub async fn verify(
     Ok(report)
 }
 
+/// Every record of `seg` against the trailer of the pack it names (packs that could not be
+/// read are reported on their own): (chunk, what disagrees).
+fn check_segment(seg: &Segment, packs: &HashMap<PackId, (String, PackState)>) -> Vec<(ChunkId, String)> {
+    let mut bad = Vec::new();
+    for (id, loc) in &seg.entries {
+        let Some(pack_id) = seg.packs.get(loc.pack as usize) else {
+            bad.push((*id, format!("the record of chunk {id} names no pack")));
+            continue;
+        };
+        let Some((pack_key, state)) = packs.get(pack_id) else {
+            continue;
+        };
+        if state.damage.is_some() && state.trailer.is_empty() {
+            continue;
+        }
+        match state.trailer.get(id) {
+            None => bad.push((
+                *id,
+                format!("the index places chunk {id} in {pack_key}, whose trailer does not list it"),
+            )),
+            Some(e)
+                if e.offset != loc.offset as u64
+                    || e.stored_len != loc.stored_len
+                    || e.raw_len != loc.raw_len =>
+            {
+                bad.push((
+                    *id,
+                    format!(
+                        "the index places chunk {id} at offset {} ({} stored, {} plain bytes) of {pack_key}, but the pack's trailer says offset {} ({} stored, {} plain bytes)",
+                        loc.offset, loc.stored_len, loc.raw_len, e.offset, e.stored_len, e.raw_len
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    bad
+}
+
 /// Check a pack: trailer first, then every chunk on its own (CRC, decompression, BLAKE3), so
 /// one damaged chunk does not condemn its neighbours; then the pack's own name.
 fn check_pack(object: &str, id: &PackId, bytes: &[u8]) -> PackState {
     let mut state = PackState {
+        trailer: HashMap::new(),
         good: HashSet::new(),
         damage: None,
     };
@@ -272,6 +331,7 @@ fn check_pack(object: &str, id: &PackId, bytes: &[u8]) -> PackState {
             return state;
         }
     };
+    state.trailer = entries.iter().map(|e| (e.id, *e)).collect();
     let mut bad = Vec::new();
     for e in &entries {
         let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];

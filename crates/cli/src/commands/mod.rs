@@ -2,7 +2,7 @@
 //! repository and stanza, and calls into the repo and engines crates.
 
 use self::{
-    archive_get::*, archive_push::*, backup::*, check::*, info::*, restore::*, stanza_create::*,
+    archive_get::*, archive_push::*, backup::*, check::*, info::*, restore::*, stanza_create::*, stanza_repair::*,
     verify::*,
 };
 use crate::Cli;
@@ -24,6 +24,7 @@ mod check;
 mod info;
 mod restore;
 mod stanza_create;
+mod stanza_repair;
 mod verify;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
@@ -38,14 +39,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         // Heavy commands report what they cost in requests; archive-push, run for every WAL
         // segment by PostgreSQL, stays quiet unless asked (--log-level debug).
         let heavy = matches!(
             cli.command,
             Command::Backup { .. } | Command::Restore { .. }
         );
-        let result = dispatch(cli.command, &settings, quiet).await;
+        let result = guarded(dispatch(cli.command, &settings, quiet)).await;
         for line in settings.request_summaries() {
             if heavy {
                 tracing::info!("{line}");
@@ -54,7 +55,63 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         result
-    })
+    });
+    // Whatever is still running (a blocking read of a source after Ctrl-C) is not waited for.
+    rt.shutdown_background();
+    result
+}
+
+/// The last panic's message and place, kept by the panic hook so a panic ends as one error
+/// line (exit 70) instead of a backtrace dump.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::debug!("panic: {msg}{at}");
+        if let Ok(mut last) = LAST_PANIC.lock() {
+            *last = Some(format!("{msg}{at}"));
+        }
+    }));
+}
+
+/// Run a command so that every way out releases the locks it holds: success, error, panic,
+/// SIGINT or SIGTERM.
+async fn guarded(command: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+    use futures_util::FutureExt;
+    use tokio::signal::unix::{SignalKind, signal};
+    install_panic_hook();
+    let mut term = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+    let outcome = tokio::select! {
+        r = std::panic::AssertUnwindSafe(command).catch_unwind() => match r {
+            Ok(r) => r,
+            Err(_) => {
+                let msg = LAST_PANIC
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.take())
+                    .unwrap_or_else(|| "panic".into());
+                Err(anyhow::Error::new(crate::exit::Internal(msg)))
+            }
+        },
+        _ = int.recv() => Err(anyhow::Error::new(crate::exit::Interrupted(2))),
+        _ = term.recv() => Err(anyhow::Error::new(crate::exit::Interrupted(15))),
+    };
+    let released = cairn_repo::lock::release_all_held().await;
+    if released > 0 {
+        tracing::debug!("released {released} lock(s) at exit");
+    }
+    outcome
 }
 
 pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Result<ExitCode> {
@@ -98,6 +155,7 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
             restore(s, args, quiet).await
         }
         Command::Info { output } => info_cmd(s, output).await,
+        Command::StanzaRepair => stanza_repair(s).await,
         Command::Check { archive_timeout } => check_cmd(s, archive_timeout).await,
         Command::Verify { set } => verify_cmd(s, set).await,
     }
