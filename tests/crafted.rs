@@ -181,7 +181,13 @@ fn item8_a_new_full_after_a_lost_pack_stores_the_data_again() -> TestResult {
     );
     let dest = env.path("out");
     let label = last["label"].as_str().ok_or("label")?.to_string();
-    env.ok(&["restore", "--set", &label, "--dest", dest.to_str().ok_or("path")?])?;
+    env.ok(&[
+        "restore",
+        "--set",
+        &label,
+        "--dest",
+        dest.to_str().ok_or("path")?,
+    ])?;
     assert_eq!(tree_diff(&src, &dest), Vec::<String>::new());
     // An incr on top of it inherits only chunks that are there.
     env.ok(&["backup", "--type", "incr", "--source", s])?;
@@ -264,9 +270,16 @@ fn item11_a_crafted_catalog_label_is_an_error_not_a_panic_and_frees_the_lock() -
     ] {
         let out = env.run(&args)?;
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains("not a backup label"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not a backup label"),
+            "{}",
+            stderr(&out)
+        );
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
-        assert!(!stanza.join("lock").exists(), "{args:?} left the lock behind");
+        assert!(
+            !stanza.join("lock").exists(),
+            "{args:?} left the lock behind"
+        );
     }
     Ok(())
 }
@@ -291,8 +304,18 @@ fn item11_a_pack_trailer_offset_near_u64_max_is_damage_not_a_panic() -> TestResu
     bytes[crc_at..crc_at + 4].copy_from_slice(&crc.to_le_bytes());
     fs::write(&pack, &bytes)?;
     let out = env.run(&["verify"])?;
-    assert_eq!(out.status.code(), Some(4), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("outside the data area"), "{}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("outside the data area"),
+        "{}",
+        stdout(&out)
+    );
     Ok(())
 }
 
@@ -422,6 +445,60 @@ fn crafted_catalog_unit_check_round_trips() -> TestResult {
             })
             .collect(),
     };
-    assert_eq!(Catalog::decode("c", &codec::seal(magic::CATALOG, &raw, true))?, c);
+    assert_eq!(
+        Catalog::decode("c", &codec::seal(magic::CATALOG, &raw, true))?,
+        c
+    );
+    Ok(())
+}
+
+#[test]
+fn item11_a_panic_is_one_error_line_with_exit_70_and_frees_the_lock() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let s = src.to_str().ok_or("path")?;
+    let out = env
+        .cmd(&["backup", "--type", "incr", "--source", s])
+        .env("CAIRN_FAILPOINT", "backup-after-lock")
+        .output()?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    assert!(err.contains("internal error"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!env.repo.join("stanza/main/lock").exists());
+    env.ok(&["backup", "--type", "incr", "--source", s])?;
+    assert_eq!(env.labels()?.len(), 3);
+    Ok(())
+}
+
+#[test]
+fn item11_sigterm_during_a_backup_frees_the_lock_and_lists_nothing() -> TestResult {
+    let env = Env::new("stream")?;
+    let mut child = env
+        .cmd(&["backup", "--type", "full"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().ok_or("stdin")?;
+    use std::io::Write;
+    stdin.write_all(&bytes(9, 3_000_000))?;
+    // The backup holds the lock while it waits for more input.
+    let lock = env.repo.join("stanza/main/lock");
+    let start = std::time::Instant::now();
+    while !lock.exists() && start.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(lock.exists(), "the backup never took the lock");
+    // SAFETY: kill only sends a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let out = child.wait_with_output()?;
+    drop(stdin);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted by SIGTERM"), "{err}");
+    assert!(!lock.exists(), "SIGTERM left the lock behind");
+    assert!(env.labels()?.is_empty());
     Ok(())
 }

@@ -28,12 +28,11 @@ impl StanzaReport {
         let catalog = stanza.catalog().await?;
         let packs = stanza.store().list(&stanza.pack_prefix()?).await?;
         use cairn_repo::lock::{Lock, LockState};
-        let (locked, stale_lock) =
-            match Lock::inspect(stanza.store(), &stanza.lock_key()?).await? {
-                LockState::Free => (false, None),
-                LockState::Stale(h) => (false, Some(h)),
-                LockState::Held(_) | LockState::Unreadable => (true, None),
-            };
+        let (locked, stale_lock) = match Lock::inspect(stanza.store(), &stanza.lock_key()?).await? {
+            LockState::Free => (false, None),
+            LockState::Stale(h) => (false, Some(h)),
+            LockState::Held(_) | LockState::Unreadable => (true, None),
+        };
         let mut archives = Vec::new();
         for id in stanza.archive_ids().await? {
             let mut by_tli: std::collections::BTreeMap<u32, (String, String)> = Default::default();

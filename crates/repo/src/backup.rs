@@ -68,6 +68,7 @@ pub struct BackupJob {
 impl BackupJob {
     pub async fn begin(stanza: &Stanza, mut opts: BackupOptions) -> Result<BackupJob> {
         let lock = stanza.lock(&opts.command).await?;
+        crate::failpoint::hit("backup-after-lock");
         match Self::prepare(stanza, &mut opts).await {
             Ok((label, start, parent, parent_files, index)) => Ok(BackupJob {
                 stanza: stanza.clone(),

@@ -165,14 +165,15 @@ impl Index {
             let remap: Vec<u32> = seg.packs.iter().map(|p| idx.pack_ord(*p)).collect();
             // Segment::decode checked every record's pack against the table; `get` keeps this
             // total for segments built in memory.
-            idx.entries.extend(seg.entries.into_iter().filter_map(|(id, mut loc)| {
-                let ord = loc.pack as usize;
-                if !kept.get(ord).copied().unwrap_or(false) {
-                    return None;
-                }
-                loc.pack = *remap.get(ord)?;
-                Some((id, loc))
-            }));
+            idx.entries
+                .extend(seg.entries.into_iter().filter_map(|(id, mut loc)| {
+                    let ord = loc.pack as usize;
+                    if !kept.get(ord).copied().unwrap_or(false) {
+                        return None;
+                    }
+                    loc.pack = *remap.get(ord)?;
+                    Some((id, loc))
+                }));
         }
         idx.entries.sort_by_key(|a| a.0);
         // A chunk stored twice (two backups racing on it, or a repair) is found at either

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod chunker;
 pub mod codec;
 pub mod error;
+pub mod failpoint;
 pub mod ids;
 pub mod index;
 pub mod lock;

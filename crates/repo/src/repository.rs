@@ -392,7 +392,12 @@ impl Stanza {
     /// A manifest names its own backup (and, since cairn writes it, its stanza): one read under
     /// another backup's key was moved or swapped, and restoring it would restore the wrong
     /// backup's files with exit 0.
-    pub fn check_manifest_owner(&self, object: &str, label: &BackupLabel, m: &Manifest) -> Result<()> {
+    pub fn check_manifest_owner(
+        &self,
+        object: &str,
+        label: &BackupLabel,
+        m: &Manifest,
+    ) -> Result<()> {
         if &m.record.label != label {
             return Err(Error::corrupt(
                 object,
@@ -447,6 +452,11 @@ impl Stanza {
     /// chunk that was stored again after its first pack was lost is found at its new place.
     pub async fn index(&self) -> Result<Index> {
         Ok(self.index_of_present_packs().await?.0)
+    }
+
+    /// Every index segment merged, whether or not the packs it names are present.
+    pub async fn index_all(&self) -> Result<Index> {
+        Ok(Index::from_segments(self.index_segments().await?))
     }
 
     /// The index as a new backup may use it: only chunks whose pack is present (one listing

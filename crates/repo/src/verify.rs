@@ -268,7 +268,10 @@ pub async fn verify(
 
 /// Every record of `seg` against the trailer of the pack it names (packs that could not be
 /// read are reported on their own): (chunk, what disagrees).
-fn check_segment(seg: &Segment, packs: &HashMap<PackId, (String, PackState)>) -> Vec<(ChunkId, String)> {
+fn check_segment(
+    seg: &Segment,
+    packs: &HashMap<PackId, (String, PackState)>,
+) -> Vec<(ChunkId, String)> {
     let mut bad = Vec::new();
     for (id, loc) in &seg.entries {
         let Some(pack_id) = seg.packs.get(loc.pack as usize) else {
@@ -284,7 +287,9 @@ fn check_segment(seg: &Segment, packs: &HashMap<PackId, (String, PackState)>) ->
         match state.trailer.get(id) {
             None => bad.push((
                 *id,
-                format!("the index places chunk {id} in {pack_key}, whose trailer does not list it"),
+                format!(
+                    "the index places chunk {id} in {pack_key}, whose trailer does not list it"
+                ),
             )),
             Some(e)
                 if e.offset != loc.offset as u64

@@ -2,8 +2,8 @@
 //! repository and stanza, and calls into the repo and engines crates.
 
 use self::{
-    archive_get::*, archive_push::*, backup::*, check::*, info::*, restore::*, stanza_create::*, stanza_repair::*,
-    verify::*,
+    archive_get::*, archive_push::*, backup::*, check::*, info::*, restore::*, stanza_create::*,
+    stanza_repair::*, verify::*,
 };
 use crate::Cli;
 use crate::Command;
