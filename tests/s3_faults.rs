@@ -17,6 +17,10 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// Run cairn with `repo` (its S3 options) and `args`; any exit status.
 fn run(repo: &[String], env: &[(&str, &str)], args: &[&str]) -> Res<Output> {
+    run_logging(repo, env, "warn", args)
+}
+
+fn run_logging(repo: &[String], env: &[(&str, &str)], level: &str, args: &[&str]) -> Res<Output> {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
     for (k, _) in std::env::vars() {
         if k.starts_with("CAIRN_") || k.starts_with("AWS_") {
@@ -25,7 +29,7 @@ fn run(repo: &[String], env: &[(&str, &str)], args: &[&str]) -> Res<Output> {
     }
     Ok(c.envs(env.iter().copied())
         .args(repo)
-        .args(["--stanza", "main", "--log-level", "warn"])
+        .args(["--stanza", "main", "--log-level", level])
         .args(args)
         .stdin(Stdio::null())
         .output()?)
@@ -517,6 +521,86 @@ fn tls_endpoints_with_a_private_ca_need_and_accept_the_ca_file() -> Res<()> {
     assert!(
         err.contains("junk.pem") && err.contains("no certificate"),
         "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn item14_once_one_request_gives_up_the_whole_backup_stops() -> Res<()> {
+    let moto = start_moto()?;
+    create_bucket(moto.port, "cut")?;
+    let direct = moto.repo_args("cut", "repo");
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    big_tree(&src, 7, 96)?;
+    ok(&direct, &["stanza-create", "--engine", "files"])?;
+    let proxy = Proxy::start(moto.port)?;
+    proxy.trip_after(20_000_000, Trip::Die);
+    let started = Instant::now();
+    let out = run_logging(
+        &proxy.repo_args("cut", "repo"),
+        &aws_env(),
+        "debug",
+        &[
+            "--process-max",
+            "4",
+            "--io-timeout",
+            "2",
+            "backup",
+            "--type",
+            "full",
+            "--source",
+            src.to_str().ok_or("path")?,
+        ],
+    )?;
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(proxy.tripped(), "the proxy never cut the connection");
+    assert!(!out.status.success(), "a backup over a cut link succeeded");
+    // Before: every object spent its own retry budget in turn, so retries went on after the
+    // first request had given up. Now nothing is retried after that.
+    let lines: Vec<&str> = err.lines().collect();
+    let first_give_up = lines
+        .iter()
+        .position(|l| l.contains("gave up:"))
+        .ok_or_else(|| format!("no request gave up: {err}"))?;
+    let later_retries = lines[first_give_up..]
+        .iter()
+        .filter(|l| l.contains("retrying in"))
+        .count();
+    assert_eq!(later_retries, 0, "requests kept retrying after one gave up");
+    // The release of the stanza lock used to start a retry budget of its own.
+    let lock_retries = lines
+        .iter()
+        .filter(|l| l.contains("/lock") && l.contains("retrying in"))
+        .count();
+    assert_eq!(
+        lock_retries, 0,
+        "the lock release spent its own retry budget"
+    );
+    // Budget 2 x 2 s, one attempt of at most 5 x 2 s, and slack for a loaded machine.
+    assert!(took < Duration::from_secs(40), "took {took:?} to give up");
+    assert_eq!(labels(&direct)?, Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn item14_an_empty_access_key_fails_at_once() -> Res<()> {
+    let moto = start_moto()?;
+    create_bucket(moto.port, "empty-key")?;
+    let repo = moto.repo_args("empty-key", "repo");
+    let started = Instant::now();
+    let out = run(
+        &repo,
+        &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "x")],
+        &["info"],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("AWS_ACCESS_KEY_ID is set but empty"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "retried: {err}"
     );
     Ok(())
 }

@@ -219,7 +219,7 @@ impl Settings {
             if o.kms_key_id.is_some() && o.sse.as_deref() != Some("aws:kms") {
                 return Err(usage("--s3-kms-key-id needs --s3-sse aws:kms"));
             }
-            let s3 = S3Storage::new(o).await?.with_retry(policy);
+            let s3 = S3Storage::new(o).await?.with_retry(policy.clone());
             return Ok(Arc::new(Retrying::new(s3, policy)));
         }
         let path = Path::new(repo);

@@ -75,6 +75,7 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
         first_delay: Duration::from_millis(5),
         max_delay: Duration::from_millis(50),
         budget: Duration::from_secs(20),
+        ..RetryPolicy::default()
     };
 
     // A streamed object of 100 MiB goes up as multipart parts cut as they are needed: never
@@ -118,7 +119,7 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
     proxy.inject_on(&["POST ", "uploadId="], &[Fault::LoseResponse]);
     let through = store(proxy.port, "conformance", "parts")
         .await?
-        .with_retry(policy);
+        .with_retry(policy.fresh());
     let k = Key::new("retried/obj")?;
     let body = {
         let produced = produced.clone();
@@ -136,13 +137,13 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
 
     // Transient failures (as a throttling store returns them) are retried and succeed.
     let flaky = FailFirst::new(Arc::new(store(moto.port, "conformance", "flaky").await?), 5);
-    conformance::run_all(&Retrying::new(flaky, policy)).await;
+    conformance::run_all(&Retrying::new(flaky, policy.fresh())).await;
 
     // A manifest and an index segment over SEAL_KEEP, streamed up as multipart uploads by a
     // repository on S3, behind the retry wrapper as the binary uses it.
     let repo_store = Arc::new(Retrying::new(
         store(moto.port, "conformance", "big").await?,
-        policy,
+        policy.fresh(),
     ));
     support::big_objects::big_manifest_and_segment_round_trip(repo_store.clone()).await?;
     let summary = repo_store.request_summary().unwrap_or_default();

@@ -101,7 +101,30 @@ fn trust_store(ca_file: &std::path::Path) -> Result<tls::TrustStore, StorageErro
     Ok(tls::TrustStore::default().with_pem_certificate(pem))
 }
 
+/// Credentials half given in the environment are a mistake to report, not a reason to fall
+/// through to the next source of the chain: with an empty `AWS_ACCESS_KEY_ID` the chain went on
+/// to the instance metadata service, which `info` then retried for two minutes on a machine
+/// that has none.
+fn check_env_credentials() -> Result<(), StorageError> {
+    let var = |k: &str| std::env::var_os(k).map(|v| v.to_string_lossy().trim().to_string());
+    let (id, secret) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY"));
+    let bad = |message: String| {
+        Err(StorageError::Permanent {
+            key: "AWS credentials".into(),
+            message,
+        })
+    };
+    match (id.as_deref(), secret.as_deref()) {
+        (Some(""), _) => bad("AWS_ACCESS_KEY_ID is set but empty: give the access key, or unset it to use a profile, web identity or an instance role".into()),
+        (_, Some("")) => bad("AWS_SECRET_ACCESS_KEY is set but empty: give the secret key, or unset it (and AWS_ACCESS_KEY_ID) to use another credential source".into()),
+        (Some(_), None) => bad("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not: give both, or neither".into()),
+        (None, Some(_)) => bad("AWS_SECRET_ACCESS_KEY is set but AWS_ACCESS_KEY_ID is not: give both, or neither".into()),
+        _ => Ok(()),
+    }
+}
+
 pub(super) async fn build(opts: &S3Options) -> Result<Client, StorageError> {
+    check_env_credentials()?;
     let t = opts.io_timeout.max(Duration::from_secs(1));
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(t)
