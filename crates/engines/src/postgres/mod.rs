@@ -10,6 +10,7 @@ pub mod identity;
 pub mod layout;
 pub mod lsn;
 pub mod page;
+pub mod reach;
 pub mod restore;
 pub mod session;
 pub mod verify;
