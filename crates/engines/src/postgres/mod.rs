@@ -4,6 +4,7 @@
 //! read beside PostgreSQL's headers.
 
 pub mod backup;
+pub mod choose;
 pub mod control;
 pub mod datadir;
 pub mod identity;
@@ -13,5 +14,6 @@ pub mod page;
 pub mod reach;
 pub mod restore;
 pub mod session;
+pub mod target;
 pub mod verify;
 pub mod wal;
