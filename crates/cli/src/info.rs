@@ -60,10 +60,7 @@ impl StanzaReport {
             let view = cairn_engines::postgres::reach::load(stanza, &identity).await?;
             for b in &catalog.backups {
                 if let Some((tli, start, stop)) = backup_position(&b.meta) {
-                    reach.insert(
-                        b.label.to_string(),
-                        view.reach(tli, start, stop, None),
-                    );
+                    reach.insert(b.label.to_string(), view.reach(tli, start, stop, None));
                 }
             }
         }

@@ -103,8 +103,8 @@ async fn check_reach(
 ) -> Result<()> {
     let identity = Identity::from_meta(&stanza.info.meta)?;
     let view = cairn_engines::postgres::reach::load(stanza, &identity).await?;
-    let Some((reach, refusal)) = pg_choose::reach_for(&view, record, recovery)
-        .map_err(|e| usage(e.to_string()))?
+    let Some((reach, refusal)) =
+        pg_choose::reach_for(&view, record, recovery).map_err(|e| usage(e.to_string()))?
     else {
         return Ok(());
     };
@@ -166,9 +166,7 @@ pub(crate) async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Res
                 None | Some("preserve") => false,
                 Some("off") => true,
                 Some(m) => {
-                    return Err(usage(format!(
-                        "--archive-mode '{m}': use off or preserve"
-                    )));
+                    return Err(usage(format!("--archive-mode '{m}': use off or preserve")));
                 }
             },
         };

@@ -64,7 +64,12 @@ impl ArchiveView {
     fn chain(&self, target: u32) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
         let mut begin = 0;
-        for e in self.histories.get(&target).map(Vec::as_slice).unwrap_or(&[]) {
+        for e in self
+            .histories
+            .get(&target)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
             out.push((e.parent, begin));
             begin = e.switchpoint.segment(self.seg_size);
         }
@@ -78,7 +83,11 @@ impl ArchiveView {
         if target == tli {
             return true;
         }
-        let hist = self.histories.get(&target).map(Vec::as_slice).unwrap_or(&[]);
+        let hist = self
+            .histories
+            .get(&target)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         hist.iter().any(|e| e.parent == tli && lsn <= e.switchpoint)
     }
 

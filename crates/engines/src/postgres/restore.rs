@@ -327,7 +327,10 @@ mod recovery_tests {
         assert!(text.contains("recovery_target_time = '2026-11-23 10:00:00+00'"));
         assert!(text.contains("recovery_target_action = 'promote'"));
         assert!(dir.path().join("recovery.signal").exists());
-        assert!(!text.contains("archive_mode"), "preserve leaves archive_mode alone");
+        assert!(
+            !text.contains("archive_mode"),
+            "preserve leaves archive_mode alone"
+        );
 
         let mut off = recovery(TargetType::Default, None, None);
         off.archive_off = true;
@@ -339,7 +342,10 @@ mod recovery_tests {
         write_recovery(dir.path(), &off)?;
         let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf"))
             .map_err(|e| Error::io("read", e))?;
-        assert!(text.contains("archive_mode = 'off'") && !text.contains("'on'"), "{text}");
+        assert!(
+            text.contains("archive_mode = 'off'") && !text.contains("'on'"),
+            "{text}"
+        );
 
         let standby = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
         write_recovery(standby.path(), &recovery(TargetType::Standby, None, None))?;

@@ -93,7 +93,11 @@ pub async fn system_identifier(client: &Client) -> Result<u64> {
 /// `[058]`): a copy of another directory of the same system would be listed as the newest
 /// backup, yet its files would not match the WAL the server archives, and it would not restore.
 /// Both sides are compared with symlinks resolved.
-pub async fn check_data_directory(client: &Client, conn: &Connection, pg_path: &Path) -> Result<()> {
+pub async fn check_data_directory(
+    client: &Client,
+    conn: &Connection,
+    pg_path: &Path,
+) -> Result<()> {
     let row = client
         .query_one("show data_directory", &[])
         .await

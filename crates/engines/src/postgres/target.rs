@@ -153,7 +153,9 @@ pub fn parse_time(input: &str) -> Result<TargetTime> {
         None => (clock, None),
     };
     if frac.is_some_and(|f| f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit())) {
-        return Err(fail(format!("'{clock}' has a malformed fraction of a second")));
+        return Err(fail(format!(
+            "'{clock}' has a malformed fraction of a second"
+        )));
     }
     let frac_nonzero = frac.is_some_and(|f| f.bytes().any(|b| b != b'0'));
     let (h, mi, sec) = if hms.is_empty() {
@@ -280,13 +282,19 @@ mod tests {
         assert_eq!(at("2026-11-22 24:00:00+00").0, 1_795_392_000);
         assert_eq!(at("2028-02-29 00:00:00+00").0, 1_835_395_200);
         assert_eq!(at("2026-11-23 01:22:60+00").0, t + 30);
-        assert_eq!(at("2026-11-23 00:00:00+15:59:59").0, 1_795_392_000 - MAX_OFFSET);
+        assert_eq!(
+            at("2026-11-23 00:00:00+15:59:59").0,
+            1_795_392_000 - MAX_OFFSET
+        );
     }
 
     #[test]
     fn a_time_without_a_zone_spans_every_offset_postgres_allows() {
         let (lo, hi) = at("2026-11-23 01:22:30");
-        assert_eq!((lo, hi), (1_795_396_950 - MAX_OFFSET, 1_795_396_950 + MAX_OFFSET));
+        assert_eq!(
+            (lo, hi),
+            (1_795_396_950 - MAX_OFFSET, 1_795_396_950 + MAX_OFFSET)
+        );
         assert!(parse_time("2026-11-23 01:22:30.5").is_ok_and(|t| t.offset.is_none()));
     }
 
