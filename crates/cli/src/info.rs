@@ -55,9 +55,17 @@ impl StanzaReport {
             );
         }
         let mut reach = std::collections::BTreeMap::new();
-        if stanza.info.engine == "postgres" {
-            let identity = Identity::from_meta(&stanza.info.meta)?;
-            let view = cairn_engines::postgres::reach::load(stanza, &identity).await?;
+        // The reachable windows are an extra: info still reports when they cannot be computed.
+        let view = match Identity::from_meta(&stanza.info.meta) {
+            Ok(identity) if stanza.info.engine == "postgres" => {
+                cairn_engines::postgres::reach::load(stanza, &identity)
+                    .await
+                    .map_err(|e| tracing::warn!("cannot follow the WAL archive: {e}"))
+                    .ok()
+            }
+            _ => None,
+        };
+        if let Some(view) = view {
             for b in &catalog.backups {
                 if let Some((tli, start, stop)) = backup_position(&b.meta) {
                     reach.insert(b.label.to_string(), view.reach(tli, start, stop, None));
