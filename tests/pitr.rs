@@ -27,7 +27,11 @@ fn restore_and_count(c: &Cluster, name: &str, args: &[&str], archive: bool) -> R
     full.extend_from_slice(args);
     c.cairn_ok(&full)?;
     let mut r = c.sibling(dest);
-    if !archive {
+    if archive {
+        // The restored cluster becomes the new primary: its archive_command names its own
+        // data directory (archive-push refuses production's pg-path from here).
+        r.set(&format!("archive_command = '{}'", r.archive_command()))?;
+    } else {
         // Keep this restore from archiving a timeline of its own into the shared archive.
         r.set("archive_mode = off")?;
     }

@@ -46,7 +46,7 @@ fn archive_command_pushes_segments_and_archive_get_returns_them() -> Res<()> {
 
     // The same segment again is fine; different content under its name fails and keeps ours.
     let seg = copies.join(&first);
-    c.cairn_ok(&["archive-push", seg.to_str().ok_or("path")?])?;
+    Cluster::check_output("archive-push", c.archive_push(&seg)?)?;
     let forged = c.dir.path().join("forged").join(&first);
     fs::create_dir_all(forged.parent().ok_or("parent")?)?;
     let mut bytes = fs::read(&seg)?;
@@ -54,7 +54,7 @@ fn archive_command_pushes_segments_and_archive_get_returns_them() -> Res<()> {
     bytes[n - 1] ^= 0xFF;
     fs::write(&forged, &bytes)?;
     chown_postgres(c.dir.path())?;
-    let out = c.cairn(&["archive-push", forged.to_str().ok_or("path")?])?;
+    let out = c.archive_push(&forged)?;
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("different content"),
@@ -80,7 +80,7 @@ fn a_segment_from_another_cluster_is_refused_and_not_stored() -> Res<()> {
     let staged = main.dir.path().join("000000010000000000000001");
     fs::copy(&theirs, &staged)?;
     chown_postgres(main.dir.path())?;
-    let out = main.cairn(&["archive-push", staged.to_str().ok_or("path")?])?;
+    let out = main.archive_push(&staged)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(

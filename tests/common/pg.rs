@@ -163,7 +163,7 @@ impl Cluster {
     pub fn archive_command(&self) -> String {
         let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!(
-            "{}{} {} --stanza {} --log-level warn archive-push %p",
+            "{}{} {} --stanza {} --pg-path {} --log-level warn archive-push %p",
             if env.is_empty() {
                 String::new()
             } else {
@@ -171,7 +171,8 @@ impl Cluster {
             },
             cairn_bin().display(),
             self.repo_args.join(" "),
-            self.stanza
+            self.stanza,
+            self.data.display()
         )
     }
 
@@ -301,6 +302,19 @@ impl Cluster {
             .arg(&self.sock)
             .args(["--pg-port", "5432", "--pg-user", "postgres"])
             .args(args)
+            .output()?)
+    }
+
+    /// `archive-push <wal>` run in the data directory, as PostgreSQL runs archive_command.
+    pub fn archive_push(&self, wal: &Path) -> Res<Output> {
+        Ok(as_postgres(&cairn_bin().display().to_string())
+            .current_dir(&self.data)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(&self.repo_args)
+            .args(["--stanza", &self.stanza, "--log-level", "warn", "--pg-path"])
+            .arg(&self.data)
+            .arg("archive-push")
+            .arg(wal)
             .output()?)
     }
 

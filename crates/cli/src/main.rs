@@ -139,6 +139,14 @@ pub enum Command {
         tablespace_map: Vec<String>,
         #[arg(long, env = "CAIRN_DELTA")]
         delta: bool,
+        /// postgres: off writes archive_mode = 'off' so the restored copy never archives;
+        /// preserve (default) keeps the backup's setting.
+        #[arg(long, env = "CAIRN_ARCHIVE_MODE")]
+        archive_mode: Option<String>,
+        /// postgres: restore even when the target lies beyond a hole in the WAL archive
+        /// (replay stops at the hole).
+        #[arg(long, env = "CAIRN_IGNORE_ARCHIVE_GAP")]
+        ignore_archive_gap: bool,
     },
     /// Show backups, sizes and deduplication.
     Info {

@@ -134,6 +134,8 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
             target_timeline,
             tablespace_map,
             delta,
+            archive_mode,
+            ignore_archive_gap,
         } => {
             let mut maps = Vec::new();
             for m in &tablespace_map {
@@ -151,6 +153,8 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
                 target_action: s.string(&target_action, "target-action")?,
                 target_timeline: s.string(&target_timeline, "target-timeline")?,
                 delta: s.flag(delta, "delta")?,
+                archive_mode: s.string(&archive_mode, "archive-mode")?,
+                ignore_archive_gap: s.flag(ignore_archive_gap, "ignore-archive-gap")?,
             };
             restore(s, args, quiet).await
         }

@@ -5,6 +5,8 @@ use crate::exit::usage;
 use crate::progress::Reporter;
 use crate::settings::Settings;
 use anyhow::{Context, Result};
+use cairn_engines::postgres::choose as pg_choose;
+use cairn_engines::postgres::identity::Identity;
 use cairn_engines::postgres::restore::{self as pg_restore, Recovery, RestoreOptions, TargetType};
 use cairn_engines::{EngineKind, files, stream};
 use cairn_repo::pipeline::Progress;
@@ -23,6 +25,8 @@ pub(crate) struct RestoreArgs {
     pub(crate) target_action: Option<String>,
     pub(crate) target_timeline: Option<String>,
     pub(crate) delta: bool,
+    pub(crate) archive_mode: Option<String>,
+    pub(crate) ignore_archive_gap: bool,
 }
 
 /// The `restore_command` a restored cluster uses: this cairn, this repository and stanza.
@@ -89,6 +93,36 @@ pub(crate) fn restore_command(s: &Settings, stanza: &Stanza) -> Result<String> {
     Ok(cmd)
 }
 
+/// Refuse (before anything is written) a target that replay cannot reach because of a hole
+/// in the WAL archive, unless `--ignore-archive-gap`.
+async fn check_reach(
+    stanza: &Stanza,
+    record: &cairn_repo::catalog::BackupRecord,
+    recovery: &Recovery,
+    ignore_gap: bool,
+) -> Result<()> {
+    let identity = Identity::from_meta(&stanza.info.meta)?;
+    let view = cairn_engines::postgres::reach::load(stanza, &identity).await?;
+    let Some((reach, refusal)) =
+        pg_choose::reach_for(&view, record, recovery).map_err(|e| usage(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    match refusal {
+        Some(why) if ignore_gap => {
+            tracing::warn!("--ignore-archive-gap: {why}");
+        }
+        Some(why) => anyhow::bail!("refusing to restore: {why}"),
+        None => tracing::info!(
+            "WAL replay from backup {} can reach {} (timeline {})",
+            record.label,
+            reach.until.as_deref().unwrap_or("no archived segment"),
+            reach.timeline
+        ),
+    }
+    Ok(())
+}
+
 pub(crate) async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Result<ExitCode> {
     let stanza = open_stanza(s).await?;
     let engine = engine_of(&stanza)?;
@@ -98,10 +132,12 @@ pub(crate) async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Res
     let pitr = args.kind.is_some()
         || args.target.is_some()
         || args.target_action.is_some()
-        || args.target_timeline.is_some();
+        || args.target_timeline.is_some()
+        || args.archive_mode.is_some()
+        || args.ignore_archive_gap;
     if engine != EngineKind::Postgres && (pitr || args.delta) {
         return Err(usage(
-            "--type, --target, --target-action, --target-timeline and --delta are for postgres stanzas; restore a files or stream stanza with --dest",
+            "--type, --target, --target-action, --target-timeline, --archive-mode, --ignore-archive-gap and --delta are for postgres stanzas; restore a files or stream stanza with --dest",
         ));
     }
     let catalog = stanza.catalog().await?;
@@ -126,9 +162,17 @@ pub(crate) async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Res
             action: args.target_action.clone(),
             timeline: args.target_timeline.clone(),
             restore_command: restore_command(s, &stanza)?,
+            archive_off: match args.archive_mode.as_deref() {
+                None | Some("preserve") => false,
+                Some("off") => true,
+                Some(m) => {
+                    return Err(usage(format!("--archive-mode '{m}': use off or preserve")));
+                }
+            },
         };
         recovery.validate().map_err(|e| usage(e.to_string()))?;
-        let record = pg_restore::choose_backup(&catalog, set.as_ref(), &recovery)?;
+        let record = pg_choose::choose_backup(&catalog, set.as_ref(), &recovery)?;
+        check_reach(&stanza, &record, &recovery, args.ignore_archive_gap).await?;
         let dest = match args.dest.clone() {
             Some(d) => d,
             None => s.pg_path()?,

@@ -85,6 +85,7 @@ pub async fn backup(
             identity.system_id
         )));
     }
+    session::check_data_directory(&client, &pg.connection, &pg.pg_path).await?;
 
     let mut job = BackupJob::begin(stanza, opts).await?;
     let result = run(&mut job, client, &identity, &control, pg, progress).await;
@@ -252,6 +253,7 @@ pub async fn check(stanza: &Stanza, pg: &PgBackupOptions) -> Result<String> {
             identity.system_id
         )));
     }
+    session::check_data_directory(&client, &pg.connection, &pg.pg_path).await?;
     let setting = |name: &'static str| {
         let client = &client;
         async move {

@@ -4,13 +4,16 @@
 //! read beside PostgreSQL's headers.
 
 pub mod backup;
+pub mod choose;
 pub mod control;
 pub mod datadir;
 pub mod identity;
 pub mod layout;
 pub mod lsn;
 pub mod page;
+pub mod reach;
 pub mod restore;
 pub mod session;
+pub mod target;
 pub mod verify;
 pub mod wal;

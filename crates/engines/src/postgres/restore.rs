@@ -3,14 +3,14 @@
 //! and the recovery settings into `postgresql.auto.conf`, with a `restore_command` that calls
 //! this same cairn against the same repository and stanza.
 
-use super::lsn::Lsn;
+use super::target;
 use crate::tree::TreeWriter;
-use cairn_repo::catalog::{BackupRecord, Catalog};
+use cairn_repo::catalog::BackupRecord;
 use cairn_repo::index::Index;
 use cairn_repo::manifest::FileEntry;
 use cairn_repo::pipeline::{NoProgress, Progress};
 use cairn_repo::restore;
-use cairn_repo::{BackupLabel, Error, Result, Stanza};
+use cairn_repo::{Error, Result, Stanza};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -44,7 +44,7 @@ impl TargetType {
         })
     }
 
-    fn needs_target(self) -> bool {
+    pub fn needs_target(self) -> bool {
         matches!(
             self,
             TargetType::Time | TargetType::Lsn | TargetType::Xid | TargetType::Name
@@ -61,6 +61,9 @@ pub struct Recovery {
     pub timeline: Option<String>,
     /// The `restore_command` to write.
     pub restore_command: String,
+    /// `--archive-mode off`: write `archive_mode = 'off'`, so a restored copy never archives
+    /// into the stanza (pgBackRest's option of the same name; `preserve` leaves it).
+    pub archive_off: bool,
 }
 
 impl Recovery {
@@ -90,106 +93,25 @@ impl Recovery {
                 ));
             }
         }
-        if self.kind == TargetType::Time {
-            parse_time(self.target.as_deref().unwrap_or_default())?;
+        let target = self.target.as_deref().unwrap_or_default();
+        match self.kind {
+            TargetType::Time => {
+                target::parse_time(target)?;
+            }
+            TargetType::Lsn => {
+                target::parse_lsn(target)?;
+            }
+            TargetType::Xid => {
+                target::parse_xid(target)?;
+            }
+            TargetType::Name => target::check_name(target)?,
+            _ => {}
         }
-        if self.kind == TargetType::Lsn
-            && Lsn::parse(self.target.as_deref().unwrap_or_default()).is_none()
-        {
-            return Err(Error::Invalid(
-                "--target for --type lsn must look like 0/16B3740".into(),
-            ));
+        if let Some(t) = &self.timeline {
+            target::parse_timeline(t)?;
         }
         Ok(())
     }
-}
-
-/// Parse `YYYY-MM-DD HH:MM:SS[.frac][+HH[:MM]|Z]` into Unix seconds (fractions dropped, which
-/// only makes backup selection more conservative). A zone is required: PostgreSQL would read
-/// a zoneless time in the server's zone, which cairn cannot know.
-pub fn parse_time(s: &str) -> Result<i64> {
-    let bad = || {
-        Error::Invalid(format!(
-            "--target '{s}' is not a time like '2026-11-23 10:15:00+00' (a zone offset is required)"
-        ))
-    };
-    let s = s.trim();
-    let (date, rest) = s.split_once([' ', 'T']).ok_or_else(bad)?;
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    let zone_at = rest.find(['+', '-', 'Z']).ok_or_else(bad)?;
-    let (clock, zone) = rest.split_at(zone_at);
-    let clock = clock.split('.').next().unwrap_or(clock);
-    let t: Vec<i64> = clock
-        .split(':')
-        .map(|p| p.parse().map_err(|_| bad()))
-        .collect::<Result<_>>()?;
-    if d.len() != 3 || t.len() != 3 {
-        return Err(bad());
-    }
-    let offset = if zone == "Z" {
-        0
-    } else {
-        let sign = if zone.starts_with('-') { -1 } else { 1 };
-        let z = &zone[1..];
-        let (h, m) = match z.split_once(':') {
-            Some((h, m)) => (h, m),
-            None if z.len() == 4 => (&z[..2], &z[2..]),
-            None => (z, "0"),
-        };
-        sign * (h.parse::<i64>().map_err(|_| bad())? * 3600
-            + m.parse::<i64>().map_err(|_| bad())? * 60)
-    };
-    // days_from_civil (Howard Hinnant)
-    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Ok(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2] - offset)
-}
-
-/// Which backup to restore: `--set`, or for a time target the newest backup that ended before
-/// it, for an lsn target the newest that stopped at or before it, otherwise the newest.
-pub fn choose_backup(
-    catalog: &Catalog,
-    set: Option<&BackupLabel>,
-    recovery: &Recovery,
-) -> Result<BackupRecord> {
-    if let Some(l) = set {
-        return catalog.get(l).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "backup {l} does not exist; `cairn info` lists the backups"
-            ))
-        });
-    }
-    let target = recovery.target.as_deref().unwrap_or_default();
-    let candidates = catalog.backups.iter().rev();
-    let found = match recovery.kind {
-        TargetType::Time => {
-            let t = parse_time(target)?;
-            candidates.clone().find(|b| b.stop < t)
-        }
-        TargetType::Lsn => {
-            let t = Lsn::parse(target).unwrap_or_default();
-            candidates.clone().find(|b| {
-                b.meta
-                    .get("stop-lsn")
-                    .and_then(|l| Lsn::parse(l))
-                    .is_some_and(|l| l <= t)
-            })
-        }
-        _ => catalog.latest(),
-    };
-    found.cloned().ok_or_else(|| {
-        Error::NotFound(format!(
-            "no backup can reach {} target '{target}': every backup ended after it",
-            format!("{:?}", recovery.kind).to_lowercase()
-        ))
-    })
 }
 
 /// Refuse a destination in use by a running server.
@@ -324,7 +246,10 @@ pub fn write_recovery(dest: &Path, r: &Recovery) -> Result<()> {
     std::fs::write(&sig, b"").map_err(io("write", &sig))?;
     let auto = dest.join("postgresql.auto.conf");
     let old = std::fs::read_to_string(&auto).unwrap_or_default();
-    let keys = ["restore_command", "recovery_target", "recovery_target_"];
+    let mut keys = vec!["restore_command", "recovery_target", "recovery_target_"];
+    if r.archive_off {
+        keys.push("archive_mode");
+    }
     let mut text: String = old
         .lines()
         .filter(|l| !keys.iter().any(|k| l.trim_start().starts_with(k)))
@@ -350,27 +275,13 @@ pub fn write_recovery(dest: &Path, r: &Recovery) -> Result<()> {
     if let Some(t) = &r.timeline {
         text.push_str(&format!("recovery_target_timeline = {}\n", quote(t)));
     }
+    if r.archive_off {
+        // postgresql.auto.conf is read after postgresql.conf, so this wins over the copy's
+        // restored archive_mode: a restored copy never archives into the stanza.
+        text.push_str("archive_mode = 'off'\n");
+    }
     std::fs::write(&auto, text).map_err(io("write", &auto))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_parse_with_zones() -> Result<()> {
-        assert_eq!(parse_time("2026-11-23 01:22:30+00")?, 1_795_396_950);
-        assert_eq!(parse_time("2026-11-23 02:22:30.123+01")?, 1_795_396_950);
-        assert_eq!(parse_time("2026-11-22T20:22:30-05:00")?, 1_795_396_950);
-        assert_eq!(parse_time("2026-11-23 01:22:30Z")?, 1_795_396_950);
-        assert!(
-            parse_time("2026-11-23 01:22:30").is_err(),
-            "a zone is required"
-        );
-        assert!(parse_time("yesterday").is_err());
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -384,6 +295,7 @@ mod recovery_tests {
             action: action.map(String::from),
             timeline: None,
             restore_command: "cairn --repo /r --stanza main archive-get %f \"%p\"".into(),
+            archive_off: false,
         }
     }
 
@@ -415,6 +327,25 @@ mod recovery_tests {
         assert!(text.contains("recovery_target_time = '2026-11-23 10:00:00+00'"));
         assert!(text.contains("recovery_target_action = 'promote'"));
         assert!(dir.path().join("recovery.signal").exists());
+        assert!(
+            !text.contains("archive_mode"),
+            "preserve leaves archive_mode alone"
+        );
+
+        let mut off = recovery(TargetType::Default, None, None);
+        off.archive_off = true;
+        std::fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "archive_mode = 'on'\n",
+        )
+        .map_err(|e| Error::io("write", e))?;
+        write_recovery(dir.path(), &off)?;
+        let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf"))
+            .map_err(|e| Error::io("read", e))?;
+        assert!(
+            text.contains("archive_mode = 'off'") && !text.contains("'on'"),
+            "{text}"
+        );
 
         let standby = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
         write_recovery(standby.path(), &recovery(TargetType::Standby, None, None))?;

@@ -4,6 +4,7 @@
 
 use super::lsn::Lsn;
 use cairn_repo::{Error, Result};
+use std::path::Path;
 use tokio_postgres::{Client, NoTls};
 
 #[derive(Clone, Debug, Default)]
@@ -15,7 +16,7 @@ pub struct Connection {
 }
 
 impl Connection {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "{}:{} as {}",
             self.host.as_deref().unwrap_or("/var/run/postgresql"),
@@ -86,6 +87,39 @@ pub async fn system_identifier(client: &Client) -> Result<u64> {
     let s: String = row.get(0);
     s.parse()
         .map_err(|_| Error::Invalid(format!("unexpected system identifier '{s}'")))
+}
+
+/// Refuse a `--pg-path` that is not the connected server's data directory (pgBackRest's
+/// `[058]`): a copy of another directory of the same system would be listed as the newest
+/// backup, yet its files would not match the WAL the server archives, and it would not restore.
+/// Both sides are compared with symlinks resolved.
+pub async fn check_data_directory(
+    client: &Client,
+    conn: &Connection,
+    pg_path: &Path,
+) -> Result<()> {
+    let row = client
+        .query_one("show data_directory", &[])
+        .await
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "cannot read the server's data_directory ({e}); connect as a superuser or a member of pg_read_all_settings"
+            ))
+        })?;
+    let server: String = row.get(0);
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (theirs, ours) = (resolve(Path::new(&server)), resolve(pg_path));
+    if theirs != ours {
+        return Err(Error::Invalid(format!(
+            "--pg-path {} is not the data directory of the PostgreSQL server at {}, which runs on {}; set --pg-path (pg-path) to {}, or point --pg-host/--pg-port at the server running on {}",
+            ours.display(),
+            conn.describe(),
+            theirs.display(),
+            theirs.display(),
+            ours.display()
+        )));
+    }
+    Ok(())
 }
 
 /// User tablespaces: (oid, name).

@@ -1,8 +1,11 @@
 //! `verify` for a postgres stanza's WAL archive: every archived file is re-read and its
 //! envelope and checksum checked, and every segment each backup needs to become consistent
-//! (its `wal-start` to `wal-stop`) must be present and intact.
+//! (its `wal-start` to `wal-stop`) must be present and intact. Beyond that, replay from every
+//! backup must reach the end of the archive without a hole (`reach`): one line per hole, naming
+//! its first missing segment and the backups whose recovery it cuts short.
 
 use super::identity::Identity;
+use super::reach;
 use super::wal::{WalFileName, XLogFileName};
 use cairn_repo::catalog::Catalog;
 use cairn_repo::codec::{self, magic};
@@ -90,6 +93,39 @@ pub async fn verify_wal(
             detail: "WAL segment needed to make the backup consistent is missing".into(),
             affects: labels,
         });
+    }
+    // Continuity: replay from each backup must reach the end of the archive without a hole.
+    let view = reach::load(stanza, &identity).await?;
+    for b in &catalog.backups {
+        if only.is_some_and(|l| l != &b.label) {
+            continue;
+        }
+        let Some((tli, start, stop)) = reach::backup_position(&b.meta) else {
+            continue;
+        };
+        let r = view.reach(tli, start, stop, None);
+        for gap in &r.gaps {
+            let Some(w) = WalFileName::parse(&gap.first) else {
+                continue;
+            };
+            let key = stanza.archive_key(&id, w.timeline, &gap.first)?.to_string();
+            let p = problems.entry(key.clone()).or_insert_with(|| Problem {
+                object: key,
+                detail: format!(
+                    "WAL archive gap: {}{} missing; replay stops at {} (timeline {}), so no recovery target after it (nor the default, the end of the archive) is reachable from these backups",
+                    gap.first,
+                    if gap.last != gap.first {
+                        format!(" through {}", gap.last)
+                    } else {
+                        String::new()
+                    },
+                    gap.stop_lsn,
+                    r.timeline
+                ),
+                affects: Default::default(),
+            });
+            p.affects.insert(b.label.clone());
+        }
     }
     report.problems = problems.into_values().collect();
     Ok(report)

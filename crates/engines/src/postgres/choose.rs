@@ -1,0 +1,161 @@
+//! Which backup a restore starts from, and whether the archive lets replay from it reach the
+//! target. Both are decided before the destination is touched: a target before every backup,
+//! a zoneless time whose backup depends on the zone, or a target behind a hole in the archive
+//! is refused with what to do instead, rather than left for PostgreSQL to fail on (or, for a
+//! hole and the default target, to promote early and lose the transactions after it).
+
+use super::lsn::Lsn;
+use super::reach::{ArchiveView, Reach, backup_position};
+use super::restore::{Recovery, TargetType};
+use super::target;
+use cairn_repo::catalog::{BackupRecord, Catalog};
+use cairn_repo::time::display;
+use cairn_repo::{BackupLabel, Error, Result};
+
+/// `--set`, or for a time target the newest backup that ended before it, for an lsn target
+/// the newest that stopped at or before it, otherwise the newest.
+///
+/// A time without a zone is read by PostgreSQL in the restored cluster's `timezone` setting,
+/// which cairn cannot know before the cluster runs. It is accepted when every offset
+/// PostgreSQL allows (±15:59:59) leads to the same backup, and refused otherwise.
+pub fn choose_backup(
+    catalog: &Catalog,
+    set: Option<&BackupLabel>,
+    recovery: &Recovery,
+) -> Result<BackupRecord> {
+    if let Some(l) = set {
+        return catalog.get(l).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "backup {l} does not exist; `cairn info` lists the backups"
+            ))
+        });
+    }
+    let target = recovery.target.as_deref().unwrap_or_default();
+    let newest_before = |t: i64| catalog.backups.iter().rev().find(|b| b.stop < t);
+    let found = match recovery.kind {
+        TargetType::Time => {
+            let time = target::parse_time(target)?;
+            let (lo, hi) = time.bounds();
+            let (early, late) = (newest_before(lo), newest_before(hi));
+            let Some(late) = late else {
+                return Err(before_every_backup(catalog, "time", target));
+            };
+            if early.map(|b| &b.label) != Some(&late.label) {
+                return Err(Error::Invalid(format!(
+                    "--target '{target}' has no time zone: PostgreSQL will read it in the restored cluster's `timezone` setting, and the backup to start from depends on that zone ({} ended within 16 hours of it); add the zone to the target (e.g. '{target}+00' or '{target} UTC') or choose the backup with --set",
+                    match early {
+                        Some(e) => format!("backups {} and {}", e.label, late.label),
+                        None => format!("backup {} is the earliest and", late.label),
+                    }
+                )));
+            }
+            Some(late)
+        }
+        TargetType::Lsn => {
+            let t = target::parse_lsn(target)?;
+            catalog
+                .backups
+                .iter()
+                .rev()
+                .find(|b| stop_lsn(b).is_some_and(|l| l <= t))
+        }
+        _ => catalog.latest(),
+    };
+    match found {
+        Some(b) => Ok(b.clone()),
+        None if recovery.kind == TargetType::Lsn => {
+            Err(before_every_backup(catalog, "lsn", target))
+        }
+        None => Err(Error::NotFound("the stanza has no backup".into())),
+    }
+}
+
+fn stop_lsn(b: &BackupRecord) -> Option<Lsn> {
+    b.meta.get("stop-lsn").and_then(|l| Lsn::parse(l))
+}
+
+fn before_every_backup(catalog: &Catalog, kind: &str, target: &str) -> Error {
+    let earliest = catalog.backups.iter().min_by_key(|b| b.stop);
+    let reach = match (earliest, kind) {
+        (Some(b), "lsn") => format!(
+            "the earliest LSN a restore can reach is {} (the end of backup {})",
+            stop_lsn(b).map_or("?".into(), |l| l.to_string()),
+            b.label
+        ),
+        (Some(b), _) => format!(
+            "the earliest time a restore can reach is just after {} (the end of backup {})",
+            display(b.stop),
+            b.label
+        ),
+        (None, _) => "the stanza has no backup".into(),
+    };
+    Error::NotFound(format!(
+        "no backup can reach {kind} target '{target}': it precedes the end of every backup; {reach}"
+    ))
+}
+
+/// Where replay from `record` goes for this recovery, and why a restore must not proceed:
+/// Some(message) when the target lies beyond a hole in the archive (or cannot be placed
+/// before it).
+pub fn reach_for(
+    view: &ArchiveView,
+    record: &BackupRecord,
+    recovery: &Recovery,
+) -> Result<Option<(Reach, Option<String>)>> {
+    let Some((tli, start, stop)) = backup_position(&record.meta) else {
+        return Ok(None);
+    };
+    let wanted = match recovery.timeline.as_deref() {
+        Some("current") => Some(tli),
+        Some(t) => target::parse_timeline(t)?,
+        None => None,
+    };
+    if let Some(w) = wanted
+        && !view.descends(w, tli, start)
+    {
+        return Err(Error::Invalid(format!(
+            "--target-timeline {w} does not pass through backup {}'s timeline {tli} at {start}: the archive has no history file saying so; choose another --target-timeline or backup (--set)",
+            record.label
+        )));
+    }
+    let reach = view.reach(tli, start, stop, wanted);
+    let Some(gap) = reach.first_gap() else {
+        return Ok(Some((reach, None)));
+    };
+    let hole = format!(
+        "WAL segment {} is missing from the archive{}, so replay from backup {} stops at {} (timeline {})",
+        gap.first,
+        if gap.last != gap.first {
+            format!(" (through {})", gap.last)
+        } else {
+            String::new()
+        },
+        record.label,
+        gap.stop_lsn,
+        reach.timeline
+    );
+    let refusal = if gap.stop_lsn <= stop {
+        Some(format!(
+            "{hole}, before the backup is consistent ({stop}); restore it into the archive or choose another backup with --set"
+        ))
+    } else {
+        match recovery.kind {
+            TargetType::Default => Some(format!(
+                "{hole}; recovering to the end of the archive would promote there and lose every transaction after it. Put the segment back into the archive (`cairn verify` lists the holes), or restore up to the hole with --type lsn --target {} --target-action promote, or give --ignore-archive-gap to accept the loss",
+                gap.stop_lsn
+            )),
+            TargetType::Lsn => {
+                let t = target::parse_lsn(recovery.target.as_deref().unwrap_or_default())?;
+                (t >= gap.stop_lsn).then(|| {
+                    format!("{hole}, before the target {t}; choose a target before {} or give --ignore-archive-gap to restore up to the hole", gap.stop_lsn)
+                })
+            }
+            TargetType::Time | TargetType::Xid | TargetType::Name => Some(format!(
+                "{hole}; cairn cannot tell whether the {} target lies before that point. If it does, give --ignore-archive-gap (PostgreSQL then stops with \"recovery ended before configured recovery target was reached\" if it does not); otherwise put the segment back into the archive",
+                format!("{:?}", recovery.kind).to_lowercase()
+            )),
+            TargetType::Immediate | TargetType::Standby => None,
+        }
+    };
+    Ok(Some((reach, refusal)))
+}

@@ -1,0 +1,349 @@
+//! Issue 9, "Nothing silently wrong", for PostgreSQL: each test pins one item and runs against a
+//! real PostgreSQL 15 cluster (small, one per test). Every case was reproduced on main before
+//! the fix: the copy's timeline entered the archive, the wrong directory was backed up, the
+//! impossible targets were written for PostgreSQL to reject, the hole went unreported.
+
+mod common;
+
+use common::pg::{Cluster, Res, cairn_bin};
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The directory holding timeline `tli`'s archived files.
+fn archive_dir(c: &Cluster, tli: u32) -> Res<PathBuf> {
+    let id = fs::read_dir(c.repo.join("stanza/main/archive"))?
+        .next()
+        .ok_or("no archive id")??
+        .path();
+    Ok(id.join(format!("{tli:08X}")))
+}
+
+fn started(c: &mut Cluster) -> Res<()> {
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql("create table t as select g from generate_series(1, 1000) g")?;
+    Ok(())
+}
+
+#[test]
+fn item1_archive_push_from_a_restored_copy_is_refused() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let last = c.switch_wal()?;
+    c.wait_archived(&last)?;
+    c.stop()?;
+
+    // A copy restored elsewhere, started with its restored settings: it recovers, promotes
+    // to timeline 2 and tries to archive with production's archive_command.
+    let dest = c.dir.path().join("copy");
+    c.cairn_ok(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+    let mut copy = c.sibling(dest.clone());
+    copy.start()?;
+    copy.wait_promoted()?;
+    copy.sql("select pg_switch_wal()")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copy.sql("select failed_count from pg_stat_archiver")? == "0" {
+        assert!(Instant::now() < deadline, "the copy never tried to archive");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    copy.stop()?;
+    assert!(
+        !archive_dir(&c, 2)?.exists(),
+        "the copy's timeline 2 entered production's archive"
+    );
+    let log = fs::read_to_string(c.dir.path().join("postgres.log"))?;
+    assert!(
+        log.contains("refusing to archive")
+            && log.contains(&dest.display().to_string())
+            && log.contains(&c.data.display().to_string()),
+        "{log}"
+    );
+
+    // Without any pg-path, archive-push refuses and says where to set it.
+    let seg = dest.join("pg_wal").join(&last);
+    let mut cmd = Command::new(cairn_bin());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("CAIRN_")) {
+        cmd.env_remove(k);
+    }
+    let out = cmd
+        .current_dir(&dest)
+        .args(&c.repo_args)
+        .args(["--stanza", "main", "archive-push"])
+        .arg(&seg)
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("set pg-path in the config file"),
+        "{}",
+        stderr(&out)
+    );
+
+    // restore --archive-mode off: the copy never archives.
+    let dest2 = c.dir.path().join("copy2");
+    c.cairn_ok(&[
+        "restore",
+        "--archive-mode",
+        "off",
+        "--dest",
+        dest2.to_str().ok_or("path")?,
+    ])?;
+    let auto = fs::read_to_string(dest2.join("postgresql.auto.conf"))?;
+    assert!(auto.contains("archive_mode = 'off'"), "{auto}");
+    let mut copy2 = c.sibling(dest2);
+    copy2.start()?;
+    copy2.wait_promoted()?;
+    assert_eq!(copy2.sql("show archive_mode")?, "off");
+    copy2.stop()?;
+    let out = c.cairn(&[
+        "restore",
+        "--archive-mode",
+        "sometimes",
+        "--dest",
+        "/nonexistent",
+    ])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    Ok(())
+}
+
+#[test]
+fn item2_backup_of_a_data_directory_the_server_does_not_run_on_is_refused() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    // Another data directory of the same system (a stale copy), while --pg-host reaches
+    // production.
+    c.stop()?;
+    let other = c.dir.path().join("stale-copy");
+    Cluster::check_output(
+        "cp -a",
+        Command::new("cp")
+            .arg("-a")
+            .arg(&c.data)
+            .arg(&other)
+            .output()?,
+    )?;
+    c.start()?;
+    let wrong = c.sibling(other.clone());
+    for cmd in [&["backup", "--type", "full"][..], &["check"][..]] {
+        let out = wrong.cairn(cmd)?;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(
+            err.contains(&other.display().to_string())
+                && err.contains(&c.data.display().to_string())
+                && err.contains("is not the data directory"),
+            "{cmd:?}: {err}"
+        );
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    assert_eq!(
+        info[0]["backup"].as_array().map(Vec::len),
+        Some(0),
+        "{info}"
+    );
+
+    // The real directory through a symlink is the same directory (check compares it the
+    // same way backup does), and the real one backs up.
+    let link = c.dir.path().join("data-link");
+    std::os::unix::fs::symlink(&c.data, &link)?;
+    c.sibling(link).cairn_ok(&["check"])?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    Ok(())
+}
+
+#[test]
+fn item4_impossible_recovery_targets_are_refused_before_anything_is_written() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    std::thread::sleep(Duration::from_millis(1100));
+    c.sql("insert into t select g from generate_series(1, 500) g")?;
+    std::thread::sleep(Duration::from_millis(1100));
+    // now_utc() ends in '+00'; the same instant spelled with ' UTC'.
+    let now = c.now_utc()?;
+    let wall = now.trim_end_matches("+00").to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    c.sql("insert into t select g from generate_series(1, 500) g")?;
+    let last = c.switch_wal()?;
+    c.wait_archived(&last)?;
+    let dest = c.dir.path().join("restored");
+    let d = dest.to_str().ok_or("path")?;
+
+    let refused = |args: &[&str], code: i32, says: &str| -> Res<()> {
+        let mut full = vec!["restore", "--dest", d];
+        full.extend_from_slice(args);
+        let out = c.cairn(&full)?;
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(!dest.exists(), "{args:?} wrote {}", dest.display());
+        Ok(())
+    };
+    for (target, says) in [
+        ("2026-13-45 99:99:99+00", "month 13"),
+        ("2099-02-30 10:00:00+00", "no day 30"),
+        ("99999-01-01 00:00:00+00", "4-digit year"),
+        ("2026-11-23 10:00:00+25", "out of range"),
+        ("2026-11-23 10:00:00 Mars/Olympus", "numeric offset"),
+    ] {
+        refused(&["--type", "time", "--target", target], 2, says)?;
+    }
+    refused(&["--type", "lsn", "--target", "0/XYZ"], 2, "not an LSN")?;
+    refused(
+        &["--type", "xid", "--target", "12ab"],
+        2,
+        "not a transaction id",
+    )?;
+    refused(
+        &["--type", "name", "--target", &"n".repeat(64)],
+        2,
+        "1 to 63",
+    )?;
+    refused(&["--target-timeline", "0"], 2, "timeline number")?;
+    refused(
+        &[
+            "--type",
+            "xid",
+            "--target",
+            "1234",
+            "--target-action",
+            "explode",
+        ],
+        2,
+        "pause, promote or shutdown",
+    )?;
+    // Before every backup: the earliest reachable time is named.
+    refused(
+        &["--type", "time", "--target", "2001-01-01 00:00:00+00"],
+        1,
+        "the earliest time a restore can reach is just after",
+    )?;
+    // No zone, and within 16 hours of the only backup: the zone decides, so it is refused.
+    refused(
+        &["--type", "time", "--target", &wall],
+        2,
+        "has no time zone",
+    )?;
+
+    // The same instant with a named zone is accepted and recovers exactly to it.
+    c.cairn_ok(&[
+        "restore",
+        "--dest",
+        d,
+        "--archive-mode",
+        "off",
+        "--type",
+        "time",
+        "--target",
+        &format!("{wall} UTC"),
+        "--target-action",
+        "promote",
+    ])?;
+    c.stop()?;
+    let mut r = c.sibling(dest.clone());
+    r.start()?;
+    r.wait_promoted()?;
+    assert_eq!(r.sql("select count(*) from t")?, "1500");
+    r.stop()?;
+    Ok(())
+}
+
+#[test]
+fn item5_a_hole_in_the_wal_archive_is_reported_and_a_restore_beyond_it_refused() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let label = info[0]["backup"][0]["label"]
+        .as_str()
+        .ok_or("label")?
+        .to_string();
+    let mut segs = Vec::new();
+    for _ in 0..3 {
+        c.sql("insert into t select g from generate_series(1, 1000) g")?;
+        segs.push(c.switch_wal()?);
+    }
+    c.wait_archived(&segs[2])?;
+    c.stop()?;
+    // The middle segment, after the backup's end, goes missing.
+    let hole = &segs[1];
+    let path = archive_dir(&c, 1)?.join(hole);
+    fs::remove_file(&path)?;
+
+    let out = c.cairn(&["verify"])?;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}{}", stderr(&out));
+    let line = text
+        .lines()
+        .find(|l| l.contains("gap"))
+        .ok_or_else(|| format!("no gap line: {text}"))?;
+    assert!(line.contains(hole) && line.contains(&label), "{line}");
+
+    let info = stdout(&c.cairn_ok(&["info"])?);
+    assert!(
+        info.contains(&format!("segment {hole} is missing")),
+        "{info}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let recovery = &json[0]["backup"][0]["recovery"];
+    assert_eq!(recovery["gap"]["first-missing"], hole.as_str(), "{json}");
+    assert_eq!(recovery["reachable-until"], segs[0].as_str(), "{json}");
+
+    let dest = c.dir.path().join("restored");
+    let d = dest.to_str().ok_or("path")?;
+    for args in [
+        &["restore", "--dest", d][..],
+        &[
+            "restore",
+            "--dest",
+            d,
+            "--type",
+            "time",
+            "--target",
+            "2999-01-01 00:00:00+00",
+        ][..],
+    ] {
+        let out = c.cairn(args)?;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(hole) && stderr(&out).contains("--ignore-archive-gap"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!dest.exists(), "{args:?} wrote {}", dest.display());
+    }
+    // Up to the hole is fine, and so is the whole archive once told to accept the loss.
+    let up_to = c.dir.path().join("up-to-hole");
+    c.cairn_ok(&[
+        "restore",
+        "--dest",
+        up_to.to_str().ok_or("path")?,
+        "--type",
+        "lsn",
+        "--target",
+        &lsn_before(hole)?,
+    ])?;
+    c.cairn_ok(&["restore", "--dest", d, "--ignore-archive-gap"])?;
+    assert!(dest.join("global/pg_control").exists());
+    Ok(())
+}
+
+/// The last LSN before a segment, from its name (16 MiB segments).
+fn lsn_before(seg: &str) -> Res<String> {
+    let log = u64::from_str_radix(seg.get(8..16).ok_or("name")?, 16)?;
+    let n = u64::from_str_radix(seg.get(16..24).ok_or("name")?, 16)?;
+    let lsn = (log << 32) + (n << 24) - 1;
+    Ok(format!("{:X}/{:X}", lsn >> 32, lsn as u32))
+}
