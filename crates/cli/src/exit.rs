@@ -88,7 +88,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     }
     match e.downcast_ref::<cairn_repo::Error>() {
         Some(cairn_repo::Error::NotFound(_)) => ExitCode::from(1),
-        Some(cairn_repo::Error::Invalid(_)) => ExitCode::from(2),
+        Some(cairn_repo::Error::Usage(_)) => ExitCode::from(2),
         Some(cairn_repo::Error::Locked(_)) => ExitCode::from(5),
         _ => ExitCode::from(3),
     }

@@ -23,7 +23,7 @@ impl EngineKind {
             "postgres" => Ok(EngineKind::Postgres),
             "files" => Ok(EngineKind::Files),
             "stream" => Ok(EngineKind::Stream),
-            _ => Err(Error::Invalid(format!(
+            _ => Err(Error::Usage(format!(
                 "unknown engine '{s}': use postgres, files or stream"
             ))),
         }

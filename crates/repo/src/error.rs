@@ -27,8 +27,24 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
 
+    /// Something is not as it must be for the operation (a WAL file of another cluster, an
+    /// unexpected answer): the operation fails (exit 3).
     #[error("{0}")]
     Invalid(String),
+
+    /// A mistake in what the user asked for, found by a library (an impossible recovery
+    /// target, a --pg-path that is not the server's data directory): exit 2.
+    #[error("{0}")]
+    Usage(String),
+
+    /// The database server could not be reached or refused a request; the message keeps the
+    /// server's own words (`role "x" does not exist`).
+    #[error("{0}")]
+    Database(String),
+
+    /// Waited for something that did not happen in time (WAL reaching the archive).
+    #[error("{0}")]
+    Timeout(String),
 
     #[error("{0}")]
     Locked(String),

@@ -228,7 +228,7 @@ async fn wait_for_archive(
                 break;
             }
             if Instant::now() > deadline {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Timeout(format!(
                     "WAL segment {name} did not reach the archive within {} s (--archive-timeout); check that archive_command is 'cairn --stanza={} archive-push %p' and works (`cairn check`)",
                     timeout.as_secs(),
                     stanza.name()
@@ -260,8 +260,13 @@ pub async fn check(stanza: &Stanza, pg: &PgBackupOptions) -> Result<String> {
             client
                 .query_one(&format!("show {name}"), &[])
                 .await
-                .map(|r| r.get::<_, String>(0))
-                .map_err(|e| Error::Invalid(format!("cannot read {name}: {e}")))
+                .map_err(|e| {
+                    Error::Database(format!(
+                        "cannot read {name}: {}",
+                        session::pg_error_text(&e)
+                    ))
+                })
+                .and_then(|r| session::col::<String>(&r, 0, name))
         }
     };
     let mode = setting("archive_mode").await?;
@@ -284,8 +289,10 @@ pub async fn check(stanza: &Stanza, pg: &PgBackupOptions) -> Result<String> {
             &[],
         )
         .await
-        .map_err(|e| Error::Invalid(format!("cannot switch WAL: {e}")))?;
-    let wal: String = row.get(0);
+        .map_err(|e| {
+            Error::Database(format!("cannot switch WAL: {}", session::pg_error_text(&e)))
+        })?;
+    let wal: String = session::col(&row, 0, "the WAL switch")?;
     let name = WalFileName::parse(&wal)
         .ok_or_else(|| Error::Invalid(format!("unexpected WAL name {wal}")))?;
     wait_for_archive(

@@ -41,7 +41,7 @@ pub fn choose_backup(
                 return Err(before_every_backup(catalog, "time", target));
             };
             if early.map(|b| &b.label) != Some(&late.label) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "--target '{target}' has no time zone: PostgreSQL will read it in the restored cluster's `timezone` setting, and the backup to start from depends on that zone ({} ended within 16 hours of it); add the zone to the target (e.g. '{target}+00' or '{target} UTC') or choose the backup with --set",
                     match early {
                         Some(e) => format!("backups {} and {}", e.label, late.label),
@@ -113,7 +113,7 @@ pub fn reach_for(
     if let Some(w) = wanted
         && !view.descends(w, tli, start)
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "--target-timeline {w} does not pass through backup {}'s timeline {tli} at {start}: the archive has no history file saying so; choose another --target-timeline or backup (--set)",
             record.label
         )));

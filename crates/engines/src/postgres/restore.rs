@@ -37,7 +37,7 @@ impl TargetType {
             "name" => TargetType::Name,
             "standby" => TargetType::Standby,
             _ => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "unknown restore --type '{s}': use default, immediate, time, lsn, xid, name or standby"
                 )));
             }
@@ -70,12 +70,12 @@ impl Recovery {
     pub fn validate(&self) -> Result<()> {
         match (self.kind.needs_target(), &self.target) {
             (true, None) => {
-                return Err(Error::Invalid(
+                return Err(Error::Usage(
                     format!("restore --type {:?} needs --target", self.kind).to_lowercase(),
                 ));
             }
             (false, Some(_)) => {
-                return Err(Error::Invalid(
+                return Err(Error::Usage(
                     "--target applies to --type time, lsn, xid or name".to_string(),
                 ));
             }
@@ -83,12 +83,12 @@ impl Recovery {
         }
         if let Some(a) = &self.action {
             if !matches!(a.as_str(), "pause" | "promote" | "shutdown") {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "--target-action '{a}': use pause, promote or shutdown"
                 )));
             }
             if !self.kind.needs_target() && self.kind != TargetType::Immediate {
-                return Err(Error::Invalid(
+                return Err(Error::Usage(
                     "--target-action applies only with a recovery target".into(),
                 ));
             }
@@ -117,7 +117,7 @@ impl Recovery {
 /// Refuse a destination in use by a running server.
 pub fn check_destination(dest: &Path) -> Result<()> {
     if dest.join("postmaster.pid").exists() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{} has a postmaster.pid: a PostgreSQL server may be running there; stop it (and remove a stale postmaster.pid) before restoring",
             dest.display()
         )));
@@ -156,7 +156,7 @@ fn link_map(
     for (name, path) in map {
         let Some((oid, _)) = known.iter().find(|(o, n)| o == name || n == name) else {
             let names: Vec<String> = known.iter().map(|(o, n)| format!("{n} ({o})")).collect();
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "--tablespace-map names '{name}', which is not a tablespace of this backup (it has: {})",
                 if names.is_empty() {
                     "none".to_string()
@@ -166,7 +166,7 @@ fn link_map(
             )));
         };
         if !path.is_absolute() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "--tablespace-map {name}={}: the path must be absolute",
                 path.display()
             )));

@@ -34,9 +34,10 @@ impl Connection {
             .application_name("cairn")
             .connect_timeout(std::time::Duration::from_secs(30));
         let (client, conn) = cfg.connect(NoTls).await.map_err(|e| {
-            Error::Invalid(format!(
-                "cannot connect to PostgreSQL at {}: {e}; check --pg-host, --pg-port and --pg-user",
-                self.describe()
+            Error::Database(format!(
+                "cannot connect to PostgreSQL at {}: {}; check --pg-host, --pg-port and --pg-user",
+                self.describe(),
+                pg_error_text(&e)
             ))
         })?;
         tokio::spawn(async move {
@@ -49,7 +50,47 @@ impl Connection {
 }
 
 fn sql_err(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::Invalid(format!("PostgreSQL {what} failed: {e}"))
+    move |e| Error::Database(format!("PostgreSQL {what} failed: {}", pg_error_text(&e)))
+}
+
+/// The server's own message (severity, text, detail, hint) when there is one, else the
+/// client error with its causes: tokio-postgres prints a server error as just "db error".
+pub fn pg_error_text(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" (detail: {d})"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!(" (hint: {h})"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(c) = source {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(&format!(": {text}"));
+        }
+        source = c.source();
+    }
+    s
+}
+
+/// Column `i` of a server row, as a typed error (never a panic) when it is not what cairn
+/// asked for.
+pub fn col<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    i: usize,
+    what: &str,
+) -> Result<T> {
+    row.try_get(i).map_err(|e| {
+        Error::Database(format!(
+            "PostgreSQL answered {what} with an unexpected column {i}: {}",
+            pg_error_text(&e)
+        ))
+    })
 }
 
 /// A backup in progress on the server.
@@ -84,7 +125,7 @@ pub async fn system_identifier(client: &Client) -> Result<u64> {
         )
         .await
         .map_err(sql_err("reading pg_control_system()"))?;
-    let s: String = row.get(0);
+    let s: String = col(&row, 0, "pg_control_system()")?;
     s.parse()
         .map_err(|_| Error::Invalid(format!("unexpected system identifier '{s}'")))
 }
@@ -102,15 +143,16 @@ pub async fn check_data_directory(
         .query_one("show data_directory", &[])
         .await
         .map_err(|e| {
-            Error::Invalid(format!(
-                "cannot read the server's data_directory ({e}); connect as a superuser or a member of pg_read_all_settings"
+            Error::Database(format!(
+                "cannot read the server's data_directory ({}); connect as a superuser or a member of pg_read_all_settings",
+                pg_error_text(&e)
             ))
         })?;
-    let server: String = row.get(0);
+    let server: String = col(&row, 0, "show data_directory")?;
     let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let (theirs, ours) = (resolve(Path::new(&server)), resolve(pg_path));
     if theirs != ours {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "--pg-path {} is not the data directory of the PostgreSQL server at {}, which runs on {}; set --pg-path (pg-path) to {}, or point --pg-host/--pg-port at the server running on {}",
             ours.display(),
             conn.describe(),
@@ -131,21 +173,25 @@ pub async fn tablespaces(client: &Client) -> Result<Vec<(u32, String)>> {
         )
         .await
         .map_err(sql_err("listing tablespaces"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, String>(1)))
-        .collect())
+    rows.iter()
+        .map(|r| {
+            Ok((
+                col::<i64>(r, 0, "the tablespace list")? as u32,
+                col::<String>(r, 1, "the tablespace list")?,
+            ))
+        })
+        .collect()
 }
 
 impl BackupSession {
     /// `pg_backup_start(label, fast)` on PostgreSQL 15+, `pg_start_backup(label, fast, false)`
     /// on 12 to 14.
     pub async fn start(client: Client, label: &str, fast: bool) -> Result<BackupSession> {
-        let v: String = client
+        let row = client
             .query_one("show server_version_num", &[])
             .await
-            .map_err(sql_err("reading server_version_num"))?
-            .get(0);
+            .map_err(sql_err("reading server_version_num"))?;
+        let v: String = col(&row, 0, "show server_version_num")?;
         let version_num: i32 = v.parse().unwrap_or(0);
         if version_num < 120000 {
             return Err(Error::Invalid(format!(
@@ -161,8 +207,8 @@ impl BackupSession {
             .query_one(sql, &[&label, &fast])
             .await
             .map_err(sql_err("starting the backup"))?;
-        let lsn: String = row.get(0);
-        let start_wal: String = row.get(1);
+        let lsn: String = col(&row, 0, "the backup start")?;
+        let start_wal: String = col(&row, 1, "the backup start")?;
         let start_lsn = Lsn::parse(&lsn)
             .ok_or_else(|| Error::Invalid(format!("unexpected start LSN '{lsn}'")))?;
         let timeline = u32::from_str_radix(start_wal.get(..8).unwrap_or(""), 16)
@@ -189,13 +235,13 @@ impl BackupSession {
             .query_one(sql, &[])
             .await
             .map_err(sql_err("stopping the backup"))?;
-        let lsn: String = row.get(0);
-        let map: Option<String> = row.get(3);
+        let lsn: String = col(&row, 0, "the backup stop")?;
+        let map: Option<String> = col(&row, 3, "the backup stop")?;
         Ok(Stopped {
             stop_lsn: Lsn::parse(&lsn)
                 .ok_or_else(|| Error::Invalid(format!("unexpected stop LSN '{lsn}'")))?,
-            stop_wal: row.get(1),
-            backup_label: row.get(2),
+            stop_wal: col(&row, 1, "the backup stop")?,
+            backup_label: col(&row, 2, "the backup stop")?,
             tablespace_map: map.filter(|m| !m.is_empty()),
         })
     }

@@ -115,7 +115,7 @@ fn parse_zone(z: &str) -> std::result::Result<i64, String> {
 /// Parse a `--type time` target the way PostgreSQL will read it.
 pub fn parse_time(input: &str) -> Result<TargetTime> {
     let fail = |why: String| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "--target '{input}' is not a valid time: {why}; use 'YYYY-MM-DD HH:MM:SS[.fraction][zone]', e.g. '2026-11-23 10:15:00+00'"
         ))
     };
@@ -202,7 +202,7 @@ pub fn parse_lsn(s: &str) -> Result<Lsn> {
         _ => None,
     }
     .ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "--target '{s}' is not an LSN: use two hex numbers like 0/16B3740 (pg_current_wal_lsn() prints them)"
         ))
     })
@@ -214,7 +214,7 @@ pub fn parse_xid(s: &str) -> Result<u64> {
     let decimal = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     match s.parse::<u64>().ok().filter(|_| decimal) {
         Some(x) if x >= 3 => Ok(x),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Usage(format!(
             "--target '{s}' is not a transaction id: use the decimal number txid_current() printed (3 or more)"
         ))),
     }
@@ -223,7 +223,7 @@ pub fn parse_xid(s: &str) -> Result<u64> {
 /// `--type name`: a restore point name as `pg_create_restore_point` takes it (1 to 63 bytes).
 pub fn check_name(s: &str) -> Result<()> {
     if s.is_empty() || s.len() > 63 {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "--target '{s}' is not a restore point name: PostgreSQL's names are 1 to 63 bytes"
         )));
     }
@@ -243,7 +243,7 @@ pub fn parse_timeline(s: &str) -> Result<Option<u32>> {
     };
     match n {
         Some(n) if n >= 1 => Ok(Some(n)),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Usage(format!(
             "--target-timeline '{s}': use current, latest or a timeline number (1 or more)"
         ))),
     }
