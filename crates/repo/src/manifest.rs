@@ -88,6 +88,77 @@ impl Manifest {
     }
 }
 
+impl Manifest {
+    /// `check_paths` over this manifest's own entries.
+    pub fn check_paths(&self, allow_links_under: &[&[u8]]) -> Result<()> {
+        check_paths(
+            &format!("manifest of {}", self.record.label),
+            &self.entries,
+            allow_links_under,
+        )
+    }
+}
+
+/// Refuse entries that could steer a restore outside its destination (see `docs/format.md`,
+/// "Paths"): every path relative, no empty, `.` or `..` segment, no NUL; nothing beneath a
+/// symlink, except beneath a link directly inside one of `allow_links_under` (PostgreSQL's
+/// `pg_tblspc/<oid>`), whose target must then be an absolute path without `.`/`..`. Pure, so
+/// restore and verify apply the same rule. `entries` must be sorted by path.
+pub fn check_paths(object: &str, entries: &[FileEntry], allow_links_under: &[&[u8]]) -> Result<()> {
+    let bad = |e: &FileEntry, why: &str| {
+        Err(Error::corrupt(
+            object,
+            format!("unsafe path '{}' in the backup: {why}", e.display_path()),
+        ))
+    };
+    // Symlinks seen so far, and whether contents beneath them are allowed. Sorted order puts
+    // every ancestor before its descendants, so one pass sees a link before what is under it.
+    let mut links: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
+    for e in entries {
+        let p = e.path.as_slice();
+        if p.is_empty() {
+            if e.kind != EntryKind::Dir {
+                return bad(e, "the root is not a directory");
+            }
+            continue;
+        }
+        if p.contains(&0) {
+            return bad(e, "it contains a NUL byte");
+        }
+        if p[0] == b'/' {
+            return bad(e, "it is absolute");
+        }
+        if p.split(|b| *b == b'/')
+            .any(|s| s.is_empty() || s == b"." || s == b"..")
+        {
+            return bad(e, "it has an empty, '.' or '..' segment");
+        }
+        let mut allowed_link_above = false;
+        for (i, _) in p.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            match links.get(&p[..i]) {
+                Some(false) => return bad(e, "it is beneath a symlink"),
+                Some(true) => allowed_link_above = true,
+                None => {}
+            }
+        }
+        if e.kind == EntryKind::Symlink {
+            let parent = p
+                .iter()
+                .rposition(|b| *b == b'/')
+                .map_or(&p[..0], |i| &p[..i]);
+            let allowed = !allowed_link_above
+                && allow_links_under.contains(&parent)
+                && e.link_target.as_deref().is_some_and(|t| {
+                    t.first() == Some(&b'/')
+                        && !t.contains(&0)
+                        && !t.split(|b| *b == b'/').any(|s| s == b"." || s == b"..")
+                });
+            links.insert(p, allowed);
+        }
+    }
+    Ok(())
+}
+
 /// Resolve `chain` (oldest first: full, then each child) into the complete entries of the
 /// last manifest, with every `Inherit` replaced by the chunks it stands for.
 pub fn resolve(chain: &[Manifest]) -> Result<Vec<FileEntry>> {

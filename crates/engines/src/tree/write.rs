@@ -1,149 +1,17 @@
-//! Reading and writing directory trees: scanning a source tree into manifest entries, and
-//! laying resolved entries down into a destination with exact modes, owners, mtimes and links.
-//! Shared by the `files` engine and (later) the PostgreSQL engine's data directory.
+//! Laying resolved entries down into a destination.
 
-use cairn_repo::backup::SourceEntry;
-use cairn_repo::chunker::ChunkPolicy;
+use super::join;
+use super::meta::{chunk_matches, remove_path, remove_unlisted, set_meta, unsafe_geteuid};
 use cairn_repo::manifest::{Content, EntryKind, FileEntry};
 use cairn_repo::restore::{Placement, WriteAt};
 use cairn_repo::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-fn mtime_ns(m: &fs::Metadata) -> i64 {
-    m.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(m.mtime_nsec())
-}
-
-/// A manifest entry for `path` (relative `rel`) from its metadata.
-pub fn entry_for(rel: &[u8], m: &fs::Metadata, link_target: Option<Vec<u8>>) -> Option<FileEntry> {
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        EntryKind::File
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_symlink() {
-        EntryKind::Symlink
-    } else {
-        return None; // sockets, fifos, devices: not backed up
-    };
-    Some(FileEntry {
-        path: rel.to_vec(),
-        kind,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime_ns: mtime_ns(m),
-        size: if kind == EntryKind::File { m.len() } else { 0 },
-        link_target,
-        content: Content::None,
-        meta: BTreeMap::new(),
-    })
-}
-
-/// Decides, per relative path, whether to skip it and how to chunk it.
-pub trait TreePolicy: Sync {
-    fn skip(&self, _rel: &[u8], _is_dir: bool) -> bool {
-        false
-    }
-    fn chunking(&self, rel: &[u8]) -> ChunkPolicy;
-    /// Whether a symlink at `rel` is followed: recorded as a symlink and its target's contents
-    /// backed up beneath it (PostgreSQL tablespaces).
-    fn follow(&self, _rel: &[u8]) -> bool {
-        false
-    }
-}
-
-/// Scan `root` recursively. Entries are relative to root; the root itself is the entry `.`
-/// only implicitly (its mode is recorded as the entry with an empty path).
-pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
-    let meta = fs::symlink_metadata(root).map_err(|e| {
-        Error::io(
-            format!(
-                "cannot read source directory {}; check --source",
-                root.display()
-            ),
-            e,
-        )
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "source {} is not a directory; give --source a directory",
-            root.display()
-        )));
-    }
-    let mut out = Vec::new();
-    if let Some(e) = entry_for(b"", &meta, None) {
-        out.push(SourceEntry {
-            entry: e,
-            policy: policy.chunking(b""),
-            origin: root.display().to_string(),
-            open: None,
-        });
-    }
-    let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot list source directory {}", dir.display()), e))?;
-        for item in rd {
-            let item = item.map_err(|e| {
-                Error::io(format!("cannot list source directory {}", dir.display()), e)
-            })?;
-            let path = item.path();
-            let mut r = rel.clone();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(item.file_name().as_bytes());
-            let m = fs::symlink_metadata(&path)
-                .map_err(|e| Error::io(format!("cannot read source file {}", path.display()), e))?;
-            if policy.skip(&r, m.is_dir()) {
-                continue;
-            }
-            let link = if m.file_type().is_symlink() {
-                let t = fs::read_link(&path)
-                    .map_err(|e| Error::io(format!("cannot read symlink {}", path.display()), e))?;
-                Some(t.as_os_str().as_bytes().to_vec())
-            } else {
-                None
-            };
-            let Some(entry) = entry_for(&r, &m, link) else {
-                tracing::debug!(
-                    "skipping {} (not a file, directory or symlink)",
-                    path.display()
-                );
-                continue;
-            };
-            let follow = entry.kind == EntryKind::Symlink
-                && policy.follow(&r)
-                && fs::metadata(&path).is_ok_and(|m| m.is_dir());
-            if entry.kind == EntryKind::Dir || follow {
-                stack.push((path.clone(), r.clone()));
-            }
-            let open: Option<cairn_repo::pipeline::Opener> = if entry.kind == EntryKind::File {
-                let p = path.clone();
-                Some(Box::new(move || {
-                    File::open(&p).map(|f| Box::new(f) as Box<dyn io::Read + Send>)
-                }))
-            } else {
-                None
-            };
-            out.push(SourceEntry {
-                policy: policy.chunking(&r),
-                entry,
-                origin: path.display().to_string(),
-                open,
-            });
-        }
-    }
-    Ok(out)
-}
 
 /// The destination of a tree restore.
 #[derive(Debug)]
@@ -160,14 +28,6 @@ pub struct TreeWriter {
 
 /// Files a restore keeps open at once.
 const MAX_OPEN_FILES: usize = 256;
-
-fn join(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
-}
 
 /// Paths in manifests are relative and never contain `..`: refuse anything else rather than
 /// write outside the destination.
@@ -432,97 +292,6 @@ impl TreeWriter {
         }
         Ok(())
     }
-}
-
-/// Whether `f` already holds chunk `c` at `offset` (for `--delta`), reading only that range.
-fn chunk_matches(f: &File, offset: u64, c: &cairn_repo::manifest::ChunkRef) -> bool {
-    let mut buf = vec![0u8; c.len as usize];
-    f.read_exact_at(&mut buf, offset).is_ok() && cairn_repo::ChunkId::of(&buf) == c.id
-}
-
-fn remove_path(path: &Path) -> Result<()> {
-    let m = fs::symlink_metadata(path)
-        .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
-    let r = if m.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    r.map_err(|e| {
-        Error::io(
-            format!("cannot remove {} (not in the backup)", path.display()),
-            e,
-        )
-    })
-}
-
-/// Remove everything under `dest` that the backup does not list (for `--delta`).
-fn remove_unlisted(dest: &Path, entries: &[FileEntry]) -> Result<()> {
-    let listed: std::collections::HashSet<&[u8]> =
-        entries.iter().map(|e| e.path.as_slice()).collect();
-    let mut stack = vec![(dest.to_path_buf(), Vec::<u8>::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
-        for item in rd.flatten() {
-            let mut r = rel.clone();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(item.file_name().as_bytes());
-            let path = item.path();
-            if !listed.contains(r.as_slice()) {
-                remove_path(&path)?;
-            } else if item.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push((path, r));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn unsafe_geteuid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn set_meta(path: &Path, e: &FileEntry, as_root: bool) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("path {} contains a NUL byte", path.display())))?;
-    let fail = |what: &str| {
-        Error::io(
-            format!("cannot set {what} of {}", path.display()),
-            io::Error::last_os_error(),
-        )
-    };
-    if as_root {
-        // SAFETY: c is a valid NUL-terminated path; lchown does not follow symlinks.
-        if unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) } != 0 {
-            return Err(fail("owner"));
-        }
-    }
-    if e.kind != EntryKind::Symlink {
-        fs::set_permissions(path, fs::Permissions::from_mode(e.mode))
-            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
-    }
-    let ts = libc::timespec {
-        tv_sec: e.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [ts, ts];
-    // SAFETY: c is a valid path, times points at two timespecs as utimensat requires.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(fail("mtime"));
-    }
-    Ok(())
 }
 
 impl TreeWriter {
