@@ -5,7 +5,7 @@ use super::meta::{chunk_matches, remove_path, remove_unlisted, set_meta, unsafe_
 use cairn_repo::manifest::{Content, EntryKind, FileEntry};
 use cairn_repo::restore::{Placement, WriteAt};
 use cairn_repo::{Error, Result};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -29,30 +29,14 @@ pub struct TreeWriter {
 /// Files a restore keeps open at once.
 const MAX_OPEN_FILES: usize = 256;
 
-/// Paths in manifests are relative and never contain `..`: refuse anything else rather than
-/// write outside the destination.
-fn check_rel(rel: &[u8]) -> Result<()> {
-    let bad = rel.first() == Some(&b'/')
-        || rel
-            .split(|b| *b == b'/')
-            .any(|seg| seg == b".." || seg == b"." || (seg.is_empty() && !rel.is_empty()));
-    if bad {
-        return Err(Error::corrupt(
-            "manifest",
-            format!(
-                "unsafe path '{}' in the backup",
-                String::from_utf8_lossy(rel)
-            ),
-        ));
-    }
-    Ok(())
-}
+/// Open flags for every file a restore creates or rewrites: never through a symlink.
+const NOFOLLOW: i32 = libc::O_NOFOLLOW;
 
 impl TreeWriter {
     /// Check `dest` is absent or an empty directory, then create directories and empty files
     /// of the right sizes. Returns the writer and the chunk placements to fetch.
     pub fn prepare(dest: &Path, entries: &[FileEntry]) -> Result<(TreeWriter, Vec<Placement>)> {
-        Self::prepare_with(dest, entries, false, &BTreeMap::new())
+        Self::prepare_with(dest, entries, false, &BTreeMap::new(), &[])
     }
 
     /// `prepare` for `--delta`: `dest` may hold an older copy. Files whose chunks already match
@@ -61,17 +45,32 @@ impl TreeWriter {
         dest: &Path,
         entries: &[FileEntry],
     ) -> Result<(TreeWriter, Vec<Placement>)> {
-        Self::prepare_with(dest, entries, true, &BTreeMap::new())
+        Self::prepare_with(dest, entries, true, &BTreeMap::new(), &[])
     }
 
     /// `prepare` (or `prepare_delta`), where symlinks that have contents beneath them
-    /// (tablespaces) point at `link_map[path]` instead of their recorded target.
+    /// (tablespaces) point at `link_map[path]` instead of their recorded target. Contents
+    /// beneath a symlink are allowed only for links directly inside `allow_links_under`.
+    ///
+    /// Nothing is written outside `dest` (and those links' targets): the paths are checked
+    /// first (`manifest::check_paths`), and then every ancestor of every entry is looked at with
+    /// `lstat` (or created with `mkdir`) before anything is created in it, in sorted order and
+    /// after `--delta` removed what the backup does not list, so each one is a real directory
+    /// checked or made by this restore, or a tablespace link it made itself. The last component
+    /// is made with `mkdir`, `O_CREAT|O_EXCL`/`O_NOFOLLOW`, `symlink` or `link`, none of which
+    /// follow a symlink standing there. So a destination that already holds symlinks (`--delta`
+    /// onto an old copy) cannot redirect a write: a symlink where a directory or file belongs is
+    /// removed (delta) or refused. Not covered: another process swapping a directory for a link
+    /// while the restore runs (that needs openat-style walking); whoever can do that can write
+    /// into the destination anyway.
     pub fn prepare_with(
         dest: &Path,
         entries: &[FileEntry],
         delta: bool,
         link_map: &BTreeMap<Vec<u8>, PathBuf>,
+        allow_links_under: &[&[u8]],
     ) -> Result<(TreeWriter, Vec<Placement>)> {
+        cairn_repo::manifest::check_paths("the backup's manifest", entries, allow_links_under)?;
         match fs::read_dir(dest) {
             Ok(mut rd) => {
                 if !delta && rd.next().is_some() {
@@ -111,12 +110,13 @@ impl TreeWriter {
         if delta {
             remove_unlisted(dest, entries)?;
         }
-        w.create_followed_links(entries, delta, link_map)?;
+        let mut checked = HashSet::new();
+        w.create_followed_links(entries, delta, link_map, &mut checked)?;
         for e in entries {
-            check_rel(&e.path)?;
             if w.links.contains(&e.path) {
                 continue; // created above, before its contents
             }
+            w.parents(&e.path, &mut checked)?;
             let path = join(dest, &e.path);
             if delta {
                 // Whatever stands where a different kind of entry belongs goes.
@@ -132,17 +132,32 @@ impl TreeWriter {
                 }
             }
             match e.kind {
-                EntryKind::Dir => fs::create_dir_all(&path).map_err(|err| {
-                    Error::io(format!("cannot create directory {}", path.display()), err)
-                })?,
+                EntryKind::Dir if e.path.is_empty() => {}
+                EntryKind::Dir => match fs::create_dir(&path) {
+                    Err(err)
+                        if err.kind() == io::ErrorKind::AlreadyExists
+                            && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {}
+                    r => r.map_err(|err| {
+                        Error::io(format!("cannot create directory {}", path.display()), err)
+                    })?,
+                },
                 EntryKind::File => {
-                    let existing = if delta { File::open(&path).ok() } else { None };
+                    let existing = if delta {
+                        OpenOptions::new()
+                            .read(true)
+                            .custom_flags(NOFOLLOW)
+                            .open(&path)
+                            .ok()
+                    } else {
+                        None
+                    };
                     let f = OpenOptions::new()
                         .write(true)
                         .create(delta)
                         .create_new(!delta)
                         .truncate(false)
                         .mode(0o600)
+                        .custom_flags(NOFOLLOW)
                         .open(&path)
                         .map_err(|err| {
                             Error::io(format!("cannot create {}", path.display()), err)
@@ -194,6 +209,7 @@ impl TreeWriter {
         entries: &[FileEntry],
         delta: bool,
         link_map: &BTreeMap<Vec<u8>, PathBuf>,
+        checked: &mut HashSet<Vec<u8>>,
     ) -> Result<()> {
         for (i, e) in entries.iter().enumerate() {
             if e.kind != EntryKind::Symlink {
@@ -204,7 +220,6 @@ impl TreeWriter {
             if !entries[i + 1..].iter().any(|c| c.path.starts_with(&prefix)) {
                 continue;
             }
-            check_rel(&e.path)?;
             let target = match link_map.get(&e.path) {
                 Some(p) => p.clone(),
                 None => PathBuf::from(OsStr::from_bytes(
@@ -220,11 +235,8 @@ impl TreeWriter {
             }
             fs::create_dir_all(&target)
                 .map_err(|err| Error::io(format!("cannot create {}", target.display()), err))?;
+            self.parents(&e.path, checked)?;
             let link = join(&self.root, &e.path);
-            if let Some(parent) = link.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(|err| Error::io(format!("cannot create {}", parent.display()), err))?;
-            }
             if fs::symlink_metadata(&link).is_ok() {
                 remove_path(&link)?;
             }
@@ -295,6 +307,34 @@ impl TreeWriter {
 }
 
 impl TreeWriter {
+    /// Make sure every ancestor of `rel` inside the destination is a real directory (creating
+    /// missing ones) or a tablespace link this restore made; `checked` remembers the ones seen.
+    fn parents(&self, rel: &[u8], checked: &mut HashSet<Vec<u8>>) -> Result<()> {
+        for (i, _) in rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            let dir = &rel[..i];
+            if checked.contains(dir) || self.links.contains(dir) {
+                continue;
+            }
+            let path = join(&self.root, dir);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::Invalid(format!(
+                        "{} is not a directory (a symlink or file stands where the backup has a directory); refusing to restore through it: remove it or restore into an empty directory",
+                        path.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&path)
+                    .map_err(|err| Error::io(format!("cannot create {}", path.display()), err))?,
+                Err(e) => {
+                    return Err(Error::io(format!("cannot inspect {}", path.display()), e));
+                }
+            }
+            checked.insert(dir.to_vec());
+        }
+        Ok(())
+    }
+
     /// The path written for `target`.
     pub fn describe_path(&self, target: usize) -> Option<&Path> {
         self.files.get(target).map(PathBuf::as_path)
@@ -311,7 +351,12 @@ impl WriteAt for TreeWriter {
                     .files
                     .get(target)
                     .ok_or_else(|| io::Error::other("unknown restore target"))?;
-                let f = std::sync::Arc::new(OpenOptions::new().write(true).open(path)?);
+                let f = std::sync::Arc::new(
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(NOFOLLOW)
+                        .open(path)?,
+                );
                 if let Ok(mut m) = self.open.lock() {
                     if m.len() >= MAX_OPEN_FILES {
                         m.clear();
