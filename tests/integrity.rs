@@ -93,3 +93,232 @@ fn item10_restore_never_follows_a_symlink_out_of_its_destination() -> TestResult
     assert!(report.contains("evil/pwned"), "{report}");
     Ok(())
 }
+
+// ---- item 3: producers and consumers of stream backups ----
+
+/// A started PostgreSQL 15 cluster with a table big enough that a dump spans many chunks.
+fn dump_cluster() -> Result<common::pg::Cluster, Box<dyn std::error::Error>> {
+    let mut c = common::pg::Cluster::init(None)?;
+    c.start()?;
+    c.sql(
+        "CREATE TABLE item3 AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS v \
+         FROM generate_series(1, 200000) g",
+    )?;
+    Ok(c)
+}
+
+fn pg_dump_args(c: &common::pg::Cluster) -> Vec<String> {
+    vec![
+        format!("{}/pg_dump", common::pg::PG_BIN),
+        "-h".into(),
+        c.sock.display().to_string(),
+        "-p".into(),
+        "5432".into(),
+        "-U".into(),
+        "postgres".into(),
+        "-Fc".into(),
+        "-Z0".into(),
+        "postgres".into(),
+    ]
+}
+
+fn run_with(env: &Env, args: &[&str], command: &[String]) -> std::io::Result<std::process::Output> {
+    let mut c = env.cmd(args);
+    c.arg("--").args(command);
+    c.stdin(std::process::Stdio::null()).output()
+}
+
+fn write_script(path: &Path, body: &str) -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    fs::write(path, format!("#!/bin/bash\n{body}\n"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+#[test]
+fn item3_failed_killed_missing_or_empty_producers_are_not_recorded_as_backups() -> TestResult {
+    let cluster = dump_cluster()?;
+    let env = Env::new("stream")?;
+    let dump = pg_dump_args(&cluster);
+
+    // pg_dump cut off mid-stream (SIGPIPE after 200 kB), then its wrapper killed.
+    let wrapper = env.path("dump-then-die.sh");
+    let quoted: Vec<String> = dump.iter().map(|a| format!("'{a}'")).collect();
+    write_script(
+        &wrapper,
+        &format!(
+            "echo 'wrapper: dump starting' >&2\n{} | head -c 200000\nkill -9 $$",
+            quoted.join(" ")
+        ),
+    )?;
+    let out = run_with(&env, &["backup"], &[wrapper.display().to_string()])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("killed by signal 9"), "{err}");
+    assert!(err.contains("wrapper: dump starting"), "{err}");
+    assert!(env.labels()?.is_empty(), "a killed dump was listed");
+
+    // A producer that does not exist.
+    let out = run_with(&env, &["backup"], &["/nonexistent/pg_dump".into()])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/pg_dump"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.labels()?.is_empty());
+
+    // A producer that fails with a message.
+    let out = run_with(
+        &env,
+        &["backup"],
+        &[
+            "sh".into(),
+            "-c".into(),
+            "echo partial; echo 'no such database' >&2; exit 1".into(),
+        ],
+    )?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exited with status 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("no such database"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.labels()?.is_empty());
+
+    // Empty streams: from a command and from stdin, refused unless --allow-empty.
+    let out = run_with(&env, &["backup"], &["true".into()])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("empty"), "{}", stderr(&out));
+    let out = env.run(&["backup"])?; // stdin is /dev/null
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--allow-empty"), "{}", stderr(&out));
+    assert!(env.labels()?.is_empty(), "an empty stream was listed");
+    let out = run_with(&env, &["backup", "--allow-empty"], &["true".into()])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.labels()?.len(), 1);
+
+    // The lock was released every time: a real dump now succeeds and restores.
+    let out = run_with(&env, &["backup"], &dump)?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.labels()?.len(), 2);
+    let sql = env.path("restored.sql");
+    let to_sql = vec![
+        format!("{}/pg_restore", common::pg::PG_BIN),
+        "-f".into(),
+        sql.display().to_string(),
+    ];
+    let out = run_with(&env, &["restore"], &to_sql)?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(&sql)?;
+    assert!(text.contains("CREATE TABLE public.item3"), "{text:.300}");
+    assert!(text.contains("COPY public.item3"), "{text:.300}");
+    Ok(())
+}
+
+#[test]
+fn item3_a_failing_or_early_exiting_consumer_fails_the_restore() -> TestResult {
+    let cluster = dump_cluster()?;
+    let env = Env::new("stream")?;
+    let out = run_with(&env, &["backup"], &pg_dump_args(&cluster))?;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // pg_restore into a database that does not exist.
+    let restore = vec![
+        format!("{}/pg_restore", common::pg::PG_BIN),
+        "-h".into(),
+        cluster.sock.display().to_string(),
+        "-p".into(),
+        "5432".into(),
+        "-U".into(),
+        "postgres".into(),
+        "-d".into(),
+        "no_such_db".into(),
+    ];
+    let out = run_with(&env, &["restore"], &restore)?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no_such_db"), "{}", stderr(&out));
+
+    // A consumer that reads a little and exits 0: a broken pipe, but not a success.
+    let out = run_with(
+        &env,
+        &["restore"],
+        &["head".into(), "-c".into(), "10".into()],
+    )?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exited before reading the whole stream"),
+        "{}",
+        stderr(&out)
+    );
+
+    // And the real thing works: the table comes back.
+    cluster.sql("CREATE DATABASE item3_copy")?;
+    let mut good = restore.clone();
+    let last = good.len() - 1;
+    good[last] = "item3_copy".into();
+    let out = run_with(&env, &["restore"], &good)?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let n = cluster.sql("SELECT count(*) FROM item3")?;
+    assert_eq!(n, "200000");
+    Ok(())
+}
+
+#[test]
+fn item3_sigterm_during_a_stream_backup_kills_the_producer_and_lists_nothing() -> TestResult {
+    let env = Env::new("stream")?;
+    let pidfile = env.path("producer.pid");
+    let script = env.path("slow-producer.sh");
+    write_script(
+        &script,
+        &format!(
+            "echo $$ > '{}'\nhead -c 300000 /dev/urandom\nexec sleep 1000",
+            pidfile.display()
+        ),
+    )?;
+    let child = env
+        .cmd(&["backup", "--", script.to_str().ok_or("path")?])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pid: i32 = loop {
+        if let Some(p) = fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "producer never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: sending a signal to the cairn child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output()?;
+    assert!(!out.status.success(), "cairn exited 0 after SIGTERM");
+    let err = stderr(&out);
+    assert!(err.contains("signal 15"), "{err}");
+    // The producer is gone (reaped by cairn, so not even a zombie).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer {pid} outlived cairn"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(env.labels()?.is_empty(), "an interrupted backup was listed");
+    // The lock is released: the next backup runs.
+    let out = run_with(&env, &["backup"], &["echo".into(), "data".into()])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    Ok(())
+}

@@ -67,7 +67,15 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
             source,
             delta,
             archive_timeout,
-        } => backup(s, kind, source, delta, archive_timeout, quiet).await,
+            allow_empty,
+            command,
+        } => {
+            let stream = StreamArgs {
+                allow_empty,
+                command,
+            };
+            backup(s, kind, source, delta, archive_timeout, stream, quiet).await
+        }
         Command::Restore {
             set,
             dest,
@@ -77,6 +85,7 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
             target_timeline,
             tablespace_map,
             delta,
+            command,
         } => {
             let mut maps = Vec::new();
             for m in &tablespace_map {
@@ -94,6 +103,7 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
                 target_action: s.string(&target_action, "target-action")?,
                 target_timeline: s.string(&target_timeline, "target-timeline")?,
                 delta: s.flag(delta, "delta")?,
+                command,
             };
             restore(s, args, quiet).await
         }
