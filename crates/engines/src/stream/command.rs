@@ -113,6 +113,12 @@ impl Running {
     fn finish(&mut self) -> io::Result<Option<String>> {
         let status = self.child.wait()?;
         CHILD_PID.store(0, Ordering::SeqCst);
+        // Without a command running, Ctrl-C and SIGTERM stop cairn as usual again.
+        // SAFETY: restoring the default disposition has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+        }
         // Its stderr ends when it exits (unless something it started keeps it open).
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.stderr_done.load(Ordering::SeqCst) && Instant::now() < deadline {
