@@ -322,3 +322,77 @@ fn item3_sigterm_during_a_stream_backup_kills_the_producer_and_lists_nothing() -
     assert!(out.status.success(), "{}", stderr(&out));
     Ok(())
 }
+
+// ---- item 9: files that change while read, hard links, holes, special files ----
+
+#[test]
+fn item9_a_file_rewritten_during_the_backup_is_reread_then_warned_and_marked() -> TestResult {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("calm"), b"never changes")?;
+    let busy = src.join("busy");
+    fs::write(&busy, bytes(9, 48 << 20))?;
+
+    // A writer that never stops rewriting the file while cairn runs: every read of it (and
+    // every re-read) overlaps writes, so cairn must give up after its bounded re-reads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, busy) = (stop.clone(), busy.clone());
+        std::thread::spawn(move || -> std::io::Result<u64> {
+            let f = fs::OpenOptions::new().write(true).open(&busy)?;
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let off = (n * 7_919 * 4096) % (48 << 20);
+                f.write_all_at(&n.to_le_bytes().repeat(512), off)?;
+                n += 1;
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+            Ok(n)
+        })
+    };
+    let out = env.run(&[
+        "--process-max",
+        "1",
+        "backup",
+        "--source",
+        src.to_str().ok_or("path")?,
+    ]);
+    stop.store(true, Ordering::SeqCst);
+    let writes = writer.join().map_err(|_| "writer panicked")??;
+    let out = out?;
+    assert!(writes > 0);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("busy") && err.contains("changed while it was read"),
+        "{err}"
+    );
+    assert!(!err.contains("calm"), "{err}");
+
+    // Listed, and the manifest marks the file (and only it).
+    assert_eq!(env.labels()?.len(), 1);
+    let m = read_manifest(&manifest_path(&env)?)?;
+    let marked: Vec<String> = m
+        .entries
+        .iter()
+        .filter(|e| e.meta.contains_key("changed-during-backup"))
+        .map(|e| e.display_path())
+        .collect();
+    assert_eq!(marked, vec!["busy".to_string()]);
+    assert_eq!(
+        m.record
+            .meta
+            .get("files-changed-during-backup")
+            .map(String::as_str),
+        Some("1")
+    );
+
+    // Once it is quiet, the next backup is clean.
+    let out = env.run(&["backup", "--source", src.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    Ok(())
+}

@@ -1,5 +1,7 @@
 //! Exit codes and how errors are shown. 0 success; 1 not found; 2 usage (a mistake in how
-//! cairn was called); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked.
+//! cairn was called); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked;
+//! 6 completed with warnings: the backup IS listed, but something in it deserves a look (a
+//! files backup kept a file that kept changing while it was read; the warnings say which).
 
 use std::process::ExitCode;
 
@@ -27,6 +29,9 @@ impl std::fmt::Display for Damaged {
     }
 }
 impl std::error::Error for Damaged {}
+
+/// A backup that completed and is listed, with warnings (exit code 6).
+pub const WARNINGS: u8 = 6;
 
 pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))

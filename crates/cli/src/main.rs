@@ -2,7 +2,8 @@
 //! TOML config file (`config`), commands are in `commands`, output formats in `info`.
 //!
 //! Exit codes: 0 success; 1 not found (unknown stanza, backup or WAL file); 2 usage (bad
-//! option, bad value); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked.
+//! option, bad value); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked;
+//! 6 completed with warnings (see `exit`).
 
 mod commands;
 mod config;

@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use cairn_engines::postgres::backup::{self as pg_backup};
 use cairn_engines::{EngineKind, files, stream};
 use cairn_repo::BackupType;
-use cairn_repo::backup::{BackupJob, BackupOptions, DEFAULT_PACK_TARGET};
-use cairn_repo::pipeline::{Progress, VanishPolicy};
+use cairn_repo::backup::{BackupJob, BackupOptions, CHANGED_DURING_BACKUP, DEFAULT_PACK_TARGET};
+use cairn_repo::pipeline::{MAX_REREADS, Progress, VanishPolicy};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -144,8 +144,33 @@ pub(crate) async fn backup(
         let _ = job.abort().await;
         return Err(e);
     }
+    let changed: Vec<String> = job
+        .entries()
+        .iter()
+        .filter(|e| e.meta.contains_key(CHANGED_DURING_BACKUP))
+        .map(|e| e.display_path())
+        .collect();
+    for path in &changed {
+        tracing::warn!(
+            "{path} changed while it was read, {MAX_REREADS} times in a row; it is kept as last read and may mix old and new contents (marked {CHANGED_DURING_BACKUP} in the manifest)"
+        );
+    }
+    if !changed.is_empty() {
+        meta.insert(
+            "files-changed-during-backup".to_string(),
+            changed.len().to_string(),
+        );
+    }
     let rec = job.commit(meta).await?;
     log_backup(&rec);
+    if !changed.is_empty() {
+        tracing::warn!(
+            "backup {} completed with warnings: {} file(s) changed while they were read",
+            rec.label,
+            changed.len()
+        );
+        return Ok(ExitCode::from(crate::exit::WARNINGS));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,6 +51,7 @@ pub fn source_from(reader: Box<dyn Read + Send>, origin: String) -> SourceEntry 
         policy: DEFAULT_CDC,
         origin,
         open: Some(open),
+        watch: None,
     }
 }
 

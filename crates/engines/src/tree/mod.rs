@@ -26,6 +26,12 @@ pub trait TreePolicy: Sync {
     fn follow(&self, _rel: &[u8]) -> bool {
         false
     }
+    /// Whether the tree is kept exactly as it was: files that change while read are read
+    /// again (and marked when they keep changing); hard links, FIFOs and devices are kept.
+    /// Not for a live database, whose files change all the time and WAL replay repairs.
+    fn exact(&self) -> bool {
+        false
+    }
 }
 
 fn join(root: &Path, rel: &[u8]) -> PathBuf {

@@ -3,6 +3,7 @@
 use super::TreePolicy;
 use cairn_repo::backup::SourceEntry;
 use cairn_repo::manifest::{Content, EntryKind, FileEntry};
+use cairn_repo::pipeline::Watch;
 use cairn_repo::{Error, Result};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -68,6 +69,7 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             policy: policy.chunking(b""),
             origin: root.display().to_string(),
             open: None,
+            watch: None,
         });
     }
     let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
@@ -111,19 +113,43 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             }
             let open: Option<cairn_repo::pipeline::Opener> = if entry.kind == EntryKind::File {
                 let p = path.clone();
-                Some(Box::new(move || {
-                    File::open(&p).map(|f| Box::new(f) as Box<dyn io::Read + Send>)
-                }))
+                Some(Box::new(move || open_file(&p)))
             } else {
                 None
             };
+            let watch = (entry.kind == EntryKind::File && policy.exact()).then(|| watch(&path));
             out.push(SourceEntry {
                 policy: policy.chunking(&r),
                 entry,
                 origin: path.display().to_string(),
                 open,
+                watch,
             });
         }
     }
     Ok(out)
+}
+
+fn open_file(p: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+    File::open(p).map(|f| Box::new(f) as Box<dyn io::Read + Send>)
+}
+
+/// Size, mtime and ctime before and after reading tell whether a file changed while it was
+/// read (a write within the filesystem's timestamp granularity of the first stamp can go
+/// unseen, as for every tool that relies on timestamps: rsync, tar, git).
+fn watch(path: &Path) -> Watch {
+    let (p, q) = (path.to_path_buf(), path.to_path_buf());
+    Watch {
+        stamp: Box::new(move || {
+            let m = fs::symlink_metadata(&p)?;
+            Ok((
+                m.len(),
+                mtime_ns(&m),
+                m.ctime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(m.ctime_nsec()),
+            ))
+        }),
+        reopen: Box::new(move || open_file(&q)),
+    }
 }
