@@ -396,3 +396,33 @@ fn item9_a_file_rewritten_during_the_backup_is_reread_then_warned_and_marked() -
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     Ok(())
 }
+
+#[test]
+fn item9_sparse_files_come_back_sparse_with_their_length() -> TestResult {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir_all(&src)?;
+    let sparse = src.join("sparse.img");
+    let f = fs::File::create(&sparse)?;
+    f.write_all_at(&bytes(1, 4096), 0)?;
+    f.write_all_at(&bytes(2, 4096), 32 << 20)?;
+    f.set_len(64 << 20)?; // ends in a hole
+    drop(f);
+    let src_blocks = fs::metadata(&sparse)?.blocks();
+    env.ok(&["backup", "--source", src.to_str().ok_or("path")?])?;
+    let dest = env.path("dest");
+    env.ok(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+    let back = dest.join("sparse.img");
+    let m = fs::metadata(&back)?;
+    assert_eq!(m.len(), 64 << 20, "length of a file ending in a hole");
+    assert_eq!(fs::read(&back)?, fs::read(&sparse)?);
+    // Allocated: about the source's two data blocks, far from 64 MiB.
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "restored file allocates {} bytes (source {})",
+        m.blocks() * 512,
+        src_blocks * 512
+    );
+    Ok(())
+}

@@ -366,7 +366,7 @@ impl WriteAt for TreeWriter {
                 f
             }
         };
-        f.write_all_at(data, offset)
+        write_sparse(&f, offset, data)
     }
 
     fn describe(&self, target: usize) -> String {
@@ -375,4 +375,57 @@ impl WriteAt for TreeWriter {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     }
+}
+
+/// Filesystem blocks assumed for holes: a hole smaller than this never saves space.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Write `data` at `offset`, leaving its all-zero blocks (aligned in the file) as holes.
+fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    let end = offset + data.len() as u64;
+    let mut at = offset;
+    while at < end {
+        let block_end = ((at / HOLE_BLOCK) + 1) * HOLE_BLOCK;
+        let next = block_end.min(end);
+        // A run of blocks of one kind (all zero, or not).
+        let zero = |a: u64, b: u64| {
+            data[(a - offset) as usize..(b - offset) as usize]
+                .iter()
+                .all(|x| *x == 0)
+        };
+        let kind = zero(at, next);
+        let mut run_end = next;
+        while run_end < end {
+            let n = (run_end + HOLE_BLOCK).min(end);
+            if zero(run_end, n) != kind {
+                break;
+            }
+            run_end = n;
+        }
+        let slice = &data[(at - offset) as usize..(run_end - offset) as usize];
+        if !(kind && punch_hole(f, at, slice.len())) {
+            f.write_all_at(slice, at)?;
+        }
+        at = run_end;
+    }
+    Ok(())
+}
+
+/// Leave an all-zero range of a restored file as a hole, so sparse files (VM images,
+/// database files with holes) come back sparse. The file was sized with `set_len`, so a range
+/// never written is already a hole reading as zeros (a file ending in a hole has its length);
+/// punching also clears what an older copy held there (`--delta`). False when the filesystem
+/// cannot punch holes: then the zeros are written.
+fn punch_hole(f: &File, offset: u64, len: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: f is an open descriptor for the duration of the call; fallocate reads no memory.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    r == 0
 }
