@@ -15,6 +15,27 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    /// Manifest version 2: another name of the file at `link_target` (a `File` entry of the
+    /// same manifest, the first path of its group).
+    HardLink,
+    /// Manifest version 2: a named pipe.
+    Fifo,
+    /// Manifest version 2: device files with their device numbers.
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
+}
+
+impl EntryKind {
+    /// Whether a manifest holding this kind needs manifest format version 2.
+    pub fn needs_v2(self) -> bool {
+        !matches!(self, EntryKind::File | EntryKind::Dir | EntryKind::Symlink)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -65,13 +86,27 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
-        codec::seal(magic::MANIFEST, self, true)
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        self.write_sealed(&mut out)
+            .unwrap_or_else(|e| panic!("encoding failed: {e}"));
+        out
+    }
+
+    /// Version 1 unless an entry needs version 2 (hard links, FIFOs, devices): manifests
+    /// without them stay readable by an older cairn.
+    pub fn format_version(&self) -> u16 {
+        if self.entries.iter().any(|e| e.kind.needs_v2()) {
+            codec::MANIFEST_FORMAT_VERSION
+        } else {
+            codec::FORMAT_VERSION
+        }
     }
 
     /// The sealed manifest, written to `w` without building its encoding in memory (a
     /// manifest of a large cluster runs to hundreds of megabytes).
     pub fn write_sealed(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        codec::seal_to(w, magic::MANIFEST, true, &|w| {
+        codec::seal_to_version(w, magic::MANIFEST, self.format_version(), true, &|w| {
             codec::encode_body_to(w, self)
         })
     }
@@ -114,6 +149,7 @@ pub fn check_paths(object: &str, entries: &[FileEntry], allow_links_under: &[&[u
     // Symlinks seen so far, and whether contents beneath them are allowed. Sorted order puts
     // every ancestor before its descendants, so one pass sees a link before what is under it.
     let mut links: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
+    let mut files: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
     for e in entries {
         let p = e.path.as_slice();
         if p.is_empty() {
@@ -140,6 +176,19 @@ pub fn check_paths(object: &str, entries: &[FileEntry], allow_links_under: &[&[u
                 Some(true) => allowed_link_above = true,
                 None => {}
             }
+        }
+        if e.kind == EntryKind::HardLink {
+            // The group's first path, sorted before it: already seen, and a regular file.
+            let target = e.link_target.as_deref().unwrap_or_default();
+            if !files.contains(target) {
+                return bad(
+                    e,
+                    "it is a hard link to something that is not an earlier file",
+                );
+            }
+        }
+        if e.kind == EntryKind::File {
+            files.insert(p);
         }
         if e.kind == EntryKind::Symlink {
             let parent = p

@@ -5,6 +5,7 @@
 
 mod meta;
 mod scan;
+mod special;
 mod write;
 
 pub use scan::{entry_for, scan};

@@ -5,11 +5,11 @@ use cairn_repo::backup::SourceEntry;
 use cairn_repo::manifest::{Content, EntryKind, FileEntry};
 use cairn_repo::pipeline::Watch;
 use cairn_repo::{Error, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 fn mtime_ns(m: &fs::Metadata) -> i64 {
@@ -72,6 +72,9 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             watch: None,
         });
     }
+    let exact = policy.exact();
+    // Files with more than one name, by (device, inode): the indexes of their entries in `out`.
+    let mut inodes: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
     let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
     while let Some((dir, rel)) = stack.pop() {
         let rd = fs::read_dir(&dir)
@@ -98,13 +101,27 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             } else {
                 None
             };
-            let Some(entry) = entry_for(&r, &m, link) else {
-                tracing::debug!(
-                    "skipping {} (not a file, directory or symlink)",
-                    path.display()
-                );
+            let special = if exact { special_entry(&r, &m) } else { None };
+            let Some(entry) = entry_for(&r, &m, link).or(special) else {
+                if exact && m.file_type().is_socket() {
+                    tracing::warn!(
+                        "skipping socket {} (sockets cannot be backed up)",
+                        path.display()
+                    );
+                } else {
+                    tracing::debug!(
+                        "skipping {} (not a file, directory or symlink)",
+                        path.display()
+                    );
+                }
                 continue;
             };
+            if exact && entry.kind == EntryKind::File && m.nlink() > 1 {
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_default()
+                    .push(out.len());
+            }
             let follow = entry.kind == EntryKind::Symlink
                 && policy.follow(&r)
                 && fs::metadata(&path).is_ok_and(|m| m.is_dir());
@@ -127,7 +144,58 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             });
         }
     }
+    link_groups(&mut out, inodes);
     Ok(out)
+}
+
+/// Every name of a multiply-linked file but the first (in path order, the order a restore
+/// creates them in) becomes a hard link to the first, read and stored once.
+fn link_groups(out: &mut [SourceEntry], inodes: HashMap<(u64, u64), Vec<usize>>) {
+    for (_, group) in inodes {
+        let Some(&first) = group
+            .iter()
+            .min_by(|a, b| out[**a].entry.path.cmp(&out[**b].entry.path))
+        else {
+            continue;
+        };
+        let target = out[first].entry.path.clone();
+        for &i in group.iter().filter(|i| **i != first) {
+            let s = &mut out[i];
+            s.entry.kind = EntryKind::HardLink;
+            s.entry.link_target = Some(target.clone());
+            s.entry.size = 0;
+            s.open = None;
+            s.watch = None;
+        }
+    }
+}
+
+/// The entry of a FIFO or device file (kept by exact trees), None for anything else.
+fn special_entry(rel: &[u8], m: &fs::Metadata) -> Option<FileEntry> {
+    let ft = m.file_type();
+    let rdev = m.rdev() as libc::dev_t;
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let kind = if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() {
+        EntryKind::CharDevice { major, minor }
+    } else if ft.is_block_device() {
+        EntryKind::BlockDevice { major, minor }
+    } else {
+        return None;
+    };
+    Some(FileEntry {
+        path: rel.to_vec(),
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: mtime_ns(m),
+        size: 0,
+        link_target: None,
+        content: Content::None,
+        meta: BTreeMap::new(),
+    })
 }
 
 fn open_file(p: &Path) -> io::Result<Box<dyn io::Read + Send>> {

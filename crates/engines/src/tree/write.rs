@@ -124,7 +124,8 @@ impl TreeWriter {
                     let same_kind = match e.kind {
                         EntryKind::Dir => m.is_dir(),
                         EntryKind::File => m.is_file(),
-                        EntryKind::Symlink => false, // recreated with the recorded target
+                        // Links and special files are recreated in `finish`.
+                        _ => false,
                     };
                     if !same_kind {
                         remove_path(&path)?;
@@ -195,7 +196,7 @@ impl TreeWriter {
                         }
                     }
                 }
-                EntryKind::Symlink => {}
+                _ => {} // links and special files: in `finish`
             }
         }
         Ok((w, placements))
@@ -260,16 +261,9 @@ impl TreeWriter {
             .filter(|e| e.kind != EntryKind::Dir && !self.links.contains(&e.path))
         {
             let path = join(&self.root, &e.path);
-            if e.kind == EntryKind::Symlink {
-                let target = e.link_target.as_deref().unwrap_or_default();
-                if fs::symlink_metadata(&path).is_ok() {
-                    remove_path(&path)?;
-                }
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|err| {
-                    Error::io(format!("cannot create symlink {}", path.display()), err)
-                })?;
+            if super::special::create(&self.root, &path, e, as_root)? {
+                set_meta(&path, e, as_root)?;
             }
-            set_meta(&path, e, as_root)?;
         }
         let mut dirs: Vec<&FileEntry> = entries
             .iter()
