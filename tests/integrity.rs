@@ -426,3 +426,63 @@ fn item9_sparse_files_come_back_sparse_with_their_length() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn item9_hard_links_fifos_devices_survive_and_sockets_are_warned() -> TestResult {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub"))?;
+    fs::write(src.join("a"), bytes(3, 100_000))?;
+    fs::hard_link(src.join("a"), src.join("sub/b"))?;
+    fs::hard_link(src.join("a"), src.join("z"))?;
+    let mk = |p: &Path, mode: u32, dev: u64| -> TestResult {
+        let c = std::ffi::CString::new(p.to_str().ok_or("path")?)?;
+        // SAFETY: c is a valid NUL-terminated path.
+        if unsafe { libc::mknod(c.as_ptr(), mode, dev as libc::dev_t) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    };
+    mk(&src.join("pipe"), libc::S_IFIFO | 0o640, 0)?;
+    let as_root = unsafe { libc::geteuid() } == 0;
+    if as_root {
+        mk(
+            &src.join("null"),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(1, 3),
+        )?;
+    }
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock"))?;
+    let out = env.run(&["backup", "--source", src.to_str().ok_or("path")?])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("socket") && stderr(&out).contains("sock"),
+        "a skipped socket is warned about: {}",
+        stderr(&out)
+    );
+    let m = read_manifest(&manifest_path(&env)?)?;
+    let kind = |p: &[u8]| m.entries.iter().find(|e| e.path == p).map(|e| e.kind);
+    assert_eq!(kind(b"a"), Some(EntryKind::File));
+    assert_eq!(kind(b"sub/b"), Some(EntryKind::HardLink));
+    assert_eq!(kind(b"pipe"), Some(EntryKind::Fifo));
+    assert_eq!(kind(b"sock"), None);
+
+    let dest = env.path("dest");
+    env.ok(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+    let a = fs::metadata(dest.join("a"))?;
+    assert_eq!(a.nlink(), 3, "hard links restored as links");
+    assert_eq!(fs::metadata(dest.join("sub/b"))?.ino(), a.ino());
+    assert_eq!(fs::metadata(dest.join("z"))?.ino(), a.ino());
+    assert_eq!(fs::read(dest.join("z"))?, bytes(3, 100_000));
+    let p = fs::symlink_metadata(dest.join("pipe"))?;
+    assert!(p.file_type().is_fifo());
+    assert_eq!(p.mode() & 0o7777, 0o640);
+    if as_root {
+        let n = fs::symlink_metadata(dest.join("null"))?;
+        assert!(n.file_type().is_char_device());
+        assert_eq!(n.rdev(), libc::makedev(1, 3));
+    }
+    assert!(!dest.join("sock").exists());
+    Ok(())
+}
