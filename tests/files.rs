@@ -94,8 +94,8 @@ fn stream_round_trips_to_file_and_stdout() -> TestResult {
     );
     let stdout = env.ok(&["restore", "--dest", "-"])?;
     assert!(stdout == data, "stream restored to stdout differs");
-    // An empty stream is a valid (empty) backup.
-    env.ok_stdin(&["backup", "--type", "full"], b"")?;
+    // An empty stream is a valid (empty) backup when asked for (issue 9, item 3).
+    env.ok_stdin(&["backup", "--type", "full", "--allow-empty"], b"")?;
     assert!(env.ok(&["restore", "--dest", "-"])?.is_empty());
     Ok(())
 }

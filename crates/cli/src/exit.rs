@@ -8,6 +8,8 @@
 //! | 3 | the operation failed (repository, database, network, disk, damaged data) |
 //! | 4 | `verify` found damage (the list is printed) |
 //! | 5 | the stanza is locked by another command |
+//! | 6 | completed with warnings: the backup IS listed, but something in it deserves a look (a
+//! |   | files backup kept a file that kept changing while it was read; the warnings say which) |
 //! | 70 | internal error: a bug in cairn (a panic); locks were released |
 //! | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM; locks were released, nothing listed |
 
@@ -65,6 +67,8 @@ impl std::fmt::Display for Interrupted {
     }
 }
 impl std::error::Error for Interrupted {}
+/// A backup that completed and is listed, with warnings (exit code 6).
+pub const WARNINGS: u8 = 6;
 
 pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))

@@ -2,7 +2,8 @@
 //! TOML config file (`config`), commands are in `commands`, output formats in `info`.
 //!
 //! Exit codes: 0 success; 1 not found (unknown stanza, backup or WAL file); 2 usage (bad
-//! option, bad value); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked.
+//! option, bad value); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked;
+//! 6 completed with warnings (see `exit`).
 
 mod commands;
 mod config;
@@ -103,7 +104,7 @@ pub enum Command {
         /// Where to write it (PostgreSQL's %p).
         dest: PathBuf,
     },
-    /// Back up: files from --source, stream from stdin.
+    /// Back up: files from --source; stream from the output of COMMAND (after `--`), or stdin.
     Backup {
         /// full, diff or incr (default incr; the first backup is always full).
         #[arg(long = "type", env = "CAIRN_TYPE")]
@@ -117,6 +118,13 @@ pub enum Command {
         /// Seconds to wait for the backup's WAL to reach the archive (postgres; default 60).
         #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
         archive_timeout: Option<u64>,
+        /// Keep an empty stream as a backup (stream; refused by default).
+        #[arg(long)]
+        allow_empty: bool,
+        /// Stream: the producer to run (no shell), e.g. `-- pg_dump -Fc -Z0 db`; its failure
+        /// fails the backup.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Restore a backup.
     Restore {
@@ -147,6 +155,10 @@ pub enum Command {
         /// (replay stops at the hole).
         #[arg(long, env = "CAIRN_IGNORE_ARCHIVE_GAP")]
         ignore_archive_gap: bool,
+        /// Stream: the consumer to feed (no shell), e.g. `-- pg_restore -d db`; its failure
+        /// fails the restore.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Show backups, sizes and deduplication.
     Info {

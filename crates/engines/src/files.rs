@@ -20,6 +20,9 @@ impl TreePolicy for Cdc {
     fn chunking(&self, _rel: &[u8]) -> ChunkPolicy {
         DEFAULT_CDC
     }
+    fn exact(&self) -> bool {
+        true
+    }
 }
 
 /// Everything under `source`.

@@ -40,7 +40,13 @@ pub struct SourceEntry {
     pub origin: String,
     /// How to read a regular file's bytes; None for directories and symlinks.
     pub open: Option<Opener>,
+    /// How to notice that the file changed while it was read, and read it again.
+    pub watch: Option<pipeline::Watch>,
 }
+
+/// `FileEntry::meta` key set (to `true`) on a file that kept changing while it was read: its
+/// bytes may mix old and new contents (see docs/format.md).
+pub const CHANGED_DURING_BACKUP: &str = "changed-during-backup";
 
 impl std::fmt::Debug for SourceEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -180,6 +186,7 @@ impl BackupJob {
                         policy: s.policy,
                         origin: s.origin,
                         open,
+                        watch: s.watch.take(),
                     });
                     s.entry.content = Content::Chunks(Vec::new());
                 }
@@ -219,10 +226,17 @@ impl BackupJob {
         let mut vanished = HashSet::new();
         for (slot, outcome) in slots.into_iter().zip(out.outcomes) {
             match outcome {
-                Outcome::Read { chunks, size } => {
+                Outcome::Read {
+                    chunks,
+                    size,
+                    changed,
+                } => {
                     let e = &mut self.entries[slot];
                     e.size = size;
                     e.content = Content::Chunks(chunks);
+                    if changed {
+                        e.meta.insert(CHANGED_DURING_BACKUP.into(), "true".into());
+                    }
                 }
                 Outcome::Vanished => {
                     vanished.insert(slot);

@@ -15,6 +15,9 @@ use std::io::{self, Write};
 
 /// The current format version of every sealed object kind.
 pub const FORMAT_VERSION: u16 = 1;
+/// The newest manifest version: 2 when a manifest holds hard links or special files (only
+/// then, so that such manifests alone are refused by an older cairn, as newer).
+pub const MANIFEST_FORMAT_VERSION: u16 = 2;
 
 pub const ENVELOPE_HEADER_LEN: usize = 24;
 /// The largest decompressed body accepted for each kind of sealed object: what a sane object
@@ -168,11 +171,16 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
         ));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version > FORMAT_VERSION {
+    let supported = if magic == magic::MANIFEST {
+        MANIFEST_FORMAT_VERSION
+    } else {
+        FORMAT_VERSION
+    };
+    if version > supported {
         return Err(Error::NewerFormat {
             object: object.to_string(),
             found: version,
-            supported: FORMAT_VERSION,
+            supported,
         });
     }
     let flags = u16::from_le_bytes([bytes[10], bytes[11]]);
@@ -217,6 +225,17 @@ pub fn seal_to(
     compress: bool,
     body: &dyn Fn(&mut dyn Write) -> io::Result<()>,
 ) -> io::Result<()> {
+    seal_to_version(w, magic, FORMAT_VERSION, compress, body)
+}
+
+/// `seal_to` with the format version to write in the header.
+pub fn seal_to_version(
+    w: &mut dyn Write,
+    magic: &[u8; 8],
+    version: u16,
+    compress: bool,
+    body: &dyn Fn(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<()> {
     let stored = |sink: &mut dyn Write| -> io::Result<()> {
         if compress {
             let mut enc = zstd::stream::write::Encoder::new(sink, SEAL_LEVEL)?;
@@ -244,7 +263,7 @@ pub fn seal_to(
         hasher: crc32fast::Hasher::new(),
     };
     out.write_all(magic)?;
-    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    out.write_all(&version.to_le_bytes())?;
     out.write_all(&(if compress { FLAG_ZSTD } else { 0 }).to_le_bytes())?;
     out.write_all(&0u32.to_le_bytes())?;
     out.write_all(&len.to_le_bytes())?;

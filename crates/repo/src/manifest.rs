@@ -15,6 +15,27 @@ pub enum EntryKind {
     File,
     Dir,
     Symlink,
+    /// Manifest version 2: another name of the file at `link_target` (a `File` entry of the
+    /// same manifest, the first path of its group).
+    HardLink,
+    /// Manifest version 2: a named pipe.
+    Fifo,
+    /// Manifest version 2: device files with their device numbers.
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
+}
+
+impl EntryKind {
+    /// Whether a manifest holding this kind needs manifest format version 2.
+    pub fn needs_v2(self) -> bool {
+        !matches!(self, EntryKind::File | EntryKind::Dir | EntryKind::Symlink)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -65,13 +86,27 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
-        codec::seal(magic::MANIFEST, self, true)
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        self.write_sealed(&mut out)
+            .unwrap_or_else(|e| panic!("encoding failed: {e}"));
+        out
+    }
+
+    /// Version 1 unless an entry needs version 2 (hard links, FIFOs, devices): manifests
+    /// without them stay readable by an older cairn.
+    pub fn format_version(&self) -> u16 {
+        if self.entries.iter().any(|e| e.kind.needs_v2()) {
+            codec::MANIFEST_FORMAT_VERSION
+        } else {
+            codec::FORMAT_VERSION
+        }
     }
 
     /// The sealed manifest, written to `w` without building its encoding in memory (a
     /// manifest of a large cluster runs to hundreds of megabytes).
     pub fn write_sealed(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        codec::seal_to(w, magic::MANIFEST, true, &|w| {
+        codec::seal_to_version(w, magic::MANIFEST, self.format_version(), true, &|w| {
             codec::encode_body_to(w, self)
         })
     }
@@ -86,6 +121,91 @@ impl Manifest {
         }
         Ok(m)
     }
+}
+
+impl Manifest {
+    /// `check_paths` over this manifest's own entries.
+    pub fn check_paths(&self, allow_links_under: &[&[u8]]) -> Result<()> {
+        check_paths(
+            &format!("manifest of {}", self.record.label),
+            &self.entries,
+            allow_links_under,
+        )
+    }
+}
+
+/// Refuse entries that could steer a restore outside its destination (see `docs/format.md`,
+/// "Paths"): every path relative, no empty, `.` or `..` segment, no NUL; nothing beneath a
+/// symlink, except beneath a link directly inside one of `allow_links_under` (PostgreSQL's
+/// `pg_tblspc/<oid>`), whose target must then be an absolute path without `.`/`..`. Pure, so
+/// restore and verify apply the same rule. `entries` must be sorted by path.
+pub fn check_paths(object: &str, entries: &[FileEntry], allow_links_under: &[&[u8]]) -> Result<()> {
+    let bad = |e: &FileEntry, why: &str| {
+        Err(Error::corrupt(
+            object,
+            format!("unsafe path '{}' in the backup: {why}", e.display_path()),
+        ))
+    };
+    // Symlinks seen so far, and whether contents beneath them are allowed. Sorted order puts
+    // every ancestor before its descendants, so one pass sees a link before what is under it.
+    let mut links: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
+    let mut files: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    for e in entries {
+        let p = e.path.as_slice();
+        if p.is_empty() {
+            if e.kind != EntryKind::Dir {
+                return bad(e, "the root is not a directory");
+            }
+            continue;
+        }
+        if p.contains(&0) {
+            return bad(e, "it contains a NUL byte");
+        }
+        if p[0] == b'/' {
+            return bad(e, "it is absolute");
+        }
+        if p.split(|b| *b == b'/')
+            .any(|s| s.is_empty() || s == b"." || s == b"..")
+        {
+            return bad(e, "it has an empty, '.' or '..' segment");
+        }
+        let mut allowed_link_above = false;
+        for (i, _) in p.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            match links.get(&p[..i]) {
+                Some(false) => return bad(e, "it is beneath a symlink"),
+                Some(true) => allowed_link_above = true,
+                None => {}
+            }
+        }
+        if e.kind == EntryKind::HardLink {
+            // The group's first path, sorted before it: already seen, and a regular file.
+            let target = e.link_target.as_deref().unwrap_or_default();
+            if !files.contains(target) {
+                return bad(
+                    e,
+                    "it is a hard link to something that is not an earlier file",
+                );
+            }
+        }
+        if e.kind == EntryKind::File {
+            files.insert(p);
+        }
+        if e.kind == EntryKind::Symlink {
+            let parent = p
+                .iter()
+                .rposition(|b| *b == b'/')
+                .map_or(&p[..0], |i| &p[..i]);
+            let allowed = !allowed_link_above
+                && allow_links_under.contains(&parent)
+                && e.link_target.as_deref().is_some_and(|t| {
+                    t.first() == Some(&b'/')
+                        && !t.contains(&0)
+                        && !t.split(|b| *b == b'/').any(|s| s == b"." || s == b"..")
+                });
+            links.insert(p, allowed);
+        }
+    }
+    Ok(())
 }
 
 /// Resolve `chain` (oldest first: full, then each child) into the complete entries of the

@@ -50,6 +50,29 @@ pub struct ReadItem {
     /// Where the bytes come from, for messages (an absolute path, `stdin`).
     pub origin: String,
     pub open: Opener,
+    /// For a file that may change while it is read: how to tell, and how to read it again.
+    pub watch: Option<Watch>,
+}
+
+/// What identifies a file's contents without reading them: size, mtime and ctime (ns).
+/// ctime catches a rewrite that restored the old mtime.
+pub type Stamp = (u64, i64, i64);
+
+/// A file is re-read at most this many times when it changed while it was read; after that
+/// it is kept as last read and marked (`Outcome::Read::changed`).
+pub const MAX_REREADS: u32 = 3;
+
+/// How the reader notices a file that changed while it was read: its stamp before opening and
+/// after reading must match, or it is read again (from the start, its earlier chunks dropped).
+pub struct Watch {
+    pub stamp: Box<dyn Fn() -> io::Result<Stamp> + Send>,
+    pub reopen: Box<dyn Fn() -> io::Result<Box<dyn Read + Send>> + Send>,
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watch")
+    }
 }
 
 impl std::fmt::Debug for ReadItem {
@@ -60,7 +83,13 @@ impl std::fmt::Debug for ReadItem {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Read { chunks: Vec<ChunkRef>, size: u64 },
+    /// `changed`: the file still changed while it was read the last time it was tried, so
+    /// its bytes may mix old and new contents.
+    Read {
+        chunks: Vec<ChunkRef>,
+        size: u64,
+        changed: bool,
+    },
     Vanished,
 }
 
@@ -81,14 +110,22 @@ pub struct PipelineOutput {
     pub bytes_read: u64,
 }
 
-/// A file being collected: chunk refs by position, and (size, chunk count) once read.
-type Partial = (Vec<Option<ChunkRef>>, Option<(u64, usize)>);
+/// A file being collected: chunk refs by position, and (size, chunk count, changed) once read.
+type Partial = (Vec<Option<ChunkRef>>, Option<(u64, usize, bool)>);
+/// A raw chunk: item, attempt, position, bytes.
+type Raw = (usize, u32, usize, Vec<u8>);
 
 enum Msg {
     Chunk {
         item: usize,
+        attempt: u32,
         pos: usize,
         r: ChunkRef,
+    },
+    /// The item is being read again from the start: drop what earlier attempts sent.
+    Restart {
+        item: usize,
+        attempt: u32,
     },
     End {
         item: usize,
@@ -97,7 +134,11 @@ enum Msg {
 }
 
 enum EndKind {
-    Read { size: u64, count: usize },
+    Read {
+        size: u64,
+        count: usize,
+        changed: bool,
+    },
     Vanished,
 }
 
@@ -136,7 +177,7 @@ pub fn run(
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
     };
-    let (raw_tx, raw_rx) = bounded::<(usize, usize, Vec<u8>)>(workers * 2);
+    let (raw_tx, raw_rx) = bounded::<Raw>(workers * 2);
     let (msg_tx, msg_rx) = bounded::<Msg>(workers * 4 + 16);
     let (pack_tx, pack_rx) = bounded::<SealedChunk>(workers * 2);
     let seen = Mutex::new(HashSet::<ChunkId>::new());
@@ -173,9 +214,23 @@ pub fn run(
 
         // Collector: put chunk refs back in file order.
         let mut partial: HashMap<usize, Partial> = HashMap::new();
+        // The current attempt per re-read item. A worker may deliver a chunk of an earlier
+        // attempt after its Restart (the reader sends Restart before any chunk of the new
+        // attempt, on the channel the workers send to after it), so stale ones are dropped.
+        let mut attempts: HashMap<usize, u32> = HashMap::new();
         for msg in msg_rx {
             let item = match msg {
-                Msg::Chunk { item, pos, r } => {
+                Msg::Restart { item, attempt } => {
+                    attempts.insert(item, attempt);
+                    partial.remove(&item);
+                    continue;
+                }
+                Msg::Chunk { item, attempt, .. }
+                    if attempt < attempts.get(&item).copied().unwrap_or(0) =>
+                {
+                    continue;
+                }
+                Msg::Chunk { item, pos, r, .. } => {
                     let slot = &mut partial.entry(item).or_default().0;
                     if slot.len() <= pos {
                         slot.resize(pos + 1, None);
@@ -193,21 +248,30 @@ pub fn run(
                 }
                 Msg::End {
                     item,
-                    outcome: EndKind::Read { size, count },
+                    outcome:
+                        EndKind::Read {
+                            size,
+                            count,
+                            changed,
+                        },
                 } => {
                     bytes_read += size;
-                    partial.entry(item).or_default().1 = Some((size, count));
+                    partial.entry(item).or_default().1 = Some((size, count, changed));
                     item
                 }
             };
             let done = partial.get(&item).is_some_and(|(refs, end)| {
-                end.is_some_and(|(_, count)| {
+                end.is_some_and(|(_, count, _)| {
                     refs.len() == count && refs.iter().all(Option::is_some)
                 })
             });
-            if done && let Some((refs, Some((size, _)))) = partial.remove(&item) {
+            if done && let Some((refs, Some((size, _, changed)))) = partial.remove(&item) {
                 let chunks = refs.into_iter().flatten().collect();
-                outcomes[item] = Some(Outcome::Read { chunks, size });
+                outcomes[item] = Some(Outcome::Read {
+                    chunks,
+                    size,
+                    changed,
+                });
             }
         }
         match packer.join() {
@@ -251,7 +315,7 @@ pub fn run(
 fn read_all(
     items: Vec<ReadItem>,
     vanish: VanishPolicy,
-    raw_tx: Sender<(usize, usize, Vec<u8>)>,
+    raw_tx: Sender<Raw>,
     msg_tx: Sender<Msg>,
     shared: &Shared,
     progress: &dyn Progress,
@@ -262,12 +326,15 @@ fn read_all(
             policy,
             origin,
             open,
+            watch,
         },
     ) in items.into_iter().enumerate()
     {
         if shared.aborted() {
             return;
         }
+        let stamp = || watch.as_ref().map(|w| (w.stamp)().ok());
+        let mut before = stamp();
         let reader = match open() {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound && vanish == VanishPolicy::Skip => {
@@ -278,48 +345,100 @@ fn read_all(
                 continue;
             }
             Err(e) => {
-                let what = if e.kind() == io::ErrorKind::NotFound {
-                    format!("source file {origin} vanished during the backup; run the backup again")
-                } else {
-                    format!(
-                        "cannot open source file {origin}; make it readable by the user running cairn"
-                    )
-                };
-                shared.fail(Error::io(what, e));
+                shared.fail(open_error(&origin, e));
                 return;
             }
         };
-        let mut pos = 0usize;
-        let result = chunk_stream(policy, reader, |data| {
-            if shared.aborted() {
-                return Err(io::Error::other("backup aborted"));
-            }
-            progress.advance(data.len() as u64);
-            raw_tx
-                .send((item, pos, data))
-                .map_err(|_| io::Error::other("backup aborted"))?;
-            pos += 1;
-            Ok(())
-        });
-        match result {
-            Ok(size) => {
-                let _ = msg_tx.send(Msg::End {
-                    item,
-                    outcome: EndKind::Read { size, count: pos },
-                });
-            }
-            Err(e) => {
-                if !shared.aborted() {
-                    shared.fail(Error::io(format!("cannot read source file {origin}"), e));
-                }
+        let mut reader = Some(reader);
+        let mut attempt = 0u32;
+        loop {
+            let Some(r) = reader.take() else { return };
+            let Some((size, count)) =
+                read_one(item, attempt, policy, r, &origin, &raw_tx, shared, progress)
+            else {
                 return;
+            };
+            let after = stamp();
+            // A stamp that cannot be taken (the file is gone) counts as a change.
+            let changed = before != after || after.is_some_and(|a| a.is_none());
+            if changed
+                && attempt < MAX_REREADS
+                && let Some(w) = &watch
+            {
+                attempt += 1;
+                let _ = msg_tx.send(Msg::Restart { item, attempt });
+                before = stamp();
+                match (w.reopen)() {
+                    Ok(r) => reader = Some(r),
+                    Err(e) => {
+                        shared.fail(open_error(&origin, e));
+                        return;
+                    }
+                }
+                continue;
             }
+            let _ = msg_tx.send(Msg::End {
+                item,
+                outcome: EndKind::Read {
+                    size,
+                    count,
+                    changed,
+                },
+            });
+            break;
+        }
+    }
+}
+
+fn open_error(origin: &str, e: io::Error) -> Error {
+    let what = if e.kind() == io::ErrorKind::NotFound {
+        format!("source file {origin} vanished during the backup; run the backup again")
+    } else {
+        format!("cannot open source file {origin}; make it readable by the user running cairn")
+    };
+    Error::io(what, e)
+}
+
+/// Chunk one attempt at reading an item into the workers' channel; None when the backup
+/// failed or was aborted.
+#[allow(clippy::too_many_arguments)]
+fn read_one(
+    item: usize,
+    attempt: u32,
+    policy: ChunkPolicy,
+    reader: Box<dyn Read + Send>,
+    origin: &str,
+    raw_tx: &Sender<Raw>,
+    shared: &Shared,
+    progress: &dyn Progress,
+) -> Option<(u64, usize)> {
+    let mut pos = 0usize;
+    let result = chunk_stream(policy, reader, |data| {
+        if shared.aborted() {
+            return Err(io::Error::other("backup aborted"));
+        }
+        if attempt == 0 {
+            progress.advance(data.len() as u64);
+        }
+        raw_tx
+            .send((item, attempt, pos, data))
+            .map_err(|_| io::Error::other("backup aborted"))?;
+        pos += 1;
+        Ok(())
+    });
+    match result {
+        Ok(size) => Some((size, pos)),
+        Err(e) => {
+            if !shared.aborted() {
+                shared.fail(Error::io(format!("cannot read source file {origin}"), e));
+            }
+            None
         }
     }
 }
 
 fn work(
-    raw_rx: Receiver<(usize, usize, Vec<u8>)>,
+    raw_rx: Receiver<Raw>,
     msg_tx: Sender<Msg>,
     pack_tx: Sender<SealedChunk>,
     known: &Index,
@@ -327,7 +446,7 @@ fn work(
     shared: &Shared,
     level: i32,
 ) {
-    for (item, pos, data) in raw_rx {
+    for (item, attempt, pos, data) in raw_rx {
         if shared.aborted() {
             continue; // drain so the reader never blocks forever
         }
@@ -355,7 +474,15 @@ fn work(
             id,
             len: data.len() as u32,
         };
-        if msg_tx.send(Msg::Chunk { item, pos, r }).is_err() {
+        if msg_tx
+            .send(Msg::Chunk {
+                item,
+                attempt,
+                pos,
+                r,
+            })
+            .is_err()
+        {
             shared.fail(Error::Invalid("the collector stopped early".into()));
         }
     }
@@ -431,6 +558,7 @@ mod tests {
                 Some(Err(e)) => Err(e),
                 None => Err(io::Error::other("opened twice")),
             }),
+            watch: None,
         }
     }
 
@@ -493,6 +621,7 @@ mod tests {
                 Outcome::Read {
                     chunks: a,
                     size: 3_000_000,
+                    changed: false,
                 },
                 Outcome::Read { chunks: b, .. },
             ) => {
@@ -515,5 +644,86 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("/src/bad"), "{err}");
+    }
+
+    /// A watched item whose stamp changes during the first `changes` reads, then holds.
+    fn watched(data: Vec<Vec<u8>>, changes: u32) -> ReadItem {
+        use std::sync::atomic::AtomicU32;
+        let reads = Arc::new(AtomicU32::new(0));
+        let stamps = Arc::new(AtomicU32::new(0));
+        let data = Arc::new(data);
+        let open = {
+            let (reads, data) = (reads.clone(), data.clone());
+            move || -> io::Result<Box<dyn Read + Send>> {
+                let n = reads.fetch_add(1, Ordering::SeqCst) as usize;
+                let d = data[n.min(data.len() - 1)].clone();
+                Ok(Box::new(io::Cursor::new(d)))
+            }
+        };
+        let first = open.clone();
+        ReadItem {
+            policy: DEFAULT_CDC,
+            origin: "/src/busy".into(),
+            open: Box::new(first),
+            watch: Some(Watch {
+                // Stamps are taken before and after each read: a different one after each of
+                // the first `changes` reads means "changed while read".
+                stamp: Box::new(move || {
+                    let n = stamps.fetch_add(1, Ordering::SeqCst);
+                    let read = n / 2; // two stamps per read
+                    let after = n % 2 == 1;
+                    let v = if after && read < changes {
+                        n + 1000
+                    } else {
+                        read
+                    };
+                    Ok((v as u64, 0, 0))
+                }),
+                reopen: Box::new(open),
+            }),
+        }
+    }
+
+    #[test]
+    fn item9_a_file_that_changed_while_read_is_read_again_and_kept_whole() -> Result<()> {
+        let old = crate::chunker::seeded_bytes(5, 3_000_000);
+        let new = crate::chunker::seeded_bytes(6, 2_000_000);
+        let out = run_items(vec![watched(vec![old, new.clone()], 1)], VanishPolicy::Fail)?;
+        match &out.outcomes[0] {
+            Outcome::Read {
+                chunks,
+                size,
+                changed,
+            } => {
+                assert_eq!(*size, 2_000_000, "the second read is what is kept");
+                assert!(!changed, "the second read was stable");
+                let len: u64 = chunks.iter().map(|c| c.len as u64).sum();
+                assert_eq!(
+                    len, 2_000_000,
+                    "no chunk of the first read is left in the file"
+                );
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn item9_a_file_that_keeps_changing_is_kept_and_marked_after_bounded_rereads() -> Result<()> {
+        let data = vec![vec![7u8; 10_000]];
+        let out = run_items(vec![watched(data, u32::MAX)], VanishPolicy::Fail)?;
+        assert!(
+            matches!(
+                &out.outcomes[0],
+                Outcome::Read {
+                    changed: true,
+                    size: 10_000,
+                    ..
+                }
+            ),
+            "{:?}",
+            out.outcomes[0]
+        );
+        Ok(())
     }
 }

@@ -207,6 +207,17 @@ pub async fn verify(
                 continue;
             }
         };
+        // Paths that would steer a restore outside its destination are damage too; only a
+        // postgres stanza's tablespace links (`pg_tblspc/<oid>`) may have contents beneath.
+        let links: &[&[u8]] = if stanza.info.engine == "postgres" {
+            &[b"pg_tblspc"]
+        } else {
+            &[]
+        };
+        let object = stanza.manifest_key(label)?.to_string();
+        if let Err(e) = manifest::check_paths(&object, &entries, links) {
+            problems.add(&object, e.to_string(), Some(label));
+        }
         let mut checked = HashSet::new();
         for e in &entries {
             let Content::Chunks(chunks) = &e.content else {

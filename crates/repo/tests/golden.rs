@@ -184,3 +184,71 @@ fn pack_v1() -> TestResult {
     assert_eq!(pack::parse_pack("golden", &id, &bytes)?, entries);
     Ok(())
 }
+
+/// Manifest version 2 (hard links, FIFOs, devices; written only by manifests that hold them):
+/// frozen like v1, and its envelope says version 2, which a cairn that knows only version 1
+/// refuses as newer instead of misreading the new entry kinds.
+#[test]
+fn item9_manifest_v2_with_hard_links_and_special_files() -> TestResult {
+    let mut m = manifest()?;
+    let base = m.entries[1].clone();
+    let special = |path: &[u8], kind| FileEntry {
+        path: path.to_vec(),
+        kind,
+        size: 0,
+        link_target: None,
+        content: Content::None,
+        ..base.clone()
+    };
+    m.entries.push(FileEntry {
+        link_target: Some(b"a".to_vec()),
+        ..special(b"d", EntryKind::HardLink)
+    });
+    m.entries.push(special(b"e", EntryKind::Fifo));
+    m.entries
+        .push(special(b"f", EntryKind::CharDevice { major: 1, minor: 3 }));
+    m.entries
+        .push(special(b"g", EntryKind::BlockDevice { major: 8, minor: 1 }));
+    golden("manifest-v2.body", &codec::encode_body(&m))?;
+    if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {
+        golden("manifest-v2.bin", &m.encode())?;
+    }
+    let frozen = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/manifest-v2.bin"),
+    )?;
+    assert_eq!(u16::from_le_bytes([frozen[8], frozen[9]]), 2);
+    assert_eq!(Manifest::decode("golden", &frozen)?, m);
+    // A manifest without the new kinds is still written as version 1.
+    let v1 = manifest()?.encode();
+    assert_eq!(u16::from_le_bytes([v1[8], v1[9]]), 1);
+    // Version 3 would be refused as newer, not misread.
+    let mut newer = frozen.clone();
+    newer[8] = 3;
+    let crc_at = newer.len() - 4;
+    let crc = crc32fast_hash(&newer[..crc_at]);
+    newer[crc_at..].copy_from_slice(&crc.to_le_bytes());
+    let err = Manifest::decode("golden", &newer)
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("newer")),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+/// CRC-32/ISO-HDLC, bitwise (the tests do not depend on crc32fast).
+fn crc32fast_hash(b: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &x in b {
+        crc ^= x as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}

@@ -9,13 +9,20 @@ use anyhow::{Context, Result};
 use cairn_engines::postgres::backup::{self as pg_backup};
 use cairn_engines::{EngineKind, files, stream};
 use cairn_repo::BackupType;
-use cairn_repo::backup::{BackupJob, BackupOptions, DEFAULT_PACK_TARGET};
-use cairn_repo::pipeline::{Progress, VanishPolicy};
+use cairn_repo::backup::{BackupJob, BackupOptions, CHANGED_DURING_BACKUP, DEFAULT_PACK_TARGET};
+use cairn_repo::pipeline::{MAX_REREADS, Progress, VanishPolicy};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// A stream backup's producer (`-- COMMAND ARGS...`; empty: stdin) and whether an empty
+/// stream is kept.
+pub(crate) struct StreamArgs {
+    pub(crate) allow_empty: bool,
+    pub(crate) command: Vec<String>,
+}
 
 pub(crate) async fn backup(
     s: &Settings,
@@ -23,12 +30,19 @@ pub(crate) async fn backup(
     source: Option<PathBuf>,
     delta: bool,
     archive_timeout: Option<u64>,
+    stream_args: StreamArgs,
     quiet: bool,
 ) -> Result<ExitCode> {
     let stanza = open_stanza(s).await?;
     let engine = engine_of(&stanza)?;
     let kind = s.string(&kind, "type")?.unwrap_or_else(|| "incr".into());
     let kind = BackupType::parse(&kind).map_err(|e| usage(e.to_string()))?;
+    if engine != EngineKind::Stream && (!stream_args.command.is_empty() || stream_args.allow_empty)
+    {
+        return Err(usage(
+            "a command after `--` and --allow-empty are for stream stanzas",
+        ));
+    }
     let mut meta = BTreeMap::new();
     let source = match engine {
         EngineKind::Files => {
@@ -45,9 +59,9 @@ pub(crate) async fn backup(
             Some(dir)
         }
         EngineKind::Stream => {
-            if std::io::stdin().is_terminal() {
+            if stream_args.command.is_empty() && std::io::stdin().is_terminal() {
                 return Err(usage(
-                    "a stream stanza backs up standard input: pipe the data in, e.g. `pg_dump -Fc db | cairn backup`",
+                    "a stream stanza backs up the output of a command: `cairn backup -- pg_dump -Fc -Z0 db` (or pipe it into standard input)",
                 ));
             }
             None
@@ -90,13 +104,36 @@ pub(crate) async fn backup(
     }
     let mut job = BackupJob::begin(&stanza, opts).await?;
     tracing::info!("backup {} ({}) started", job.label, job.kind);
+    // The producer starts once the stanza is locked, and from this (the main) thread: its
+    // parent-death signal is tied to the thread that started it.
+    let producer = if engine == EngineKind::Stream && !stream_args.command.is_empty() {
+        match stream::command::Producer::start(&stream_args.command) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let _ = job.abort().await;
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let result = async {
         let sources = match &source {
             Some(dir) => {
                 let dir = dir.clone();
                 tokio::task::spawn_blocking(move || files::sources(&dir)).await??
             }
-            None => vec![stream::source(Box::new(std::io::stdin()))],
+            None => vec![match producer {
+                Some(p) => {
+                    let origin = format!("the output of '{}'", p.name());
+                    let r = stream::command::Checked::producer(p, stream_args.allow_empty);
+                    stream::source_from(Box::new(r), origin)
+                }
+                None => {
+                    let r = stream::command::Checked::stdin(stream_args.allow_empty);
+                    stream::source(Box::new(r))
+                }
+            }],
         };
         let progress: Arc<dyn Progress> = Arc::new(Reporter::new("backup", quiet));
         job.copy(sources, progress).await?;
@@ -107,8 +144,33 @@ pub(crate) async fn backup(
         let _ = job.abort().await;
         return Err(e);
     }
+    let changed: Vec<String> = job
+        .entries()
+        .iter()
+        .filter(|e| e.meta.contains_key(CHANGED_DURING_BACKUP))
+        .map(|e| e.display_path())
+        .collect();
+    for path in &changed {
+        tracing::warn!(
+            "{path} changed while it was read, {MAX_REREADS} times in a row; it is kept as last read and may mix old and new contents (marked {CHANGED_DURING_BACKUP} in the manifest)"
+        );
+    }
+    if !changed.is_empty() {
+        meta.insert(
+            "files-changed-during-backup".to_string(),
+            changed.len().to_string(),
+        );
+    }
     let rec = job.commit(meta).await?;
     log_backup(&rec);
+    if !changed.is_empty() {
+        tracing::warn!(
+            "backup {} completed with warnings: {} file(s) changed while they were read",
+            rec.label,
+            changed.len()
+        );
+        return Ok(ExitCode::from(crate::exit::WARNINGS));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

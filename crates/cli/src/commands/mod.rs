@@ -124,7 +124,15 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
             source,
             delta,
             archive_timeout,
-        } => backup(s, kind, source, delta, archive_timeout, quiet).await,
+            allow_empty,
+            command,
+        } => {
+            let stream = StreamArgs {
+                allow_empty,
+                command,
+            };
+            backup(s, kind, source, delta, archive_timeout, stream, quiet).await
+        }
         Command::Restore {
             set,
             dest,
@@ -136,6 +144,7 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
             delta,
             archive_mode,
             ignore_archive_gap,
+            command,
         } => {
             let mut maps = Vec::new();
             for m in &tablespace_map {
@@ -155,6 +164,7 @@ pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Res
                 delta: s.flag(delta, "delta")?,
                 archive_mode: s.string(&archive_mode, "archive-mode")?,
                 ignore_archive_gap: s.flag(ignore_archive_gap, "ignore-archive-gap")?,
+                command,
             };
             restore(s, args, quiet).await
         }

@@ -27,6 +27,8 @@ pub(crate) struct RestoreArgs {
     pub(crate) delta: bool,
     pub(crate) archive_mode: Option<String>,
     pub(crate) ignore_archive_gap: bool,
+    /// Stream: the consumer to feed.
+    pub(crate) command: Vec<String>,
 }
 
 /// The `restore_command` a restored cluster uses: this cairn, this repository and stanza.
@@ -135,6 +137,11 @@ pub(crate) async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Res
         || args.target_timeline.is_some()
         || args.archive_mode.is_some()
         || args.ignore_archive_gap;
+    if engine != EngineKind::Stream && !args.command.is_empty() {
+        return Err(usage(
+            "a command after `--` is for stream stanzas (the consumer of the restored stream)",
+        ));
+    }
     if engine != EngineKind::Postgres && (pitr || args.delta) {
         return Err(usage(
             "--type, --target, --target-action, --target-timeline, --archive-mode, --ignore-archive-gap and --delta are for postgres stanzas; restore a files or stream stanza with --dest",
@@ -216,14 +223,46 @@ pub(crate) async fn restore(s: &Settings, args: RestoreArgs, quiet: bool) -> Res
     let chain = stanza.chain(&catalog, &label).await?;
     let entries = manifest::resolve(&chain)?;
     let index = stanza.index().await?;
+    if engine == EngineKind::Stream && !args.command.is_empty() {
+        if args.dest.is_some() {
+            return Err(usage(
+                "give either --dest or a consumer command after `--`, not both",
+            ));
+        }
+        let consumer = stream::command::Consumer::start(&args.command)?;
+        let dest = std::path::Path::new("-");
+        stream::restore(
+            &stanza,
+            &index,
+            &entries,
+            dest,
+            Some(consumer),
+            s.process_max,
+            progress,
+        )
+        .await?;
+        tracing::info!("restored backup {label} into '{}'", args.command[0]);
+        return Ok(ExitCode::SUCCESS);
+    }
     let dest = args.dest.ok_or_else(|| {
-        usage("give --dest: a directory (files) or a file or - for stdout (stream)")
+        usage("give --dest: a directory (files), or a file or - for stdout or a consumer command after `--` (stream)")
     })?;
     match engine {
         EngineKind::Files => {
             files::restore(&stanza, &index, &entries, &dest, s.process_max, progress).await?
         }
-        _ => stream::restore(&stanza, &index, &entries, &dest, s.process_max, progress).await?,
+        _ => {
+            stream::restore(
+                &stanza,
+                &index,
+                &entries,
+                &dest,
+                None,
+                s.process_max,
+                progress,
+            )
+            .await?
+        }
     }
     tracing::info!("restored backup {label} to {}", dest.display());
     Ok(ExitCode::SUCCESS)

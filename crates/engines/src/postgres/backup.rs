@@ -51,6 +51,7 @@ fn memory_file(path: &str, text: String, mode: u32) -> SourceEntry {
             let b = slot.take().unwrap_or_default();
             Ok(Box::new(std::io::Cursor::new(b)) as Box<dyn std::io::Read + Send>)
         })),
+        watch: None,
     }
 }
 

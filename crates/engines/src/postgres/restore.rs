@@ -213,7 +213,8 @@ pub async fn restore(
         &opts.recovery,
     );
     check_destination(dest)?;
-    let (writer, placements) = TreeWriter::prepare_with(dest, entries, delta, &links)?;
+    let (writer, placements) =
+        TreeWriter::prepare_with(dest, entries, delta, &links, &[b"pg_tblspc"])?;
     let writer = Arc::new(writer);
     let control = dest.join("global/pg_control");
     let (last, rest): (Vec<_>, Vec<_>) = placements

@@ -1,149 +1,17 @@
-//! Reading and writing directory trees: scanning a source tree into manifest entries, and
-//! laying resolved entries down into a destination with exact modes, owners, mtimes and links.
-//! Shared by the `files` engine and (later) the PostgreSQL engine's data directory.
+//! Laying resolved entries down into a destination.
 
-use cairn_repo::backup::SourceEntry;
-use cairn_repo::chunker::ChunkPolicy;
+use super::join;
+use super::meta::{chunk_matches, remove_path, remove_unlisted, set_meta, unsafe_geteuid};
 use cairn_repo::manifest::{Content, EntryKind, FileEntry};
 use cairn_repo::restore::{Placement, WriteAt};
 use cairn_repo::{Error, Result};
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::{CString, OsStr};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-
-fn mtime_ns(m: &fs::Metadata) -> i64 {
-    m.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(m.mtime_nsec())
-}
-
-/// A manifest entry for `path` (relative `rel`) from its metadata.
-pub fn entry_for(rel: &[u8], m: &fs::Metadata, link_target: Option<Vec<u8>>) -> Option<FileEntry> {
-    let ft = m.file_type();
-    let kind = if ft.is_file() {
-        EntryKind::File
-    } else if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_symlink() {
-        EntryKind::Symlink
-    } else {
-        return None; // sockets, fifos, devices: not backed up
-    };
-    Some(FileEntry {
-        path: rel.to_vec(),
-        kind,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime_ns: mtime_ns(m),
-        size: if kind == EntryKind::File { m.len() } else { 0 },
-        link_target,
-        content: Content::None,
-        meta: BTreeMap::new(),
-    })
-}
-
-/// Decides, per relative path, whether to skip it and how to chunk it.
-pub trait TreePolicy: Sync {
-    fn skip(&self, _rel: &[u8], _is_dir: bool) -> bool {
-        false
-    }
-    fn chunking(&self, rel: &[u8]) -> ChunkPolicy;
-    /// Whether a symlink at `rel` is followed: recorded as a symlink and its target's contents
-    /// backed up beneath it (PostgreSQL tablespaces).
-    fn follow(&self, _rel: &[u8]) -> bool {
-        false
-    }
-}
-
-/// Scan `root` recursively. Entries are relative to root; the root itself is the entry `.`
-/// only implicitly (its mode is recorded as the entry with an empty path).
-pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
-    let meta = fs::symlink_metadata(root).map_err(|e| {
-        Error::io(
-            format!(
-                "cannot read source directory {}; check --source",
-                root.display()
-            ),
-            e,
-        )
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "source {} is not a directory; give --source a directory",
-            root.display()
-        )));
-    }
-    let mut out = Vec::new();
-    if let Some(e) = entry_for(b"", &meta, None) {
-        out.push(SourceEntry {
-            entry: e,
-            policy: policy.chunking(b""),
-            origin: root.display().to_string(),
-            open: None,
-        });
-    }
-    let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot list source directory {}", dir.display()), e))?;
-        for item in rd {
-            let item = item.map_err(|e| {
-                Error::io(format!("cannot list source directory {}", dir.display()), e)
-            })?;
-            let path = item.path();
-            let mut r = rel.clone();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(item.file_name().as_bytes());
-            let m = fs::symlink_metadata(&path)
-                .map_err(|e| Error::io(format!("cannot read source file {}", path.display()), e))?;
-            if policy.skip(&r, m.is_dir()) {
-                continue;
-            }
-            let link = if m.file_type().is_symlink() {
-                let t = fs::read_link(&path)
-                    .map_err(|e| Error::io(format!("cannot read symlink {}", path.display()), e))?;
-                Some(t.as_os_str().as_bytes().to_vec())
-            } else {
-                None
-            };
-            let Some(entry) = entry_for(&r, &m, link) else {
-                tracing::debug!(
-                    "skipping {} (not a file, directory or symlink)",
-                    path.display()
-                );
-                continue;
-            };
-            let follow = entry.kind == EntryKind::Symlink
-                && policy.follow(&r)
-                && fs::metadata(&path).is_ok_and(|m| m.is_dir());
-            if entry.kind == EntryKind::Dir || follow {
-                stack.push((path.clone(), r.clone()));
-            }
-            let open: Option<cairn_repo::pipeline::Opener> = if entry.kind == EntryKind::File {
-                let p = path.clone();
-                Some(Box::new(move || {
-                    File::open(&p).map(|f| Box::new(f) as Box<dyn io::Read + Send>)
-                }))
-            } else {
-                None
-            };
-            out.push(SourceEntry {
-                policy: policy.chunking(&r),
-                entry,
-                origin: path.display().to_string(),
-                open,
-            });
-        }
-    }
-    Ok(out)
-}
 
 /// The destination of a tree restore.
 #[derive(Debug)]
@@ -161,38 +29,14 @@ pub struct TreeWriter {
 /// Files a restore keeps open at once.
 const MAX_OPEN_FILES: usize = 256;
 
-fn join(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
-}
-
-/// Paths in manifests are relative and never contain `..`: refuse anything else rather than
-/// write outside the destination.
-fn check_rel(rel: &[u8]) -> Result<()> {
-    let bad = rel.first() == Some(&b'/')
-        || rel
-            .split(|b| *b == b'/')
-            .any(|seg| seg == b".." || seg == b"." || (seg.is_empty() && !rel.is_empty()));
-    if bad {
-        return Err(Error::corrupt(
-            "manifest",
-            format!(
-                "unsafe path '{}' in the backup",
-                String::from_utf8_lossy(rel)
-            ),
-        ));
-    }
-    Ok(())
-}
+/// Open flags for every file a restore creates or rewrites: never through a symlink.
+const NOFOLLOW: i32 = libc::O_NOFOLLOW;
 
 impl TreeWriter {
     /// Check `dest` is absent or an empty directory, then create directories and empty files
     /// of the right sizes. Returns the writer and the chunk placements to fetch.
     pub fn prepare(dest: &Path, entries: &[FileEntry]) -> Result<(TreeWriter, Vec<Placement>)> {
-        Self::prepare_with(dest, entries, false, &BTreeMap::new())
+        Self::prepare_with(dest, entries, false, &BTreeMap::new(), &[])
     }
 
     /// `prepare` for `--delta`: `dest` may hold an older copy. Files whose chunks already match
@@ -201,21 +45,36 @@ impl TreeWriter {
         dest: &Path,
         entries: &[FileEntry],
     ) -> Result<(TreeWriter, Vec<Placement>)> {
-        Self::prepare_with(dest, entries, true, &BTreeMap::new())
+        Self::prepare_with(dest, entries, true, &BTreeMap::new(), &[])
     }
 
     /// `prepare` (or `prepare_delta`), where symlinks that have contents beneath them
-    /// (tablespaces) point at `link_map[path]` instead of their recorded target.
+    /// (tablespaces) point at `link_map[path]` instead of their recorded target. Contents
+    /// beneath a symlink are allowed only for links directly inside `allow_links_under`.
+    ///
+    /// Nothing is written outside `dest` (and those links' targets): the paths are checked
+    /// first (`manifest::check_paths`), and then every ancestor of every entry is looked at with
+    /// `lstat` (or created with `mkdir`) before anything is created in it, in sorted order and
+    /// after `--delta` removed what the backup does not list, so each one is a real directory
+    /// checked or made by this restore, or a tablespace link it made itself. The last component
+    /// is made with `mkdir`, `O_CREAT|O_EXCL`/`O_NOFOLLOW`, `symlink` or `link`, none of which
+    /// follow a symlink standing there. So a destination that already holds symlinks (`--delta`
+    /// onto an old copy) cannot redirect a write: a symlink where a directory or file belongs is
+    /// removed (delta) or refused. Not covered: another process swapping a directory for a link
+    /// while the restore runs (that needs openat-style walking); whoever can do that can write
+    /// into the destination anyway.
     pub fn prepare_with(
         dest: &Path,
         entries: &[FileEntry],
         delta: bool,
         link_map: &BTreeMap<Vec<u8>, PathBuf>,
+        allow_links_under: &[&[u8]],
     ) -> Result<(TreeWriter, Vec<Placement>)> {
+        cairn_repo::manifest::check_paths("the backup's manifest", entries, allow_links_under)?;
         match fs::read_dir(dest) {
             Ok(mut rd) => {
                 if !delta && rd.next().is_some() {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "restore destination {} is not empty; restore into an empty or new directory{}",
                         dest.display(),
                         if delta {
@@ -251,12 +110,13 @@ impl TreeWriter {
         if delta {
             remove_unlisted(dest, entries)?;
         }
-        w.create_followed_links(entries, delta, link_map)?;
+        let mut checked = HashSet::new();
+        w.create_followed_links(entries, delta, link_map, &mut checked)?;
         for e in entries {
-            check_rel(&e.path)?;
             if w.links.contains(&e.path) {
                 continue; // created above, before its contents
             }
+            w.parents(&e.path, &mut checked)?;
             let path = join(dest, &e.path);
             if delta {
                 // Whatever stands where a different kind of entry belongs goes.
@@ -264,7 +124,8 @@ impl TreeWriter {
                     let same_kind = match e.kind {
                         EntryKind::Dir => m.is_dir(),
                         EntryKind::File => m.is_file(),
-                        EntryKind::Symlink => false, // recreated with the recorded target
+                        // Links and special files are recreated in `finish`.
+                        _ => false,
                     };
                     if !same_kind {
                         remove_path(&path)?;
@@ -272,17 +133,32 @@ impl TreeWriter {
                 }
             }
             match e.kind {
-                EntryKind::Dir => fs::create_dir_all(&path).map_err(|err| {
-                    Error::io(format!("cannot create directory {}", path.display()), err)
-                })?,
+                EntryKind::Dir if e.path.is_empty() => {}
+                EntryKind::Dir => match fs::create_dir(&path) {
+                    Err(err)
+                        if err.kind() == io::ErrorKind::AlreadyExists
+                            && fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) => {}
+                    r => r.map_err(|err| {
+                        Error::io(format!("cannot create directory {}", path.display()), err)
+                    })?,
+                },
                 EntryKind::File => {
-                    let existing = if delta { File::open(&path).ok() } else { None };
+                    let existing = if delta {
+                        OpenOptions::new()
+                            .read(true)
+                            .custom_flags(NOFOLLOW)
+                            .open(&path)
+                            .ok()
+                    } else {
+                        None
+                    };
                     let f = OpenOptions::new()
                         .write(true)
                         .create(delta)
                         .create_new(!delta)
                         .truncate(false)
                         .mode(0o600)
+                        .custom_flags(NOFOLLOW)
                         .open(&path)
                         .map_err(|err| {
                             Error::io(format!("cannot create {}", path.display()), err)
@@ -320,7 +196,7 @@ impl TreeWriter {
                         }
                     }
                 }
-                EntryKind::Symlink => {}
+                _ => {} // links and special files: in `finish`
             }
         }
         Ok((w, placements))
@@ -334,6 +210,7 @@ impl TreeWriter {
         entries: &[FileEntry],
         delta: bool,
         link_map: &BTreeMap<Vec<u8>, PathBuf>,
+        checked: &mut HashSet<Vec<u8>>,
     ) -> Result<()> {
         for (i, e) in entries.iter().enumerate() {
             if e.kind != EntryKind::Symlink {
@@ -344,7 +221,6 @@ impl TreeWriter {
             if !entries[i + 1..].iter().any(|c| c.path.starts_with(&prefix)) {
                 continue;
             }
-            check_rel(&e.path)?;
             let target = match link_map.get(&e.path) {
                 Some(p) => p.clone(),
                 None => PathBuf::from(OsStr::from_bytes(
@@ -352,7 +228,7 @@ impl TreeWriter {
                 )),
             };
             if !delta && fs::read_dir(&target).is_ok_and(|mut rd| rd.next().is_some()) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "{} (the target of {}) is not empty; empty it, or restore it elsewhere with --tablespace-map",
                     target.display(),
                     e.display_path()
@@ -360,11 +236,8 @@ impl TreeWriter {
             }
             fs::create_dir_all(&target)
                 .map_err(|err| Error::io(format!("cannot create {}", target.display()), err))?;
+            self.parents(&e.path, checked)?;
             let link = join(&self.root, &e.path);
-            if let Some(parent) = link.parent() {
-                fs::create_dir_all(parent)
-                    .map_err(|err| Error::io(format!("cannot create {}", parent.display()), err))?;
-            }
             if fs::symlink_metadata(&link).is_ok() {
                 remove_path(&link)?;
             }
@@ -388,16 +261,9 @@ impl TreeWriter {
             .filter(|e| e.kind != EntryKind::Dir && !self.links.contains(&e.path))
         {
             let path = join(&self.root, &e.path);
-            if e.kind == EntryKind::Symlink {
-                let target = e.link_target.as_deref().unwrap_or_default();
-                if fs::symlink_metadata(&path).is_ok() {
-                    remove_path(&path)?;
-                }
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|err| {
-                    Error::io(format!("cannot create symlink {}", path.display()), err)
-                })?;
+            if super::special::create(&self.root, &path, e, as_root)? {
+                set_meta(&path, e, as_root)?;
             }
-            set_meta(&path, e, as_root)?;
         }
         let mut dirs: Vec<&FileEntry> = entries
             .iter()
@@ -434,98 +300,35 @@ impl TreeWriter {
     }
 }
 
-/// Whether `f` already holds chunk `c` at `offset` (for `--delta`), reading only that range.
-fn chunk_matches(f: &File, offset: u64, c: &cairn_repo::manifest::ChunkRef) -> bool {
-    let mut buf = vec![0u8; c.len as usize];
-    f.read_exact_at(&mut buf, offset).is_ok() && cairn_repo::ChunkId::of(&buf) == c.id
-}
-
-fn remove_path(path: &Path) -> Result<()> {
-    let m = fs::symlink_metadata(path)
-        .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
-    let r = if m.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    r.map_err(|e| {
-        Error::io(
-            format!("cannot remove {} (not in the backup)", path.display()),
-            e,
-        )
-    })
-}
-
-/// Remove everything under `dest` that the backup does not list (for `--delta`).
-fn remove_unlisted(dest: &Path, entries: &[FileEntry]) -> Result<()> {
-    let listed: std::collections::HashSet<&[u8]> =
-        entries.iter().map(|e| e.path.as_slice()).collect();
-    let mut stack = vec![(dest.to_path_buf(), Vec::<u8>::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let rd = fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
-        for item in rd.flatten() {
-            let mut r = rel.clone();
-            if !r.is_empty() {
-                r.push(b'/');
-            }
-            r.extend_from_slice(item.file_name().as_bytes());
-            let path = item.path();
-            if !listed.contains(r.as_slice()) {
-                remove_path(&path)?;
-            } else if item.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push((path, r));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn unsafe_geteuid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-fn set_meta(path: &Path, e: &FileEntry, as_root: bool) -> Result<()> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid(format!("path {} contains a NUL byte", path.display())))?;
-    let fail = |what: &str| {
-        Error::io(
-            format!("cannot set {what} of {}", path.display()),
-            io::Error::last_os_error(),
-        )
-    };
-    if as_root {
-        // SAFETY: c is a valid NUL-terminated path; lchown does not follow symlinks.
-        if unsafe { libc::lchown(c.as_ptr(), e.uid, e.gid) } != 0 {
-            return Err(fail("owner"));
-        }
-    }
-    if e.kind != EntryKind::Symlink {
-        fs::set_permissions(path, fs::Permissions::from_mode(e.mode))
-            .map_err(|err| Error::io(format!("cannot set mode of {}", path.display()), err))?;
-    }
-    let ts = libc::timespec {
-        tv_sec: e.mtime_ns.div_euclid(1_000_000_000) as libc::time_t,
-        tv_nsec: e.mtime_ns.rem_euclid(1_000_000_000) as _,
-    };
-    let times = [ts, ts];
-    // SAFETY: c is a valid path, times points at two timespecs as utimensat requires.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(fail("mtime"));
-    }
-    Ok(())
-}
-
 impl TreeWriter {
+    /// Make sure every ancestor of `rel` inside the destination is a real directory (creating
+    /// missing ones) or a tablespace link this restore made; `checked` remembers the ones seen.
+    fn parents(&self, rel: &[u8], checked: &mut HashSet<Vec<u8>>) -> Result<()> {
+        for (i, _) in rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
+            let dir = &rel[..i];
+            if checked.contains(dir) || self.links.contains(dir) {
+                continue;
+            }
+            let path = join(&self.root, dir);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(Error::Invalid(format!(
+                        "{} is not a directory (a symlink or file stands where the backup has a directory); refusing to restore through it: remove it or restore into an empty directory",
+                        path.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&path)
+                    .map_err(|err| Error::io(format!("cannot create {}", path.display()), err))?,
+                Err(e) => {
+                    return Err(Error::io(format!("cannot inspect {}", path.display()), e));
+                }
+            }
+            checked.insert(dir.to_vec());
+        }
+        Ok(())
+    }
+
     /// The path written for `target`.
     pub fn describe_path(&self, target: usize) -> Option<&Path> {
         self.files.get(target).map(PathBuf::as_path)
@@ -542,7 +345,12 @@ impl WriteAt for TreeWriter {
                     .files
                     .get(target)
                     .ok_or_else(|| io::Error::other("unknown restore target"))?;
-                let f = std::sync::Arc::new(OpenOptions::new().write(true).open(path)?);
+                let f = std::sync::Arc::new(
+                    OpenOptions::new()
+                        .write(true)
+                        .custom_flags(NOFOLLOW)
+                        .open(path)?,
+                );
                 if let Ok(mut m) = self.open.lock() {
                     if m.len() >= MAX_OPEN_FILES {
                         m.clear();
@@ -552,7 +360,7 @@ impl WriteAt for TreeWriter {
                 f
             }
         };
-        f.write_all_at(data, offset)
+        write_sparse(&f, offset, data)
     }
 
     fn describe(&self, target: usize) -> String {
@@ -561,4 +369,57 @@ impl WriteAt for TreeWriter {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     }
+}
+
+/// Filesystem blocks assumed for holes: a hole smaller than this never saves space.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Write `data` at `offset`, leaving its all-zero blocks (aligned in the file) as holes.
+fn write_sparse(f: &File, offset: u64, data: &[u8]) -> io::Result<()> {
+    let end = offset + data.len() as u64;
+    let mut at = offset;
+    while at < end {
+        let block_end = ((at / HOLE_BLOCK) + 1) * HOLE_BLOCK;
+        let next = block_end.min(end);
+        // A run of blocks of one kind (all zero, or not).
+        let zero = |a: u64, b: u64| {
+            data[(a - offset) as usize..(b - offset) as usize]
+                .iter()
+                .all(|x| *x == 0)
+        };
+        let kind = zero(at, next);
+        let mut run_end = next;
+        while run_end < end {
+            let n = (run_end + HOLE_BLOCK).min(end);
+            if zero(run_end, n) != kind {
+                break;
+            }
+            run_end = n;
+        }
+        let slice = &data[(at - offset) as usize..(run_end - offset) as usize];
+        if !(kind && punch_hole(f, at, slice.len())) {
+            f.write_all_at(slice, at)?;
+        }
+        at = run_end;
+    }
+    Ok(())
+}
+
+/// Leave an all-zero range of a restored file as a hole, so sparse files (VM images,
+/// database files with holes) come back sparse. The file was sized with `set_len`, so a range
+/// never written is already a hole reading as zeros (a file ending in a hole has its length);
+/// punching also clears what an older copy held there (`--delta`). False when the filesystem
+/// cannot punch holes: then the zeros are written.
+fn punch_hole(f: &File, offset: u64, len: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: f is an open descriptor for the duration of the call; fallocate reads no memory.
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    r == 0
 }

@@ -1,6 +1,9 @@
 //! The `stream` engine: one byte stream from stdin (`pg_dump -Fc`, `mongodump --archive`, a
 //! DB2 backup through a pipe) stored as a single logical object, content-defined chunked so a
-//! daily dump costs only what changed; restored to a file or to stdout.
+//! daily dump costs only what changed; restored to a file or to stdout. `command` runs the
+//! producer or consumer itself, so that its failure fails the backup or restore.
+
+pub mod command;
 
 use cairn_repo::backup::SourceEntry;
 use cairn_repo::chunker::DEFAULT_CDC;
@@ -21,6 +24,11 @@ pub const STREAM_PATH: &[u8] = b"stream";
 
 /// The stream read from `reader` (stdin), as the one entry of the backup.
 pub fn source(reader: Box<dyn Read + Send>) -> SourceEntry {
+    source_from(reader, "stdin".into())
+}
+
+/// The stream read from `reader`, `origin` naming it in messages.
+pub fn source_from(reader: Box<dyn Read + Send>, origin: String) -> SourceEntry {
     let now = cairn_repo::time::now_unix();
     let mut slot = Some(reader);
     let open: Opener = Box::new(move || {
@@ -41,8 +49,9 @@ pub fn source(reader: Box<dyn Read + Send>) -> SourceEntry {
             meta: BTreeMap::new(),
         },
         policy: DEFAULT_CDC,
-        origin: "stdin".into(),
+        origin,
         open: Some(open),
+        watch: None,
     }
 }
 
@@ -68,12 +77,14 @@ impl WriteAt for FileSink {
     }
 }
 
-/// Restore the stream to `dest`: a file path (must not exist), or `-` for stdout.
+/// Restore the stream to `consumer`'s stdin when given, else to `dest`: a file path (must
+/// not exist), or `-` for stdout.
 pub async fn restore(
     stanza: &Stanza,
     index: &Index,
     entries: &[FileEntry],
     dest: &Path,
+    consumer: Option<command::Consumer>,
     process_max: usize,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
@@ -81,6 +92,22 @@ pub async fn restore(
     let Content::Chunks(chunks) = &e.content else {
         return Err(Error::corrupt("manifest", "the stream entry has no chunks"));
     };
+    if let Some(mut consumer) = consumer {
+        let written = match consumer.stdin.take() {
+            Some(stdin) => {
+                let mut out = io::BufWriter::with_capacity(1 << 20, stdin);
+                let r =
+                    restore::fetch_ordered(stanza, index, chunks, process_max, &mut out, progress)
+                        .await;
+                r.and_then(|()| {
+                    io::Write::flush(&mut out)
+                        .map_err(|e| Error::io("cannot write to the consumer", e))
+                })
+            }
+            None => Ok(()),
+        };
+        return consumer.finish(written);
+    }
     if dest == Path::new("-") {
         let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout());
         return restore::fetch_ordered(stanza, index, chunks, process_max, &mut out, progress)

@@ -1,0 +1,223 @@
+//! Scanning a source tree into the entries of a backup.
+
+use super::TreePolicy;
+use cairn_repo::backup::SourceEntry;
+use cairn_repo::manifest::{Content, EntryKind, FileEntry};
+use cairn_repo::pipeline::Watch;
+use cairn_repo::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+fn mtime_ns(m: &fs::Metadata) -> i64 {
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
+}
+
+/// A manifest entry for `path` (relative `rel`) from its metadata.
+pub fn entry_for(rel: &[u8], m: &fs::Metadata, link_target: Option<Vec<u8>>) -> Option<FileEntry> {
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        return None; // sockets, fifos, devices: not backed up
+    };
+    Some(FileEntry {
+        path: rel.to_vec(),
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: mtime_ns(m),
+        size: if kind == EntryKind::File { m.len() } else { 0 },
+        link_target,
+        content: Content::None,
+        meta: BTreeMap::new(),
+    })
+}
+
+/// Scan `root` recursively. Entries are relative to root; the root itself is the entry `.`
+/// only implicitly (its mode is recorded as the entry with an empty path).
+pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
+    let meta = fs::symlink_metadata(root).map_err(|e| {
+        Error::io(
+            format!(
+                "cannot read source directory {}; check --source",
+                root.display()
+            ),
+            e,
+        )
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "source {} is not a directory; give --source a directory",
+            root.display()
+        )));
+    }
+    let mut out = Vec::new();
+    if let Some(e) = entry_for(b"", &meta, None) {
+        out.push(SourceEntry {
+            entry: e,
+            policy: policy.chunking(b""),
+            origin: root.display().to_string(),
+            open: None,
+            watch: None,
+        });
+    }
+    let exact = policy.exact();
+    // Files with more than one name, by (device, inode): the indexes of their entries in `out`.
+    let mut inodes: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
+    let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        let rd = fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot list source directory {}", dir.display()), e))?;
+        for item in rd {
+            let item = item.map_err(|e| {
+                Error::io(format!("cannot list source directory {}", dir.display()), e)
+            })?;
+            let path = item.path();
+            let mut r = rel.clone();
+            if !r.is_empty() {
+                r.push(b'/');
+            }
+            r.extend_from_slice(item.file_name().as_bytes());
+            let m = fs::symlink_metadata(&path)
+                .map_err(|e| Error::io(format!("cannot read source file {}", path.display()), e))?;
+            if policy.skip(&r, m.is_dir()) {
+                continue;
+            }
+            let link = if m.file_type().is_symlink() {
+                let t = fs::read_link(&path)
+                    .map_err(|e| Error::io(format!("cannot read symlink {}", path.display()), e))?;
+                Some(t.as_os_str().as_bytes().to_vec())
+            } else {
+                None
+            };
+            let special = if exact { special_entry(&r, &m) } else { None };
+            let Some(entry) = entry_for(&r, &m, link).or(special) else {
+                if exact && m.file_type().is_socket() {
+                    tracing::warn!(
+                        "skipping socket {} (sockets cannot be backed up)",
+                        path.display()
+                    );
+                } else {
+                    tracing::debug!(
+                        "skipping {} (not a file, directory or symlink)",
+                        path.display()
+                    );
+                }
+                continue;
+            };
+            if exact && entry.kind == EntryKind::File && m.nlink() > 1 {
+                inodes
+                    .entry((m.dev(), m.ino()))
+                    .or_default()
+                    .push(out.len());
+            }
+            let follow = entry.kind == EntryKind::Symlink
+                && policy.follow(&r)
+                && fs::metadata(&path).is_ok_and(|m| m.is_dir());
+            if entry.kind == EntryKind::Dir || follow {
+                stack.push((path.clone(), r.clone()));
+            }
+            let open: Option<cairn_repo::pipeline::Opener> = if entry.kind == EntryKind::File {
+                let p = path.clone();
+                Some(Box::new(move || open_file(&p)))
+            } else {
+                None
+            };
+            let watch = (entry.kind == EntryKind::File && policy.exact()).then(|| watch(&path));
+            out.push(SourceEntry {
+                policy: policy.chunking(&r),
+                entry,
+                origin: path.display().to_string(),
+                open,
+                watch,
+            });
+        }
+    }
+    link_groups(&mut out, inodes);
+    Ok(out)
+}
+
+/// Every name of a multiply-linked file but the first (in path order, the order a restore
+/// creates them in) becomes a hard link to the first, read and stored once.
+fn link_groups(out: &mut [SourceEntry], inodes: HashMap<(u64, u64), Vec<usize>>) {
+    for (_, group) in inodes {
+        let Some(&first) = group
+            .iter()
+            .min_by(|a, b| out[**a].entry.path.cmp(&out[**b].entry.path))
+        else {
+            continue;
+        };
+        let target = out[first].entry.path.clone();
+        for &i in group.iter().filter(|i| **i != first) {
+            let s = &mut out[i];
+            s.entry.kind = EntryKind::HardLink;
+            s.entry.link_target = Some(target.clone());
+            s.entry.size = 0;
+            s.open = None;
+            s.watch = None;
+        }
+    }
+}
+
+/// The entry of a FIFO or device file (kept by exact trees), None for anything else.
+fn special_entry(rel: &[u8], m: &fs::Metadata) -> Option<FileEntry> {
+    let ft = m.file_type();
+    let rdev = m.rdev() as libc::dev_t;
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    let kind = if ft.is_fifo() {
+        EntryKind::Fifo
+    } else if ft.is_char_device() {
+        EntryKind::CharDevice { major, minor }
+    } else if ft.is_block_device() {
+        EntryKind::BlockDevice { major, minor }
+    } else {
+        return None;
+    };
+    Some(FileEntry {
+        path: rel.to_vec(),
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: mtime_ns(m),
+        size: 0,
+        link_target: None,
+        content: Content::None,
+        meta: BTreeMap::new(),
+    })
+}
+
+fn open_file(p: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+    File::open(p).map(|f| Box::new(f) as Box<dyn io::Read + Send>)
+}
+
+/// Size, mtime and ctime before and after reading tell whether a file changed while it was
+/// read (a write within the filesystem's timestamp granularity of the first stamp can go
+/// unseen, as for every tool that relies on timestamps: rsync, tar, git).
+fn watch(path: &Path) -> Watch {
+    let (p, q) = (path.to_path_buf(), path.to_path_buf());
+    Watch {
+        stamp: Box::new(move || {
+            let m = fs::symlink_metadata(&p)?;
+            Ok((
+                m.len(),
+                mtime_ns(&m),
+                m.ctime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(m.ctime_nsec()),
+            ))
+        }),
+        reopen: Box::new(move || open_file(&q)),
+    }
+}
