@@ -86,7 +86,7 @@ pg1-port=5432
 CONF
 PGBR2="pgbackrest --config=$W/pgbackrest.conf --stanza=bench2"
 as_pg $PGBR2 stanza-create >/dev/null
-cpush=$(t bash -c "for s in $SEGS; do runuser -u postgres -- $C2 archive-push $W/segs/\$s; done")
+cpush=$(t bash -c "cd $W/data && for s in $SEGS; do runuser -u postgres -- $C2 archive-push $W/segs/\$s; done")
 ppush=$(t bash -c "for s in $SEGS; do runuser -u postgres -- $PGBR2 archive-push $W/segs/\$s; done")
 
 as_pg $PGBIN/pg_ctl -D "$W/data" -m fast -w stop >/dev/null

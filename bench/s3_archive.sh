@@ -55,7 +55,7 @@ as_pg $S3 --log-level warn stanza-create --engine postgres
 as_pg $LOCAL --log-level warn stanza-create --engine postgres
 
 t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); python3 -c "print(f'{$e-$s:.3f}')"; }
-push() { local g; for g in $SEGS; do as_pg $1 --log-level warn archive-push "$W/walsrc/$g"; done; }
+push() { local g; for g in $SEGS; do (cd "$W/data" && as_pg $1 --log-level warn archive-push "$W/walsrc/$g"); done; }  # archive-push runs in pg-path, as PostgreSQL runs it
 get() { local g; for g in $SEGS; do as_pg $1 --log-level warn archive-get "$g" "$2/$g"; done; }
 lpush=$(t push "$LOCAL")
 spush=$(t push "$S3")
@@ -68,7 +68,7 @@ for s in $SEGS; do cmp -s "$W/walsrc/$s" "$W/got-s3/$s" || { echo "segment $s fr
 as_pg psql -h "$W/sock" -p 5432 -XAtq -d postgres -c "insert into pgbench_history select 1,1,1,1,now(),'x' from generate_series(1,1000); select pg_switch_wal()" >/dev/null
 sleep 2
 LAST=$(ls "$W/walsrc" | grep -E '^[0-9A-F]{24}$' | tail -1)
-pushreq=$(as_pg $S3 --log-level debug archive-push "$W/walsrc/$LAST" 2>&1 | sed -n 's/.*\(S3 requests: .*\)/\1/p' | tail -1)
+pushreq=$(cd "$W/data" && as_pg $S3 --log-level debug archive-push "$W/walsrc/$LAST" 2>&1 | sed -n 's/.*\(S3 requests: .*\)/\1/p' | tail -1)
 getreq=$(as_pg $S3 --log-level debug archive-get "$LAST" "$W/got-s3/last" 2>&1 | sed -n 's/.*\(S3 requests: .*\)/\1/p' | tail -1)
 
 python3 - "$N" "$lpush" "$spush" "$lget" "$sget" <<'PY'

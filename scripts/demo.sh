@@ -28,7 +28,7 @@ unix_socket_directories = '$D/sock'
 listen_addresses = ''
 wal_level = replica
 archive_mode = on
-archive_command = '$D/cairn --repo $D/repo --stanza demo archive-push %p'
+archive_command = '$D/cairn --repo $D/repo --stanza demo --pg-path $D/data archive-push %p'
 CONF
 "${AS[@]}" "$PGBIN/pg_ctl" -D "$D/data" -l "$D/postgres.log" -w start >/dev/null
 "${AS[@]}" "${CAIRN[@]}" stanza-create --engine postgres
