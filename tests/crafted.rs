@@ -502,3 +502,35 @@ fn item11_sigterm_during_a_backup_frees_the_lock_and_lists_nothing() -> TestResu
     assert!(env.labels()?.is_empty());
     Ok(())
 }
+
+#[test]
+fn item15_silent_configuration_mistakes_are_errors() -> TestResult {
+    let env = Env::new("files")?;
+    // A typo in the config file names the key it was probably meant to be.
+    let conf = env.path("cairn.toml");
+    fs::write(&conf, "[global]\nproces-max = 2\n")?;
+    let out = env.run(&["--config", conf.to_str().ok_or("path")?, "info"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean 'process-max'"),
+        "{}",
+        stderr(&out)
+    );
+    // A relative repository path would depend on where cairn happens to run.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .current_dir(env.dir.path())
+        .args([
+            "--repo=1",
+            "--stanza",
+            "main",
+            "stanza-create",
+            "--engine",
+            "files",
+        ])
+        .env_remove("CAIRN_REPO")
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("relative path"), "{}", stderr(&out));
+    assert!(!env.dir.path().join("1").exists(), "--repo=1 created ./1");
+    Ok(())
+}

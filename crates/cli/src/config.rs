@@ -56,6 +56,43 @@ impl ConfigFile {
         Ok(())
     }
 
+    /// Refuse any key that is not an option cairn knows (`known`: every long option name), in
+    /// the top level, `[global]` and every stanza section, naming the closest valid key: an
+    /// ignored typo (`proces-max`) is a setting silently not applied.
+    pub fn check_keys(&self, path_hint: &str, known: &[String]) -> Result<()> {
+        let check = |section: &str, table: &toml::Table| -> Result<()> {
+            for key in table.keys() {
+                if known.iter().any(|k| k == key) {
+                    continue;
+                }
+                let closest = known
+                    .iter()
+                    .map(|k| (edit_distance(k, key), k))
+                    .min()
+                    .filter(|(d, _)| *d <= 3)
+                    .map(|(_, k)| format!(" (did you mean '{k}'?)"))
+                    .unwrap_or_default();
+                bail!(
+                    "config file {path_hint}: unknown option '{key}'{section}{closest}; options are the long names of cairn's flags (`cairn help <command>`)"
+                );
+            }
+            Ok(())
+        };
+        let top: toml::Table = self
+            .global
+            .iter()
+            .filter(|(_, v)| !v.is_table())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        check("", &top)?;
+        for (name, v) in &self.global {
+            if let Some(t) = v.as_table() {
+                check(&format!(" in [{name}]"), t)?;
+            }
+        }
+        Ok(())
+    }
+
     fn raw(&self, key: &str) -> Option<&toml::Value> {
         let section = self.global.get("global").and_then(|g| g.as_table());
         self.stanza
@@ -106,6 +143,21 @@ impl ConfigFile {
     }
 }
 
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +176,24 @@ mod tests {
         assert_eq!(c.string("repo")?.as_deref(), Some("/b"));
         assert_eq!(c.integer("process-max")?, Some(3));
         assert_eq!(c.string("stanza")?.as_deref(), Some("app"));
+        Ok(())
+    }
+
+    #[test]
+    fn item15_unknown_keys_are_an_error_naming_the_closest_key() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("c.toml");
+        let known = vec!["process-max".to_string(), "repo".to_string()];
+        std::fs::write(&p, "[global]\nrepo = \"/a\"\n[app]\nproces-max = 2\n")?;
+        let err = ConfigFile::load(Some(&p))?
+            .check_keys("c.toml", &known)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("'proces-max' in [app]"), "{err}");
+        assert!(err.contains("did you mean 'process-max'"), "{err}");
+        std::fs::write(&p, "repo = \"/a\"\nprocess-max = 2\n")?;
+        ConfigFile::load(Some(&p))?.check_keys("c.toml", &known)?;
         Ok(())
     }
 

@@ -16,6 +16,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Every long option name of every command (what the config file may set), plus `stanza`.
+fn known_options() -> Vec<String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let mut names: Vec<String> = std::iter::once(&cli)
+        .chain(cli.get_subcommands())
+        .flat_map(|c| c.get_arguments())
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .chain(["stanza".to_string(), "engine".to_string()])
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Options after merging every source.
 pub(crate) struct Settings {
     pub(crate) file: ConfigFile,
@@ -49,6 +64,14 @@ impl Settings {
     pub(crate) fn resolve(cli: &Cli) -> Result<Settings> {
         let g = &cli.global;
         let mut file = ConfigFile::load(g.config.as_deref())?;
+        file.check_keys(
+            &g.config
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| crate::config::DEFAULT_CONFIG.to_string()),
+            &known_options(),
+        )
+        .map_err(|e| usage(format!("{e:#}")))?;
         let stanza = match &g.stanza {
             Some(s) => Some(s.clone()),
             None => file.string("stanza")?,
@@ -223,6 +246,11 @@ impl Settings {
             return Ok(Arc::new(Retrying::new(s3, policy)));
         }
         let path = Path::new(repo);
+        if !path.is_absolute() {
+            return Err(usage(format!(
+                "--repo '{repo}' is a relative path: give an absolute directory or s3://bucket/prefix (a relative path would depend on where cairn runs; archive_command runs in the data directory)"
+            )));
+        }
         if create && !path.exists() {
             std::fs::create_dir_all(path)
                 .with_context(|| format!("cannot create repository directory {repo}"))?;
