@@ -347,3 +347,69 @@ fn lsn_before(seg: &str) -> Res<String> {
     let lsn = (log << 32) + (n << 24) - 1;
     Ok(format!("{:X}/{:X}", lsn >> 32, lsn as u32))
 }
+
+/// cairn with this cluster's repository and stanza but the connection options given.
+fn cairn_connecting(c: &Cluster, conn: &[&str], args: &[&str]) -> Res<Output> {
+    Ok(
+        common::pg::as_postgres(&common::pg::cairn_bin().display().to_string())
+            .args(&c.repo_args)
+            .args(["--stanza", &c.stanza, "--log-level", "warn", "--pg-path"])
+            .arg(&c.data)
+            .args(conn)
+            .args(args)
+            .output()?,
+    )
+}
+
+#[test]
+fn item16_exit_codes_say_what_failed_and_messages_keep_the_servers_words() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    let sock = c.sock.display().to_string();
+    // A role that does not exist: a failure (3), not a usage mistake (2), in the server's words.
+    let out = cairn_connecting(
+        &c,
+        &[
+            "--pg-host",
+            &sock,
+            "--pg-port",
+            "5432",
+            "--pg-user",
+            "nosuchrole",
+        ],
+        &["backup", "--type", "full"],
+    )?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("role \"nosuchrole\" does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    // Nobody listening: a failure too.
+    let out = cairn_connecting(
+        &c,
+        &[
+            "--pg-host",
+            &sock,
+            "--pg-port",
+            "5499",
+            "--pg-user",
+            "postgres",
+        ],
+        &["check", "--archive-timeout", "5"],
+    )?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+    // WAL of another system pushed into the stanza: a failure, not a usage mistake.
+    let mut other = Cluster::init(None)?;
+    other.start()?;
+    let wal = other.switch_wal()?;
+    let copy_dir = other.data.join("segment-copy");
+    std::fs::create_dir_all(&copy_dir)?;
+    let seg = copy_dir.join(&wal);
+    std::fs::copy(other.data.join("pg_wal").join(&wal), &seg)?;
+    other.stop()?;
+    let out = c.archive_push(&seg)?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    Ok(())
+}

@@ -52,7 +52,7 @@ pub struct Cluster {
     running: bool,
 }
 
-fn as_postgres(program: &str) -> Command {
+pub fn as_postgres(program: &str) -> Command {
     let mut c = Command::new("runuser");
     c.args(["-u", "postgres", "--", program]);
     for (k, _) in std::env::vars() {
