@@ -2,6 +2,7 @@
 //! `files` is a directory tree, `stream` is one byte stream (stdin / stdout); the PostgreSQL
 //! engine joins them. The repository crate does the storing; an engine only says what.
 
+pub mod durable;
 pub mod files;
 pub mod postgres;
 pub mod stream;

@@ -16,33 +16,8 @@ pub(crate) async fn archive_get(s: &Settings, name: &str, dest: &Path) -> Result
         tracing::info!("unable to find {} in the archive", name.name);
         return Ok(ExitCode::from(1));
     };
-    write_atomically(dest, &data).with_context(|| format!("cannot write {}", dest.display()))?;
+    cairn_engines::durable::write_durably(dest, &data)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
     tracing::info!("found {} in the archive", name.name);
     Ok(ExitCode::SUCCESS)
-}
-
-/// Write to a temporary file beside `dest`, fsync, rename: PostgreSQL never sees half a file.
-pub(crate) fn write_atomically(dest: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.cairn-tmp",
-        dest.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dest)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

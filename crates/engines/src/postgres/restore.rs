@@ -194,47 +194,8 @@ fn rewrite_tablespace_map(
             None => out.push_str(&format!("{line}\n")),
         }
     }
-    write_durably(&path, out.as_bytes())
+    crate::durable::write_durably(&path, out.as_bytes())
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))
-}
-
-/// Write `data` to `path` so that it is durable before restore reports success: these files
-/// (tablespace_map, the signal file, postgresql.auto.conf) are written after the restored
-/// tree's final sync, and a crash right after `restore` exits 0 must not leave a cluster that
-/// starts without its recovery settings. A temporary file is fsynced and renamed into place,
-/// then the directory is fsynced.
-fn write_durably(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.cairn-tmp"));
-    // Keep the replaced file's mode and owner (or give a new one the data directory's owner):
-    // a root-run restore must not leave postgresql.auto.conf owned by root.
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let (mode, uid, gid) = match std::fs::metadata(path) {
-        Ok(m) => (m.mode() & 0o7777, m.uid(), m.gid()),
-        Err(_) => {
-            let d = std::fs::metadata(dir)?;
-            (0o600, d.uid(), d.gid())
-        }
-    };
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        // Only root can give a file away; anyone else already owns what they write.
-        let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 pub async fn restore(
@@ -284,7 +245,7 @@ pub fn write_recovery(dest: &Path, r: &Recovery) -> Result<()> {
         move |e| Error::io(format!("cannot {what} {}", p.display()), e)
     };
     let sig = dest.join(signal);
-    write_durably(&sig, b"").map_err(io("write", &sig))?;
+    crate::durable::write_durably(&sig, b"").map_err(io("write", &sig))?;
     let auto = dest.join("postgresql.auto.conf");
     let old = std::fs::read_to_string(&auto).unwrap_or_default();
     let mut keys = vec!["restore_command", "recovery_target", "recovery_target_"];
@@ -321,7 +282,7 @@ pub fn write_recovery(dest: &Path, r: &Recovery) -> Result<()> {
         // restored archive_mode: a restored copy never archives into the stanza.
         text.push_str("archive_mode = 'off'\n");
     }
-    write_durably(&auto, text.as_bytes()).map_err(io("write", &auto))?;
+    crate::durable::write_durably(&auto, text.as_bytes()).map_err(io("write", &auto))?;
     Ok(())
 }
 
