@@ -24,6 +24,11 @@ const TAIL_LINES: usize = 5;
 
 /// The running producer or consumer, for the signal handler (0: none).
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+/// The SIGINT and SIGTERM dispositions in place before the command started.
+static PREVIOUS_INT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(libc::SIG_DFL);
+static PREVIOUS_TERM: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(libc::SIG_DFL);
 /// The signal cairn received while a command ran (0: none).
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
 
@@ -77,9 +82,11 @@ fn start(argv: &[String], role: &str, stdin: Stdio, stdout: Stdio) -> Result<Run
     CHILD_PID.store(child.id() as i32, Ordering::SeqCst);
     let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     // SAFETY: on_signal only performs async-signal-safe operations (atomics, kill).
+    // The handlers that were there (the binary's own, which releases locks on the way out)
+    // come back once the command has exited.
     unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
+        PREVIOUS_INT.store(libc::signal(libc::SIGINT, handler), Ordering::SeqCst);
+        PREVIOUS_TERM.store(libc::signal(libc::SIGTERM, handler), Ordering::SeqCst);
     }
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let stderr_done = Arc::new(AtomicBool::new(false));
@@ -113,11 +120,18 @@ impl Running {
     fn finish(&mut self) -> io::Result<Option<String>> {
         let status = self.child.wait()?;
         CHILD_PID.store(0, Ordering::SeqCst);
-        // Without a command running, Ctrl-C and SIGTERM stop cairn as usual again.
-        // SAFETY: restoring the default disposition has no preconditions.
+        // Without a command running, Ctrl-C and SIGTERM are handled as before it started.
+        // SAFETY: these are the dispositions `signal` returned when the command started (or
+        // SIG_DFL), valid handlers for the same signals.
         unsafe {
-            libc::signal(libc::SIGINT, libc::SIG_DFL);
-            libc::signal(libc::SIGTERM, libc::SIG_DFL);
+            libc::signal(
+                libc::SIGINT,
+                PREVIOUS_INT.swap(libc::SIG_DFL, Ordering::SeqCst),
+            );
+            libc::signal(
+                libc::SIGTERM,
+                PREVIOUS_TERM.swap(libc::SIG_DFL, Ordering::SeqCst),
+            );
         }
         // Its stderr ends when it exits (unless something it started keeps it open).
         let deadline = Instant::now() + Duration::from_secs(2);
