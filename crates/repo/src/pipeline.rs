@@ -548,6 +548,46 @@ mod tests {
     use crate::chunker::DEFAULT_CDC;
     use crate::storage::local::LocalStorage;
 
+    #[test]
+    fn item11_a_poisoned_seen_set_fails_the_backup_and_never_counts_a_chunk_as_stored() {
+        let seen = Mutex::new(HashSet::new());
+        // Poison the set the way a panicking worker would.
+        let _ = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = seen.lock();
+                panic!("a worker panicked while holding the set");
+            })
+            .join()
+        });
+        assert!(seen.is_poisoned());
+        let shared = Shared {
+            abort: AtomicBool::new(false),
+            error: Mutex::new(None),
+        };
+        let (raw_tx, raw_rx) = bounded::<Raw>(1);
+        let (msg_tx, msg_rx) = bounded::<Msg>(4);
+        let (pack_tx, pack_rx) = bounded::<SealedChunk>(4);
+        let sent = raw_tx.send((0, 0, 0, vec![7u8; 4096]));
+        assert!(sent.is_ok());
+        drop(raw_tx);
+        work(
+            raw_rx,
+            msg_tx,
+            pack_tx,
+            &Index::default(),
+            &seen,
+            &shared,
+            3,
+        );
+        assert!(shared.aborted(), "the backup was not failed");
+        assert!(
+            matches!(shared.error.lock().map(|e| e.is_some()), Ok(true)),
+            "no error says why"
+        );
+        assert!(msg_rx.try_recv().is_err(), "the chunk was counted");
+        assert!(pack_rx.try_recv().is_err(), "the chunk was sealed");
+    }
+
     fn item(origin: &str, result: io::Result<Vec<u8>>) -> ReadItem {
         let mut slot = Some(result);
         ReadItem {
