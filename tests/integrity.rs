@@ -390,6 +390,11 @@ fn item9_a_file_rewritten_during_the_backup_is_reread_then_warned_and_marked() -
             .map(String::as_str),
         Some("1")
     );
+    let text = String::from_utf8(env.ok(&["info"])?)?;
+    assert!(
+        text.contains("1 file(s) changed while they were read"),
+        "{text}"
+    );
 
     // Once it is quiet, the next backup is clean.
     let out = env.run(&["backup", "--source", src.to_str().ok_or("path")?])?;

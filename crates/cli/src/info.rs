@@ -295,6 +295,12 @@ pub fn text(stanzas: &[StanzaReport]) -> String {
                     .unwrap_or("");
                 let _ = writeln!(out, "        page checksum errors: {n}: {list}");
             }
+            if let Some(n) = b.meta.get("files-changed-during-backup") {
+                let _ = writeln!(
+                    out,
+                    "        warning: {n} file(s) changed while they were read (kept as last read; marked changed-during-backup in the manifest)"
+                );
+            }
             if !b.references.is_empty() {
                 let refs: Vec<&str> = b.references.iter().map(|r| r.as_str()).collect();
                 let _ = writeln!(out, "        backup reference list: {}", refs.join(", "));
