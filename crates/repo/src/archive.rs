@@ -25,26 +25,13 @@ pub struct Archived {
     pub size: u64,
 }
 
-fn valid_id(archive_id: &str) -> Result<()> {
-    if archive_id.is_empty() || archive_id.contains('/') {
-        return Err(Error::Invalid(format!("invalid archive id '{archive_id}'")));
-    }
-    Ok(())
-}
-
 impl Stanza {
     pub fn archive_prefix(&self, archive_id: &str) -> Result<Key> {
-        valid_id(archive_id)?;
-        Ok(Key::new(format!(
-            "stanza/{}/archive/{archive_id}",
-            self.name()
-        ))?)
+        crate::keys::archive_prefix(self.name(), archive_id)
     }
 
     pub fn archive_key(&self, archive_id: &str, timeline: u32, name: &str) -> Result<Key> {
-        Ok(self
-            .archive_prefix(archive_id)?
-            .join(&format!("{timeline:08X}/{name}"))?)
+        crate::keys::archived(self.name(), archive_id, timeline, name)
     }
 
     /// Store `data` as `name`; durable when this returns.
@@ -94,11 +81,7 @@ impl Stanza {
     pub async fn archive_list(&self, archive_id: &str) -> Result<Vec<Archived>> {
         let mut out = Vec::new();
         for m in self.store().list(&self.archive_prefix(archive_id)?).await? {
-            let mut parts = m.key.as_str().rsplit('/');
-            let (Some(name), Some(tli)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let Ok(timeline) = u32::from_str_radix(tli, 16) else {
+            let Some((timeline, name)) = crate::keys::parse_archived(&m.key) else {
                 continue;
             };
             out.push(Archived {
@@ -113,13 +96,13 @@ impl Stanza {
 
     /// Archive ids present (one per database system the stanza has seen).
     pub async fn archive_ids(&self) -> Result<Vec<String>> {
-        let prefix = Key::new(format!("stanza/{}/archive", self.name()))?;
+        let prefix = crate::keys::archives_prefix(self.name())?;
         let mut ids: Vec<String> = self
             .store()
             .list(&prefix)
             .await?
             .iter()
-            .filter_map(|m| m.key.as_str().split('/').nth(3).map(String::from))
+            .filter_map(|m| crate::keys::parse_archive_id(&m.key).map(String::from))
             .collect();
         ids.dedup();
         Ok(ids)

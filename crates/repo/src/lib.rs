@@ -14,6 +14,7 @@ pub mod error;
 pub mod failpoint;
 pub mod ids;
 pub mod index;
+pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod pack;

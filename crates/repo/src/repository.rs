@@ -6,6 +6,7 @@ use crate::codec::{self, magic};
 use crate::error::{Error, Result};
 use crate::ids::{BackupLabel, PackId, StanzaName};
 use crate::index::{Index, Segment};
+use crate::keys;
 use crate::lock::Lock;
 use crate::manifest::Manifest;
 use crate::storage::{self, Key, PutMode, Storage, StorageError};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub const REPO_MARKER: &str = "cairn.repo";
+pub use crate::keys::REPO_MARKER;
 /// The backup record's meta key naming the stanza a backup belongs to (format.md).
 pub const MANIFEST_STANZA_KEY: &str = "stanza";
 
@@ -40,21 +41,17 @@ pub struct Repository {
     store: Arc<dyn Storage>,
 }
 
-fn key(s: impl Into<String>) -> Result<Key> {
-    Ok(Key::new(s)?)
-}
-
 impl Repository {
     /// Open an existing repository.
     pub async fn open(store: Arc<dyn Storage>) -> Result<Repository> {
-        let marker = key(REPO_MARKER)?;
+        let marker = keys::repo_marker()?;
         match store.get(&marker, None).await {
             Ok(b) => {
                 codec::open::<RepoInfo>(REPO_MARKER, magic::REPO, &b)?;
                 Ok(Repository { store })
             }
             Err(StorageError::NotFound { .. }) => {
-                if store.list(&key("stanza")?).await?.is_empty() {
+                if store.list(&keys::stanzas_prefix()?).await?.is_empty() {
                     Err(Error::NotFound(format!(
                         "{} is not a cairn repository (it has no {REPO_MARKER}); check --repo, or run `cairn stanza-create` to make one",
                         store.location()
@@ -77,17 +74,17 @@ impl Repository {
     /// holds stanza data (and only then: an empty or foreign directory is never adopted).
     /// Returns whether the marker was recreated.
     pub async fn open_repairing_marker(store: Arc<dyn Storage>) -> Result<(Repository, bool)> {
-        let marker = key(REPO_MARKER)?;
+        let marker = keys::repo_marker()?;
         match store.head(&marker).await {
             Ok(_) => return Ok((Repository::open(store).await?, false)),
             Err(StorageError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
         let has_stanzas = store
-            .list(&key("stanza")?)
+            .list(&keys::stanzas_prefix()?)
             .await?
             .iter()
-            .any(|m| m.key.name() == "stanza.info");
+            .any(|m| keys::parse_stanza_info(&m.key).is_some());
         if !has_stanzas {
             return Err(Error::NotFound(format!(
                 "{} holds no stanza, so there is nothing to repair; check --repo",
@@ -109,7 +106,7 @@ impl Repository {
         };
         match store
             .put(
-                &key(REPO_MARKER)?,
+                &keys::repo_marker()?,
                 Bytes::from(codec::seal(magic::REPO, &info, false)),
                 PutMode::Create,
             )
@@ -122,9 +119,9 @@ impl Repository {
 
     /// Open the repository, creating it if `store` is empty.
     pub async fn open_or_init(store: Arc<dyn Storage>) -> Result<Repository> {
-        let marker = key(REPO_MARKER)?;
+        let marker = keys::repo_marker()?;
         if store.head(&marker).await.is_err() {
-            let root_objects = store.list(&key("stanza")?).await?;
+            let root_objects = store.list(&keys::stanzas_prefix()?).await?;
             if !root_objects.is_empty() {
                 return Err(Error::corrupt(
                     format!("{}/{REPO_MARKER}", store.location()),
@@ -148,7 +145,7 @@ impl Repository {
     }
 
     fn stanza_info_key(name: &StanzaName) -> Result<Key> {
-        key(format!("stanza/{name}/stanza.info"))
+        keys::stanza_info(name)
     }
 
     /// Create a stanza; creating one that exists with the same engine and identity is a no-op.
@@ -203,17 +200,10 @@ impl Repository {
     pub async fn stanzas(&self) -> Result<Vec<StanzaName>> {
         let mut names: Vec<StanzaName> = self
             .store
-            .list(&key("stanza")?)
+            .list(&keys::stanzas_prefix()?)
             .await?
             .into_iter()
-            .filter(|m| m.key.name() == "stanza.info")
-            .filter_map(|m| {
-                m.key
-                    .as_str()
-                    .split('/')
-                    .nth(1)
-                    .and_then(|s| StanzaName::parse(s).ok())
-            })
+            .filter_map(|m| keys::parse_stanza_info(&m.key))
             .collect();
         names.sort();
         names.dedup();
@@ -236,37 +226,32 @@ impl Stanza {
         &self.info.name
     }
 
-    fn prefix(&self) -> String {
-        format!("stanza/{}", self.info.name)
-    }
-
     pub fn catalog_key(&self) -> Result<Key> {
-        key(format!("{}/catalog", self.prefix()))
+        keys::catalog(&self.info.name)
     }
 
     pub fn manifest_key(&self, label: &BackupLabel) -> Result<Key> {
-        key(format!("{}/backup/{label}/manifest", self.prefix()))
+        keys::manifest(&self.info.name, label)
     }
 
     pub fn backup_prefix(&self) -> Result<Key> {
-        key(format!("{}/backup", self.prefix()))
+        keys::backups_prefix(&self.info.name)
     }
 
     pub fn pack_key(&self, id: &PackId) -> Result<Key> {
-        let hex = id.to_string();
-        key(format!("{}/pack/{}/{hex}", self.prefix(), &hex[..2]))
+        keys::pack(&self.info.name, id)
     }
 
     pub fn pack_prefix(&self) -> Result<Key> {
-        key(format!("{}/pack", self.prefix()))
+        keys::packs_prefix(&self.info.name)
     }
 
     pub fn index_prefix(&self) -> Result<Key> {
-        key(format!("{}/index", self.prefix()))
+        keys::index_prefix(&self.info.name)
     }
 
     pub fn lock_key(&self) -> Result<Key> {
-        key(format!("{}/lock", self.prefix()))
+        keys::lock(&self.info.name)
     }
 
     /// Take the stanza's exclusive lock (backup, expire): one writer of catalog and index.
@@ -283,7 +268,7 @@ impl Stanza {
     /// The copy of the catalog, written after it (pgBackRest keeps `backup.info.copy` for the
     /// same reason): a lost or damaged catalog must not lose every backup.
     pub fn catalog_copy_key(&self) -> Result<Key> {
-        key(format!("{}/catalog.copy", self.prefix()))
+        keys::catalog_copy(&self.info.name)
     }
 
     /// The catalog, or its copy when the catalog is missing or damaged. A stanza with no
@@ -358,15 +343,7 @@ impl Stanza {
             .list(&self.backup_prefix()?)
             .await?
             .into_iter()
-            .filter(|m| m.key.name() == "manifest")
-            .filter_map(|m| {
-                let parts: Vec<&str> = m.key.as_str().split('/').collect();
-                // stanza/<s>/backup/<label>/manifest
-                match parts.as_slice() {
-                    [_, _, _, l, _] => BackupLabel::parse(l).ok(),
-                    _ => None,
-                }
-            })
+            .filter_map(|m| keys::parse_manifest(&m.key))
             .collect();
         labels.sort();
         labels.dedup();
@@ -468,7 +445,7 @@ impl Stanza {
             .list(&self.pack_prefix()?)
             .await?
             .into_iter()
-            .filter_map(|m| PackId::parse(m.key.name()).ok())
+            .filter_map(|m| keys::parse_pack(&m.key))
             .collect();
         let segments = self.index_segments().await?;
         let missing: std::collections::HashSet<PackId> = segments
@@ -503,7 +480,7 @@ impl Stanza {
             .await
             .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?
             .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?;
-        let k = key(format!("{}/index/{name}", self.prefix()))?;
+        let k = keys::index_segment(&self.info.name, &name)?;
         let body = storage::pieces_from_writer(&k, move |w| seg.write_sealed(w));
         match self.store.put_stream(&k, body, PutMode::Create).await {
             Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),

@@ -95,7 +95,7 @@ pub async fn verify(
                 good: HashSet::new(),
                 damage: Some(d),
             };
-            let Ok(id) = PackId::parse(meta.key.name()) else {
+            let Some(id) = crate::keys::parse_pack(&meta.key) else {
                 return (key, None, damaged("not named by a pack id".into()), 0);
             };
             let bytes = match store.get(&meta.key, None).await {
