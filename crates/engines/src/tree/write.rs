@@ -75,13 +75,8 @@ impl TreeWriter {
             Ok(mut rd) => {
                 if !delta && rd.next().is_some() {
                     return Err(Error::Usage(format!(
-                        "restore destination {} is not empty; restore into an empty or new directory{}",
+                        "restore destination {} is not empty; restore into an empty or new directory (a postgres stanza can also reuse what is there with --delta)",
                         dest.display(),
-                        if delta {
-                            ""
-                        } else {
-                            ", or use --delta to reuse what is there"
-                        }
                     )));
                 }
             }
