@@ -2,14 +2,15 @@
 //!
 //! | code | meaning |
 //! |---|---|
-//! | 0 | success (also when the reader of stdout closed it early) |
+//! | 0 | success (also when the reader of `info`'s output closed it early; not for a restore to stdout) |
 //! | 1 | not found: unknown stanza or backup, a WAL file the archive lacks (archive-get) |
 //! | 2 | usage: a mistake in how cairn was called (option, value, missing argument) |
 //! | 3 | the operation failed (repository, database, network, disk, damaged data) |
 //! | 4 | `verify` found damage (the list is printed) |
 //! | 5 | the stanza is locked by another command |
 //! | 6 | completed with warnings: the backup IS listed, but something in it deserves a look (a
-//! |   | files backup kept a file that kept changing while it was read; the warnings say which) |
+//! |   | files backup kept a file that kept changing while it was read; the warnings say which); |
+//! |   | `stanza-repair` left backups out of the rebuilt catalog or could not read a pack |
 //! | 70 | internal error: a bug in cairn (a panic); locks were released |
 //! | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM; locks were released, nothing listed |
 

@@ -136,13 +136,22 @@ impl BackupJob {
                 parent_files.insert(e.path.clone(), e);
             }
         }
-        let (index, missing) = stanza.index_of_present_packs().await?;
+        let usable = stanza.usable_index().await?;
+        let missing = usable.missing_packs;
         if missing > 0 {
             tracing::warn!(
                 "{missing} pack(s) named by the index of stanza '{}' are missing: their chunks will be stored again, and backups that need them cannot be restored; run `cairn verify` to see which",
                 stanza.name()
             );
         }
+        if usable.damaged_records > 0 {
+            tracing::warn!(
+                "the last verify of stanza '{}' found {} damaged chunk(s) or pack(s): this backup stores that data again where it still has it",
+                stanza.name(),
+                usable.damaged_records
+            );
+        }
+        let index = usable.index;
         Ok((label, start, parent, parent_files, index))
     }
 

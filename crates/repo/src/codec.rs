@@ -30,6 +30,8 @@ pub fn max_body(magic: &[u8; 8]) -> u64 {
         magic::REPO | magic::STANZA | magic::LOCK => 1 << 20,
         // About 1 KiB per backup record: room for some 60,000 backups.
         magic::CATALOG => 64 << 20,
+        // 32 bytes per damaged chunk: room for some two million.
+        magic::DAMAGE => 64 << 20,
         // A WAL segment is at most 1 GiB (PostgreSQL's largest --wal-segsize).
         magic::WAL => (1 << 30) + (1 << 20),
         // Manifests and index segments grow with the cluster (tens of bytes per chunk).
@@ -47,6 +49,7 @@ pub mod magic {
     pub const INDEX: &[u8; 8] = b"CAIRNIDX";
     pub const LOCK: &[u8; 8] = b"CAIRNLCK";
     pub const WAL: &[u8; 8] = b"CAIRNWAL";
+    pub const DAMAGE: &[u8; 8] = b"CAIRNDMG";
 }
 
 type BaseConfig = bincode::config::Configuration<

@@ -149,26 +149,26 @@ pub struct Index {
 
 impl Index {
     pub fn from_segments(segments: impl IntoIterator<Item = Segment>) -> Index {
-        Self::from_segments_where(segments, |_| true)
+        Self::from_segments_where(segments, |_, _| true)
     }
 
-    /// Merge `segments`, keeping only records whose pack `keep` accepts: a backup builds its
-    /// index from the packs that are really there, so it never reuses a chunk of a lost pack
-    /// (it stores the chunk again instead).
+    /// Merge `segments`, keeping only records `keep` accepts (pack, chunk): a backup builds its
+    /// index from the packs that are really there and the records verify did not find
+    /// damaged, so it never reuses a chunk of a lost or damaged pack (it stores it again).
     pub fn from_segments_where(
         segments: impl IntoIterator<Item = Segment>,
-        keep: impl Fn(&PackId) -> bool,
+        keep: impl Fn(&PackId, &ChunkId) -> bool,
     ) -> Index {
         let mut idx = Index::default();
         for seg in segments {
-            let kept: Vec<bool> = seg.packs.iter().map(&keep).collect();
             let remap: Vec<u32> = seg.packs.iter().map(|p| idx.pack_ord(*p)).collect();
+            let packs = &seg.packs;
             // Segment::decode checked every record's pack against the table; `get` keeps this
             // total for segments built in memory.
             idx.entries
                 .extend(seg.entries.into_iter().filter_map(|(id, mut loc)| {
                     let ord = loc.pack as usize;
-                    if !kept.get(ord).copied().unwrap_or(false) {
+                    if !keep(packs.get(ord)?, &id) {
                         return None;
                     }
                     loc.pack = *remap.get(ord)?;
@@ -176,8 +176,8 @@ impl Index {
                 }));
         }
         idx.entries.sort_by_key(|a| a.0);
-        // A chunk stored twice (two backups racing on it, or a repair) is found at either
-        // place; keep the first.
+        // A chunk stored twice (two backups racing on it, a repair, or a copy stored again
+        // after the first was found damaged) is found at either kept place; keep the first.
         idx.entries.dedup_by(|b, a| a.0 == b.0);
         idx
     }

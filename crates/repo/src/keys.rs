@@ -39,6 +39,11 @@ pub fn catalog_copy(s: &StanzaName) -> Result<Key> {
     key(format!("{}/catalog.copy", stanza(s)))
 }
 
+/// `stanza/<s>/damaged`: the damage register (format.md, "Damage register").
+pub fn damage_register(s: &StanzaName) -> Result<Key> {
+    key(format!("{}/damaged", stanza(s)))
+}
+
 pub fn lock(s: &StanzaName) -> Result<Key> {
     key(format!("{}/lock", stanza(s)))
 }

@@ -2,17 +2,25 @@
 //! was lost. Each manifest carries its own catalog record, so the manifests are the truth the
 //! catalog summarises (pgBackRest rebuilds `backup.info` from its manifests the same way).
 //!
+//! Index records are rebuilt first: a pack that no intact index segment names (its segment
+//! was lost or damaged) is read back from its own trailer, so a lost `index/` does not make
+//! every backup look as if its data were gone.
+//!
 //! A manifest is listed again only when it can be restored as far as cheap checks can tell:
 //! it decodes, it is stored under its own label and stanza, every backup it references was
 //! itself kept, and every chunk it names is in the index in a pack that is present. `verify`
 //! afterwards re-reads the data itself.
 
 use crate::catalog::Catalog;
-use crate::error::Result;
-use crate::ids::BackupLabel;
+use crate::error::{Error, Result};
+use crate::ids::{BackupLabel, ChunkId, PackId};
+use crate::index::{Location, Segment};
 use crate::manifest::Content;
+use crate::pack::{self, PACK_FOOTER_LEN};
 use crate::repository::Stanza;
-use std::collections::BTreeSet;
+use crate::storage::ObjectMeta;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub struct RepairReport {
@@ -22,6 +30,11 @@ pub struct RepairReport {
     pub skipped: Vec<(BackupLabel, String)>,
     /// The backups the catalog listed before, when it was readable.
     pub before: Option<Vec<BackupLabel>>,
+    /// Packs no intact index segment named, indexed again from their trailers.
+    pub reindexed_packs: usize,
+    pub reindexed_chunks: usize,
+    /// Such packs whose trailer could not be read, with the reason.
+    pub unreadable_packs: Vec<(String, String)>,
 }
 
 /// Rebuild the stanza's catalog (and its copy) from its manifests, under the stanza lock.
@@ -41,7 +54,8 @@ async fn rebuild(stanza: &Stanza) -> Result<RepairReport> {
             .map(|c| c.backups.into_iter().map(|b| b.label).collect()),
         ..RepairReport::default()
     };
-    let (index, _) = stanza.index_of_present_packs().await?;
+    reindex_unlisted_packs(stanza, &mut report).await?;
+    let index = stanza.index().await?;
     let mut records = Vec::new();
     let mut kept: BTreeSet<BackupLabel> = BTreeSet::new();
     // Labels sort a chain's full before its diffs and incrs, so parents are judged first.
@@ -81,4 +95,109 @@ async fn rebuild(stanza: &Stanza) -> Result<RepairReport> {
     report.listed = records.iter().map(|r| r.label.clone()).collect();
     stanza.save_catalog(&Catalog { backups: records }).await?;
     Ok(report)
+}
+
+/// Write one index segment holding the records of every present pack that no intact segment
+/// names, read from the packs' trailers (two ranged reads per pack, 16 at a time).
+async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> Result<()> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let store = stanza.store();
+    let mut named: HashSet<PackId> = HashSet::new();
+    for meta in store.list(&stanza.index_prefix()?).await? {
+        let seg = store
+            .get(&meta.key, None)
+            .await
+            .map_err(Error::from)
+            .and_then(|b| Segment::decode(meta.key.as_str(), &b));
+        // A damaged segment names nothing: its packs are indexed again below.
+        if let Ok(seg) = seg {
+            named.extend(seg.packs);
+        }
+    }
+    let unnamed: Vec<(PackId, ObjectMeta)> = store
+        .list(&stanza.pack_prefix()?)
+        .await?
+        .into_iter()
+        .filter_map(|m| crate::keys::parse_pack(&m.key).map(|id| (id, m)))
+        .filter(|(id, _)| !named.contains(id))
+        .collect();
+    if unnamed.is_empty() {
+        return Ok(());
+    }
+    let read: Vec<(PackId, String, Result<Vec<pack::PackEntry>>)> =
+        futures_util::stream::iter(unnamed)
+            .map(|(id, meta)| async move {
+                let key = meta.key.to_string();
+                let entries = read_trailer(stanza, &meta).await;
+                Ok::<_, Error>((id, key, entries))
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+    let mut seg = Segment::default();
+    for (id, key, entries) in read {
+        let records = entries.and_then(|e| records_of(&key, e));
+        match records {
+            Ok(records) => {
+                let ord = seg.packs.len() as u32;
+                seg.packs.push(id);
+                report.reindexed_packs += 1;
+                for (chunk, mut loc) in records {
+                    loc.pack = ord;
+                    seg.entries.push((chunk, loc));
+                }
+            }
+            Err(e) => report.unreadable_packs.push((key, e.to_string())),
+        }
+    }
+    seg.entries.sort_by_key(|e| e.0);
+    seg.entries.dedup_by(|b, a| a.0 == b.0);
+    report.reindexed_chunks = seg.entries.len();
+    if !seg.packs.is_empty() {
+        stanza.put_index_segment(Arc::new(seg)).await?;
+    }
+    Ok(())
+}
+
+async fn read_trailer(stanza: &Stanza, meta: &ObjectMeta) -> Result<Vec<pack::PackEntry>> {
+    let object = meta.key.as_str();
+    let n = meta.size;
+    if n < (pack::PACK_HEADER_LEN + PACK_FOOTER_LEN) as u64 {
+        return Err(Error::corrupt(object, "not a pack: truncated"));
+    }
+    let footer = stanza
+        .store()
+        .get(&meta.key, Some(n - PACK_FOOTER_LEN as u64..n))
+        .await?;
+    let (at, _) = pack::parse_footer(object, &footer, n)?;
+    let tail = stanza.store().get(&meta.key, Some(at..n)).await?;
+    pack::parse_trailer(object, &tail, at)
+}
+
+/// A pack's trailer entries as index records (pack number 0, set by the caller). The index
+/// derives a blob's encoding from its lengths, so an entry that disagrees is refused.
+fn records_of(object: &str, entries: Vec<pack::PackEntry>) -> Result<Vec<(ChunkId, Location)>> {
+    entries
+        .into_iter()
+        .map(|e| {
+            let offset = u32::try_from(e.offset)
+                .map_err(|_| Error::corrupt(object, format!("chunk {} lies beyond 4 GiB", e.id)))?;
+            let compressed = e.compression == pack::COMPRESSION_ZSTD;
+            if compressed != (e.stored_len < e.raw_len) {
+                return Err(Error::corrupt(
+                    object,
+                    format!("chunk {}: encoding disagrees with its lengths", e.id),
+                ));
+            }
+            Ok((
+                e.id,
+                Location {
+                    pack: 0,
+                    offset,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                },
+            ))
+        })
+        .collect()
 }

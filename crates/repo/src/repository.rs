@@ -211,6 +211,16 @@ impl Repository {
     }
 }
 
+/// The index a job may use, and what was left out of it.
+#[derive(Debug)]
+pub struct UsableIndex {
+    pub index: Index,
+    /// Packs the index names that are not in the repository.
+    pub missing_packs: usize,
+    /// Records (or whole packs) the damage register names.
+    pub damaged_records: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct Stanza {
     store: Arc<dyn Storage>,
@@ -425,10 +435,10 @@ impl Stanza {
     }
 
     /// The index as backup and restore use it: every segment merged (up to 16 fetched at
-    /// once), keeping only records whose pack is present (see `index_of_present_packs`), so a
-    /// chunk that was stored again after its first pack was lost is found at its new place.
+    /// once), keeping only usable records (see `usable_index`), so a chunk that was stored
+    /// again after its first copy was lost or damaged is found at its new place.
     pub async fn index(&self) -> Result<Index> {
-        Ok(self.index_of_present_packs().await?.0)
+        Ok(self.usable_index().await?.index)
     }
 
     /// Every index segment merged, whether or not the packs it names are present.
@@ -436,10 +446,11 @@ impl Stanza {
         Ok(Index::from_segments(self.index_segments().await?))
     }
 
-    /// The index as a new backup may use it: only chunks whose pack is present (one listing
-    /// of the packs per backup). A chunk of a lost pack is stored again rather than referenced.
-    /// Returns the index and how many packs the index names that are missing.
-    pub async fn index_of_present_packs(&self) -> Result<(Index, usize)> {
+    /// The index as a new backup may use it: only records whose pack is present (one listing
+    /// of the packs per job) and that the damage register (format.md, "Damage register") does
+    /// not name. A chunk of a lost pack, or one verify found damaged, is stored again rather
+    /// than referenced.
+    pub async fn usable_index(&self) -> Result<UsableIndex> {
         let present: std::collections::HashSet<PackId> = self
             .store
             .list(&self.pack_prefix()?)
@@ -447,6 +458,19 @@ impl Stanza {
             .into_iter()
             .filter_map(|m| keys::parse_pack(&m.key))
             .collect();
+        let damage = match self.damage().await {
+            Ok(d) => d,
+            Err(e) => {
+                // Advisory: every chunk read is still checked, so an unreadable register costs
+                // deduplication against damaged data being noticed, not wrong bytes.
+                tracing::warn!(
+                    "{e}; chunks verify found damaged may be deduplicated against: run `cairn verify` to rewrite the damage register"
+                );
+                crate::damage::Damage::default()
+            }
+        };
+        let damaged_records = damage.count();
+        let damage = damage.lookup();
         let segments = self.index_segments().await?;
         let missing: std::collections::HashSet<PackId> = segments
             .iter()
@@ -454,8 +478,13 @@ impl Stanza {
             .filter(|p| !present.contains(p))
             .copied()
             .collect();
-        let index = Index::from_segments_where(segments, |p| present.contains(p));
-        Ok((index, missing.len()))
+        let index =
+            Index::from_segments_where(segments, |p, c| present.contains(p) && damage.usable(p, c));
+        Ok(UsableIndex {
+            index,
+            missing_packs: missing.len(),
+            damaged_records,
+        })
     }
 
     async fn index_segments(&self) -> Result<Vec<Segment>> {

@@ -4,6 +4,7 @@
 //! but are not damage.
 
 use crate::catalog::Catalog;
+use crate::damage::Damage;
 use crate::error::Result;
 use crate::ids::{BackupLabel, ChunkId, PackId};
 use crate::index::{Index, Segment};
@@ -29,6 +30,22 @@ pub struct VerifyReport {
     pub backups: usize,
     pub unreferenced_packs: usize,
     pub unlisted_manifests: usize,
+    /// Damaged packs every chunk of which has an intact copy elsewhere: no backup needs them.
+    pub superseded_packs: usize,
+    /// Unusable records (a whole pack counts once) now in the damage register.
+    pub damaged_records: usize,
+    pub register: Register,
+}
+
+/// Whether verify could record what it found in the damage register.
+#[derive(Debug, Default)]
+pub enum Register {
+    #[default]
+    NotRun,
+    Saved {
+        changed: bool,
+    },
+    NotSaved(String),
 }
 
 impl VerifyReport {
@@ -57,6 +74,9 @@ struct PackState {
     trailer: HashMap<ChunkId, pack::PackEntry>,
     good: HashSet<ChunkId>,
     damage: Option<String>,
+    /// The pack could not be fetched (a storage error, not its bytes): its damage is not
+    /// recorded in the damage register, since the next read may well succeed.
+    unreadable: bool,
 }
 
 pub async fn verify(
@@ -94,13 +114,18 @@ pub async fn verify(
                 trailer: HashMap::new(),
                 good: HashSet::new(),
                 damage: Some(d),
+                unreadable: false,
             };
             let Some(id) = crate::keys::parse_pack(&meta.key) else {
                 return (key, None, damaged("not named by a pack id".into()), 0);
             };
             let bytes = match store.get(&meta.key, None).await {
                 Ok(b) => b,
-                Err(e) => return (key, Some(id), damaged(e.to_string()), 0),
+                Err(e) => {
+                    let mut state = damaged(e.to_string());
+                    state.unreadable = true;
+                    return (key, Some(id), state, 0);
+                }
             };
             let len = bytes.len() as u64;
             let k2 = key.clone();
@@ -117,11 +142,29 @@ pub async fn verify(
         report.packs += 1;
         report.bytes += len;
         report.chunks += state.good.len();
-        if let Some(d) = &state.damage {
-            problems.add(&key, d.clone(), None);
+        match id {
+            Some(id) => {
+                packs.insert(id, (key, state));
+            }
+            None => {
+                if let Some(d) = &state.damage {
+                    problems.add(&key, d.clone(), None);
+                }
+            }
         }
-        if let Some(id) = id {
-            packs.insert(id, (key, state));
+    }
+    // What is unusable in packs that are present: whole packs whose trailer cannot be read,
+    // and chunks whose blob fails its checks. The damage register records it (below).
+    let mut damage = Damage::default();
+    for (id, (_, state)) in &packs {
+        if state.damage.is_none() || state.unreadable {
+            continue;
+        }
+        if state.trailer.is_empty() {
+            damage.whole_pack(*id);
+        }
+        for chunk in state.trailer.keys().filter(|c| !state.good.contains(*c)) {
+            damage.chunk(*id, *chunk);
         }
     }
 
@@ -139,8 +182,10 @@ pub async fn verify(
             .and_then(|b| Segment::decode(&key, &b))
         {
             Ok(seg) => {
-                for (id, detail) in check_segment(&seg, &packs) {
-                    problems.add(&key, detail.clone(), None);
+                for (pack, id, detail) in check_segment(&seg, &packs) {
+                    if let Some(pack) = pack {
+                        damage.chunk(pack, id);
+                    }
                     bad_records.insert(id, (key.clone(), detail));
                 }
                 segments.push(seg)
@@ -149,6 +194,46 @@ pub async fn verify(
                 problems.add(&key, e.to_string(), None);
                 damaged_segments.push(key);
             }
+        }
+    }
+    // A chunk is usable when some record places it, as its trailer says, in a present pack
+    // where it is intact: a copy stored again after damage was found serves every backup.
+    let whole_damaged: HashMap<PackId, Vec<ChunkId>> = damaged_pack_records(&segments, &damage);
+    let usable = Index::from_segments_where(segments.iter().cloned(), |p, c| {
+        damage.usable(p, c) && packs.get(p).is_some_and(|(_, s)| s.good.contains(c))
+    });
+    for (seg_key, (id, detail)) in bad_records.iter().map(|(id, (k, d))| (k, (id, d))) {
+        if !usable.contains(id) {
+            problems.add(seg_key, detail.clone(), None);
+        }
+    }
+    // Damage to a pack is reported unless every chunk it should hold has an intact copy
+    // elsewhere (then no backup needs its bytes; they are counted instead).
+    for (id, (key, state)) in &packs {
+        let Some(d) = &state.damage else { continue };
+        let lacking: Option<Vec<&ChunkId>> = if state.unreadable {
+            None // could not be read at all: nothing is known about its chunks
+        } else if state.trailer.is_empty() {
+            Some(
+                whole_damaged
+                    .get(id)
+                    .map(|c| c.iter().collect())
+                    .unwrap_or_default(),
+            )
+        } else {
+            let bad: Vec<&ChunkId> = state
+                .trailer
+                .keys()
+                .filter(|c| !state.good.contains(*c))
+                .collect();
+            // Every chunk intact but the name wrong: a pack stored under another's name.
+            (!bad.is_empty()).then_some(bad)
+        };
+        match lacking {
+            Some(chunks) if !chunks.is_empty() && chunks.iter().all(|c| usable.contains(c)) => {
+                report.superseded_packs += 1;
+            }
+            _ => problems.add(key, d.clone(), None),
         }
     }
     let index = Index::from_segments(segments);
@@ -227,6 +312,20 @@ pub async fn verify(
                 if !checked.insert(c.id) {
                     continue;
                 }
+                if let Some((pack, loc)) = usable.get(&c.id) {
+                    if loc.raw_len != c.len {
+                        let key = stanza.pack_key(&pack)?.to_string();
+                        problems.add(
+                            &key,
+                            format!(
+                                "chunk {} has length {} in the index, {} in the manifest",
+                                c.id, loc.raw_len, c.len
+                            ),
+                            Some(label),
+                        );
+                    }
+                    continue;
+                }
                 if let Some((segment, detail)) = bad_records.get(&c.id) {
                     problems.add(segment, detail.clone(), Some(label));
                     continue;
@@ -274,7 +373,29 @@ pub async fn verify(
         }
     }
     report.problems = problems.0.into_values().collect();
+    report.damaged_records = damage.count();
+    // Record what is unusable so the next backup stores it again. verify only needs read
+    // access: a repository it cannot write to still gets its report.
+    report.register = match stanza.save_damage(&damage).await {
+        Ok(changed) => Register::Saved { changed },
+        Err(e) => Register::NotSaved(e.to_string()),
+    };
     Ok(report)
+}
+
+/// For each pack whose trailer cannot be read, the chunks the index places in it.
+fn damaged_pack_records(segments: &[Segment], damage: &Damage) -> HashMap<PackId, Vec<ChunkId>> {
+    let mut out: HashMap<PackId, Vec<ChunkId>> = HashMap::new();
+    for seg in segments {
+        for (id, loc) in &seg.entries {
+            if let Some(p) = seg.packs.get(loc.pack as usize)
+                && !damage.usable(p, id)
+            {
+                out.entry(*p).or_default().push(*id);
+            }
+        }
+    }
+    out
 }
 
 /// Every record of `seg` against the trailer of the pack it names (packs that could not be
@@ -282,13 +403,14 @@ pub async fn verify(
 fn check_segment(
     seg: &Segment,
     packs: &HashMap<PackId, (String, PackState)>,
-) -> Vec<(ChunkId, String)> {
+) -> Vec<(Option<PackId>, ChunkId, String)> {
     let mut bad = Vec::new();
     for (id, loc) in &seg.entries {
         let Some(pack_id) = seg.packs.get(loc.pack as usize) else {
-            bad.push((*id, format!("the record of chunk {id} names no pack")));
+            bad.push((None, *id, format!("the record of chunk {id} names no pack")));
             continue;
         };
+        let pack = Some(*pack_id);
         let Some((pack_key, state)) = packs.get(pack_id) else {
             continue;
         };
@@ -297,6 +419,7 @@ fn check_segment(
         }
         match state.trailer.get(id) {
             None => bad.push((
+                pack,
                 *id,
                 format!(
                     "the index places chunk {id} in {pack_key}, whose trailer does not list it"
@@ -308,6 +431,7 @@ fn check_segment(
                     || e.raw_len != loc.raw_len =>
             {
                 bad.push((
+                    pack,
                     *id,
                     format!(
                         "the index places chunk {id} at offset {} ({} stored, {} plain bytes) of {pack_key}, but the pack's trailer says offset {} ({} stored, {} plain bytes)",
@@ -328,6 +452,7 @@ fn check_pack(object: &str, id: &PackId, bytes: &[u8]) -> PackState {
         trailer: HashMap::new(),
         good: HashSet::new(),
         damage: None,
+        unreadable: false,
     };
     let n = bytes.len();
     let entries = (|| {

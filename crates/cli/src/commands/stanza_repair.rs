@@ -18,6 +18,15 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
     }
     let stanza = repo.stanza(&name).await?;
     let report = cairn_repo::repair::rebuild_catalog(&stanza).await?;
+    if report.reindexed_packs > 0 {
+        println!(
+            "indexed again: {} pack(s) that no index segment named ({} chunk(s)), from their own trailers",
+            report.reindexed_packs, report.reindexed_chunks
+        );
+    }
+    for (pack, why) in &report.unreadable_packs {
+        tracing::warn!("cannot index {pack} again: {why}");
+    }
     for (label, why) in &report.skipped {
         println!("left out: backup {label}: {why}");
     }
@@ -31,9 +40,11 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
         };
         println!("listed: backup {label}{note}");
     }
+    let mut removed = 0;
     if let Some(b) = &report.before {
         for label in b.iter().filter(|l| !report.listed.contains(l)) {
             println!("removed: backup {label} (see 'left out' above)");
+            removed += 1;
         }
     }
     println!(
@@ -41,5 +52,15 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
         stanza.name(),
         report.listed.len()
     );
+    // Backups left out are still in the repository (their manifests are not deleted), but
+    // restore cannot reach them: that deserves more than an exit 0.
+    if !report.skipped.is_empty() || !report.unreadable_packs.is_empty() {
+        tracing::warn!(
+            "stanza-repair completed with warnings: {} backup manifest(s) left out ({removed} of them listed before), {} pack(s) unreadable; `cairn verify` lists the damage",
+            report.skipped.len(),
+            report.unreadable_packs.len()
+        );
+        return Ok(ExitCode::from(crate::exit::WARNINGS));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -43,15 +43,33 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         println!("damaged: {}: {} (affects: {affects})", p.object, p.detail);
     }
     println!(
-        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{wal_note}; {} problem(s); {} unreferenced pack(s) and {} unlisted manifest(s) left by interrupted backups",
+        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{wal_note}; {} problem(s); {} unreferenced pack(s) left by interrupted backups",
         report.backups,
         report.packs,
         report.chunks,
         info::human(report.bytes),
         report.problems.len(),
         report.unreferenced_packs,
-        report.unlisted_manifests
     );
+    if report.superseded_packs > 0 {
+        println!(
+            "verify: {} damaged pack(s) are no longer needed: every chunk in them that is damaged was stored again intact",
+            report.superseded_packs
+        );
+    }
+    match &report.register {
+        verify::Register::Saved { changed: true } if report.damaged_records > 0 => println!(
+            "verify: recorded {} damaged chunk(s) or pack(s) in the damage register: the next backup stores that data again where the source still has it",
+            report.damaged_records
+        ),
+        verify::Register::Saved { changed: true } => {
+            println!("verify: the damage register is cleared: no damage remains")
+        }
+        verify::Register::NotSaved(e) => tracing::warn!(
+            "could not record the damage found in the damage register ({e}); until a verify can, new backups may deduplicate against damaged chunks"
+        ),
+        _ => {}
+    }
     if report.ok() {
         Ok(ExitCode::SUCCESS)
     } else {

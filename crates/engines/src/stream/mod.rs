@@ -77,6 +77,34 @@ impl WriteAt for FileSink {
     }
 }
 
+/// Standard output as a restore writes it. A reader that closes it early (`| head`) leaves
+/// the restored stream incomplete: that is a failed restore, not the reader's choice (as it
+/// is for `info`), so a broken pipe becomes an error that says how far the stream got.
+struct Stdout {
+    written: u64,
+    total: u64,
+}
+
+impl io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match io::stdout().write(buf) {
+            Ok(n) => {
+                self.written += n as u64;
+                Ok(n)
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Err(io::Error::other(format!(
+                "the reader of standard output closed it after {} of {} bytes; the restored stream is incomplete",
+                self.written, self.total
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stdout().flush()
+    }
+}
+
 /// Restore the stream to `consumer`'s stdin when given, else to `dest`: a file path (must
 /// not exist), or `-` for stdout.
 pub async fn restore(
@@ -109,9 +137,14 @@ pub async fn restore(
         return consumer.finish(written);
     }
     if dest == Path::new("-") {
-        let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout());
-        return restore::fetch_ordered(stanza, index, chunks, process_max, &mut out, progress)
-            .await;
+        let stdout = Stdout {
+            written: 0,
+            total: e.size,
+        };
+        let mut out = io::BufWriter::with_capacity(1 << 20, stdout);
+        restore::fetch_ordered(stanza, index, chunks, process_max, &mut out, progress).await?;
+        return io::Write::flush(&mut out)
+            .map_err(|e| Error::io("cannot write the restored stream to standard output", e));
     }
     let file = OpenOptions::new()
         .write(true)

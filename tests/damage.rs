@@ -1,0 +1,257 @@
+//! Regression tests for damage found after issue 9's first round: a damaged pack that backups
+//! kept deduplicating against, a lost index that made `stanza-repair` drop every backup, and
+//! a restore to a closed stdout that exited 0. Each is named after its item and defect.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if !e.file_name().to_string_lossy().starts_with(".tmp-") {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A files stanza with a full and an incr of a small tree; returns the source.
+fn two_backups(env: &Env) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let src = env.path("src");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("one"), bytes(1, 1_500_000))?;
+    fs::write(src.join("two"), text(2, 800_000))?;
+    for f in ["one", "two"] {
+        set_mtime(&src.join(f), 1_600_000_000, 0);
+    }
+    let s = src.to_str().ok_or("path")?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    fs::write(src.join("three"), bytes(3, 700_000))?;
+    set_mtime(&src.join("three"), 1_600_000_000, 0);
+    env.ok(&["backup", "--type", "incr", "--source", s])?;
+    Ok(src)
+}
+
+fn restore_to(
+    env: &Env,
+    label: Option<&str>,
+    name: &str,
+) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let dest = env.path(name);
+    let d = dest.to_str().ok_or("path")?;
+    match label {
+        Some(l) => env.ok(&["restore", "--set", l, "--dest", d])?,
+        None => env.ok(&["restore", "--dest", d])?,
+    };
+    Ok(dest)
+}
+
+/// Defect: with a byte flipped inside a (present) pack, verify exited 4, and the next
+/// `backup --type full` exited 0 with "0 new chunks": it deduplicated against the damaged
+/// chunk and could not be restored.
+#[test]
+fn item8_a_damaged_pack_is_not_deduplicated_against_after_verify() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let first = env.labels()?.first().cloned().ok_or("no backup")?;
+    for pack in files_under(&env.repo.join("stanza/main/pack")) {
+        let mut b = fs::read(&pack)?;
+        // Inside the first chunk's blob (the header is 16 bytes).
+        b[40] ^= 0x5a;
+        fs::write(&pack, &b)?;
+    }
+    let out = env.run(&["verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("damage register"), "{}", stdout(&out));
+    assert!(env.repo.join("stanza/main/damaged").exists());
+
+    let s = src.to_str().ok_or("path")?;
+    let out = env.run(&["backup", "--type", "full", "--source", s])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stores that data again"),
+        "{}",
+        stderr(&out)
+    );
+    let last = env.last_backup()?;
+    assert!(
+        last["info"]["repository"]["delta"].as_u64().unwrap_or(0) > 0,
+        "the new full deduplicated against the damaged chunks: {last}"
+    );
+    let dest = restore_to(&env, None, "new")?;
+    assert_eq!(tree_diff(&src, &dest), Vec::<String>::new());
+    // The oldest backup needed the same chunks: it restores from the new copies.
+    let dest = restore_to(&env, Some(&first), "first")?;
+    for f in ["one", "two"] {
+        assert!(fs::read(dest.join(f))? == fs::read(src.join(f))?, "{f}");
+    }
+    assert!(!dest.join("three").exists());
+    // Nothing any backup needs is damaged any more; the damaged packs are only counted.
+    let out = env.run(&["verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("no longer needed"),
+        "{}",
+        stdout(&out)
+    );
+    Ok(())
+}
+
+/// Verify re-reads the packs each time: a damage register that no longer matches (a pack put
+/// back intact) is cleared, and one that cannot be read is rewritten.
+#[test]
+fn item8_verify_rewrites_a_stale_or_damaged_register() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    let packs = files_under(&env.repo.join("stanza/main/pack"));
+    let pack = packs.first().ok_or("no pack")?;
+    let good = fs::read(pack)?;
+    let mut bad = good.clone();
+    bad[40] ^= 0x5a;
+    fs::write(pack, &bad)?;
+    assert_eq!(env.run(&["verify"])?.status.code(), Some(4));
+    let register = env.repo.join("stanza/main/damaged");
+    assert!(register.exists());
+    fs::write(pack, &good)?;
+    let out = env.run(&["verify"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("cleared"), "{}", stdout(&out));
+    assert!(!register.exists());
+    // A register of garbage: backup warns (and still works), verify rewrites it.
+    fs::write(&register, b"garbage")?;
+    fs::write(pack, &bad)?;
+    let out = env.run(&[
+        "backup",
+        "--type",
+        "full",
+        "--source",
+        env.path("src").to_str().ok_or("p")?,
+    ])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("damage register"), "{}", stderr(&out));
+    let out = env.run(&["verify"])?;
+    let reg = cairn_repo::damage::DamageRegister::decode("damaged", &fs::read(&register)?)?;
+    assert_eq!(reg.packs.len(), 1, "{}", stdout(&out));
+    Ok(())
+}
+
+/// Defect: with `index/` lost, `stanza-repair` left out every backup ("chunk ... is in no
+/// present pack") and removed them from the catalog, though every pack was there.
+#[test]
+fn item6_stanza_repair_after_a_lost_index_keeps_every_backup() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let before = env.labels()?;
+    for seg in files_under(&env.repo.join("stanza/main/index")) {
+        fs::remove_file(seg)?;
+    }
+    let out = env.run(&["stanza-repair"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("indexed again"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("removed"), "{}", stdout(&out));
+    assert_eq!(env.labels()?, before);
+    let dest = restore_to(&env, None, "out")?;
+    assert_eq!(tree_diff(&src, &dest), Vec::<String>::new());
+    let out = env.run(&["verify"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // A second repair has nothing to index again.
+    let out = env.run(&["stanza-repair"])?;
+    assert!(!stdout(&out).contains("indexed again"), "{}", stdout(&out));
+    Ok(())
+}
+
+/// Defect: `stanza-repair` that removed backups from the catalog (their data lost) exited 0.
+#[test]
+fn item6_stanza_repair_that_leaves_backups_out_exits_with_warnings() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    for p in files_under(&env.repo.join("stanza/main/pack")) {
+        fs::remove_file(p)?;
+    }
+    let out = env.run(&["stanza-repair"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("left out"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("completed with warnings"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}
+
+/// Defect: `cairn restore --dest - | head -c 10` exited 0: a restore cut short by its reader
+/// looked like a complete one.
+#[test]
+fn item3_a_restore_to_stdout_whose_reader_stops_early_fails() -> TestResult {
+    let env = Env::new("stream")?;
+    let data = bytes(7, 8 << 20);
+    env.ok_stdin(&["backup"], &data)?;
+    let mut child = env
+        .cmd(&["restore", "--dest", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().ok_or("stdout")?;
+    let mut first = [0u8; 10];
+    out.read_exact(&mut first)?;
+    drop(out);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .ok_or("stderr")?
+        .read_to_string(&mut err)?;
+    let status = child.wait()?;
+    assert_eq!(status.code(), Some(3), "{err}");
+    assert!(err.contains("closed it after"), "{err}");
+    assert!(err.contains(&format!("of {} bytes", data.len())), "{err}");
+    // A reader that takes everything still gets exit 0 and every byte.
+    let out = env.ok(&["restore", "--dest", "-"])?;
+    assert!(out == data);
+    Ok(())
+}
