@@ -252,3 +252,32 @@ fn crc32fast_hash(b: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn damage_register_v1() -> TestResult {
+    use cairn_repo::damage::{DamageRegister, DamagedPack};
+    let r = DamageRegister {
+        written: 1_700_000_000,
+        packs: vec![
+            DamagedPack {
+                pack: PackId([0x11; 32]),
+                whole: false,
+                chunks: vec![ChunkId([0x22; 32]), ChunkId([0x33; 32])],
+            },
+            DamagedPack {
+                pack: PackId([0x44; 32]),
+                whole: true,
+                chunks: vec![],
+            },
+        ],
+    };
+    golden("damage-v1.body", &codec::encode_body(&r))?;
+    if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {
+        golden("damage-v1.bin", &r.encode())?;
+    }
+    let frozen = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/damage-v1.bin"),
+    )?;
+    assert_eq!(DamageRegister::decode("golden", &frozen)?, r);
+    Ok(())
+}
