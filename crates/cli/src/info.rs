@@ -25,6 +25,8 @@ pub struct StanzaReport {
     pub meta: std::collections::BTreeMap<String, String>,
     /// postgres: how far WAL replay from each backup gets (default target timeline).
     pub reach: std::collections::BTreeMap<String, Reach>,
+    /// What the last verify found (its damage register), or why it cannot be read.
+    pub damage: Result<Option<cairn_repo::damage::DamageRegister>, String>,
 }
 
 impl StanzaReport {
@@ -79,7 +81,9 @@ impl StanzaReport {
                 }
             }
         }
+        let damage = stanza.damage_register().await.map_err(|e| e.to_string());
         Ok(StanzaReport {
+            damage,
             reach,
             name: stanza.name().to_string(),
             engine: stanza.info.engine.clone(),
@@ -105,11 +109,33 @@ impl StanzaReport {
         }
     }
 
-    fn status(&self) -> (i32, &'static str) {
+    /// pgBackRest's status codes where they apply (0 ok, 2 no valid backups); 99 ("other")
+    /// when the last verify found problems, so monitoring that alerts on a non-zero code
+    /// notices damage that only verify can see.
+    fn status(&self) -> (i32, String) {
+        match &self.damage {
+            Ok(Some(r)) if r.problems > 0 => {
+                return (
+                    99,
+                    format!(
+                        "damaged: the verify of {} found {} problem(s); run `cairn verify` for the list",
+                        cairn_repo::time::display(r.written),
+                        r.problems
+                    ),
+                );
+            }
+            Err(e) => {
+                return (
+                    99,
+                    format!("damage register unreadable ({e}); run `cairn verify`"),
+                );
+            }
+            _ => {}
+        }
         if self.catalog.backups.is_empty() {
-            (2, "no valid backups")
+            (2, "no valid backups".into())
         } else {
-            (0, "ok")
+            (0, "ok".into())
         }
     }
 }

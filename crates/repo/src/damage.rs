@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DamageRegister {
     pub written: i64,
+    /// The problems that verify reported (0: every listed backup was restorable).
+    pub problems: u64,
     pub packs: Vec<DamagedPack>,
 }
 
@@ -66,9 +68,10 @@ impl Damage {
             .sum()
     }
 
-    pub fn to_register(&self, written: i64) -> DamageRegister {
+    pub fn to_register(&self, written: i64, problems: u64) -> DamageRegister {
         DamageRegister {
             written,
+            problems,
             packs: self
                 .0
                 .iter()
@@ -140,38 +143,47 @@ impl Stanza {
         keys::damage_register(&self.info.name)
     }
 
-    /// The damage the last verify recorded (empty when none is recorded).
-    pub async fn damage(&self) -> Result<Damage> {
+    /// The register the last verify wrote, if any.
+    pub async fn damage_register(&self) -> Result<Option<DamageRegister>> {
         let k = self.damage_key()?;
         match self.store().get(&k, None).await {
-            Ok(b) => Ok(Damage::from_register(&DamageRegister::decode(
-                k.as_str(),
-                &b,
-            )?)),
-            Err(StorageError::NotFound { .. }) => Ok(Damage::default()),
+            Ok(b) => Ok(Some(DamageRegister::decode(k.as_str(), &b)?)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Record `damage` as the stanza's register (removing it when there is none). Returns
-    /// whether anything changed.
-    pub async fn save_damage(&self, damage: &Damage) -> Result<bool> {
+    /// The unusable records the last verify found (empty when none is recorded).
+    pub async fn damage(&self) -> Result<Damage> {
+        Ok(self
+            .damage_register()
+            .await?
+            .map(|r| Damage::from_register(&r))
+            .unwrap_or_default())
+    }
+
+    /// Record what a verify found as the stanza's register (removing it when there is
+    /// nothing to record). Returns whether anything changed.
+    pub async fn save_damage(&self, damage: &Damage, problems: u64) -> Result<bool> {
         let k = self.damage_key()?;
-        let current = match self.damage().await {
-            Ok(d) => Some(d),
-            Err(Error::Corrupt { .. }) => None,
+        let current = match self.damage_register().await {
+            Ok(r) => r.map(|r| (Damage::from_register(&r), r.problems)),
+            Err(Error::Corrupt { .. }) => Some((Damage::default(), u64::MAX)),
             Err(e) => return Err(e),
         };
-        if current.as_ref() == Some(damage) {
+        let found = (damage.clone(), problems);
+        let nothing = damage.is_empty() && problems == 0;
+        if current.as_ref() == Some(&found) || (current.is_none() && nothing) {
             return Ok(false);
         }
-        if damage.is_empty() {
+        if nothing {
             match self.store().delete(&k).await {
                 Ok(()) | Err(StorageError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         } else {
-            let bytes = Bytes::from(damage.to_register(crate::time::now_unix()).encode());
+            let reg = damage.to_register(crate::time::now_unix(), problems);
+            let bytes = Bytes::from(reg.encode());
             self.store().put(&k, bytes, PutMode::Overwrite).await?;
         }
         Ok(true)
@@ -190,7 +202,7 @@ mod tests {
         d.chunk(p1, c1);
         d.whole_pack(p2);
         d.chunk(p2, c2); // a whole pack stays whole
-        let reg = d.to_register(7);
+        let reg = d.to_register(7, 3);
         let back = DamageRegister::decode("damaged", &reg.encode())?;
         assert_eq!(back, reg);
         let d2 = Damage::from_register(&back);

@@ -34,6 +34,7 @@ pub struct VerifyReport {
     pub superseded_packs: usize,
     /// Unusable records (a whole pack counts once) now in the damage register.
     pub damaged_records: usize,
+    pub damage: Damage,
     pub register: Register,
 }
 
@@ -374,13 +375,31 @@ pub async fn verify(
     }
     report.problems = problems.0.into_values().collect();
     report.damaged_records = damage.count();
-    // Record what is unusable so the next backup stores it again. verify only needs read
-    // access: a repository it cannot write to still gets its report.
-    report.register = match stanza.save_damage(&damage).await {
+    report.damage = damage;
+    Ok(report)
+}
+
+/// Record what `report` found in the damage register, once the caller has added its own
+/// problems (an engine's WAL checks), so the next backup stores unusable chunks again and
+/// `info` can say the stanza is damaged. `partial` (verify --set) checked one backup's
+/// chunks: it records every unusable record (all packs were read) but only raises the
+/// problem count. verify needs only read access: a repository it cannot write to still gets
+/// its report, and this says so.
+pub async fn record(stanza: &Stanza, report: &mut VerifyReport, partial: bool) {
+    let mut problems = report.problems.len() as u64;
+    if partial {
+        let before = stanza
+            .damage_register()
+            .await
+            .ok()
+            .flatten()
+            .map_or(0, |r| r.problems);
+        problems = problems.max(before);
+    }
+    report.register = match stanza.save_damage(&report.damage, problems).await {
         Ok(changed) => Register::Saved { changed },
         Err(e) => Register::NotSaved(e.to_string()),
     };
-    Ok(report)
 }
 
 /// For each pack whose trailer cannot be read, the chunks the index places in it.

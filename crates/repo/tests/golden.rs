@@ -258,6 +258,7 @@ fn damage_register_v1() -> TestResult {
     use cairn_repo::damage::{DamageRegister, DamagedPack};
     let r = DamageRegister {
         written: 1_700_000_000,
+        problems: 2,
         packs: vec![
             DamagedPack {
                 pack: PackId([0x11; 32]),

@@ -33,6 +33,7 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         wal_note = format!(", {} WAL file(s) ({})", wal.files, info::human(wal.bytes));
         report.problems.extend(wal.problems);
     }
+    verify::record(&stanza, &mut report, only.is_some()).await;
     for p in &report.problems {
         let affects: Vec<String> = p.affects.iter().map(|l| l.to_string()).collect();
         let affects = if affects.is_empty() {
@@ -62,7 +63,7 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
             "verify: recorded {} damaged chunk(s) or pack(s) in the damage register: the next backup stores that data again where the source still has it",
             report.damaged_records
         ),
-        verify::Register::Saved { changed: true } => {
+        verify::Register::Saved { changed: true } if report.problems.is_empty() => {
             println!("verify: the damage register is cleared: no damage remains")
         }
         verify::Register::NotSaved(e) => tracing::warn!(
