@@ -99,9 +99,38 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line, each cause once: an error whose message already
+/// quotes its cause (`cannot read X: the producer failed`) does not repeat it.
 pub fn describe(e: &anyhow::Error) -> String {
-    format!("{e:#}")
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn a_cause_already_quoted_is_not_repeated() {
+        let io = std::io::Error::other("the producer failed");
+        let e = anyhow::Error::new(cairn_repo::Error::io("cannot read the output of 'sh'", io));
+        assert_eq!(
+            describe(&e),
+            "cannot read the output of 'sh': the producer failed"
+        );
+        let e = anyhow::anyhow!("inner cause").context("outer");
+        assert_eq!(describe(&e), "outer: inner cause");
+    }
 }
 
 /// A closed stdout (`cairn restore --dest - | head`) is the reader's choice, not a failure.

@@ -37,6 +37,7 @@ pub struct SourceEntry {
     /// Path, kind, mode, owner, mtime, size as found; `content` is filled in by the job.
     pub entry: FileEntry,
     pub policy: ChunkPolicy,
+    /// Where the bytes come from, as a noun phrase for messages (`source file /data/x`).
     pub origin: String,
     /// How to read a regular file's bytes; None for directories and symlinks.
     pub open: Option<Opener>,

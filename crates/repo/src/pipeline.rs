@@ -47,7 +47,8 @@ pub enum VanishPolicy {
 
 pub struct ReadItem {
     pub policy: ChunkPolicy,
-    /// Where the bytes come from, for messages (an absolute path, `stdin`).
+    /// Where the bytes come from, as a noun phrase for messages (`source file /data/x`,
+    /// `standard input`, `the output of 'pg_dump'`).
     pub origin: String,
     pub open: Opener,
     /// For a file that may change while it is read: how to tell, and how to read it again.
@@ -392,9 +393,9 @@ fn read_all(
 
 fn open_error(origin: &str, e: io::Error) -> Error {
     let what = if e.kind() == io::ErrorKind::NotFound {
-        format!("source file {origin} vanished during the backup; run the backup again")
+        format!("{origin} vanished during the backup; run the backup again")
     } else {
-        format!("cannot open source file {origin}; make it readable by the user running cairn")
+        format!("cannot open {origin}; make it readable by the user running cairn")
     };
     Error::io(what, e)
 }
@@ -430,7 +431,7 @@ fn read_one(
         Ok(size) => Some((size, pos)),
         Err(e) => {
             if !shared.aborted() {
-                shared.fail(Error::io(format!("cannot read source file {origin}"), e));
+                shared.fail(Error::io(format!("cannot read {origin}"), e));
             }
             None
         }

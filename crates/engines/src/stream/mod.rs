@@ -24,7 +24,7 @@ pub const STREAM_PATH: &[u8] = b"stream";
 
 /// The stream read from `reader` (stdin), as the one entry of the backup.
 pub fn source(reader: Box<dyn Read + Send>) -> SourceEntry {
-    source_from(reader, "stdin".into())
+    source_from(reader, "standard input".into())
 }
 
 /// The stream read from `reader`, `origin` naming it in messages.

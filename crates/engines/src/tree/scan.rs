@@ -67,7 +67,7 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
         out.push(SourceEntry {
             entry: e,
             policy: policy.chunking(b""),
-            origin: root.display().to_string(),
+            origin: format!("source directory {}", root.display()),
             open: None,
             watch: None,
         });
@@ -138,7 +138,7 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             out.push(SourceEntry {
                 policy: policy.chunking(&r),
                 entry,
-                origin: path.display().to_string(),
+                origin: format!("source file {}", path.display()),
                 open,
                 watch,
             });
