@@ -7,49 +7,8 @@ mod common;
 use common::*;
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else if !e.file_name().to_string_lossy().starts_with(".tmp-") {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn stdout(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A files stanza with a full and an incr of a small tree; returns the source.
-fn two_backups(env: &Env) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let src = env.path("src");
-    fs::create_dir_all(&src)?;
-    fs::write(src.join("one"), bytes(1, 1_500_000))?;
-    fs::write(src.join("two"), text(2, 800_000))?;
-    for f in ["one", "two"] {
-        set_mtime(&src.join(f), 1_600_000_000, 0);
-    }
-    let s = src.to_str().ok_or("path")?;
-    env.ok(&["backup", "--type", "full", "--source", s])?;
-    fs::write(src.join("three"), bytes(3, 700_000))?;
-    set_mtime(&src.join("three"), 1_600_000_000, 0);
-    env.ok(&["backup", "--type", "incr", "--source", s])?;
-    Ok(src)
-}
 
 fn restore_to(
     env: &Env,

@@ -31,10 +31,6 @@ fn write_manifest(path: &Path, mut m: Manifest) -> TestResult {
     Ok(())
 }
 
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn item10_restore_never_follows_a_symlink_out_of_its_destination() -> TestResult {
     let env = Env::new("files")?;

@@ -116,6 +116,14 @@ pub fn describe(e: &anyhow::Error) -> String {
     out
 }
 
+/// A closed stdout (`cairn restore --dest - | head`) is the reader's choice, not a failure.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::describe;
@@ -131,12 +139,4 @@ mod tests {
         let e = anyhow::anyhow!("inner cause").context("outer");
         assert_eq!(describe(&e), "outer: inner cause");
     }
-}
-
-/// A closed stdout (`cairn restore --dest - | head`) is the reader's choice, not a failure.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }
