@@ -63,24 +63,39 @@ macro_rules! hash_id {
 hash_id!(ChunkId, "chunk id");
 hash_id!(PackId, "pack id");
 
+/// The conversions a validated string identifier needs: serde decodes it through `parse`
+/// (`try_from = "String"`), so a crafted repository cannot smuggle in an invalid one, and
+/// `Display` prints it as it is.
+macro_rules! checked_string_id {
+    ($name:ident) => {
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(s: String) -> Result<Self> {
+                Self::parse(&s)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(s: $name) -> String {
+                s.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
 /// A stanza name: what `--stanza` names. Letters, digits, `-`, `_` and `.`, not starting
 /// with `.`, so it is always a single safe path segment.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct StanzaName(String);
 
-impl TryFrom<String> for StanzaName {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        Self::parse(&s)
-    }
-}
-
-impl From<StanzaName> for String {
-    fn from(s: StanzaName) -> String {
-        s.0
-    }
-}
+checked_string_id!(StanzaName);
 
 impl StanzaName {
     pub fn parse(s: &str) -> Result<Self> {
@@ -99,12 +114,6 @@ impl StanzaName {
     }
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Display for StanzaName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
@@ -157,18 +166,7 @@ impl fmt::Display for BackupType {
 #[serde(try_from = "String", into = "String")]
 pub struct BackupLabel(String);
 
-impl TryFrom<String> for BackupLabel {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        Self::parse(&s)
-    }
-}
-
-impl From<BackupLabel> for String {
-    fn from(l: BackupLabel) -> String {
-        l.0
-    }
-}
+checked_string_id!(BackupLabel);
 
 fn is_stamp(s: &str) -> bool {
     let b = s.as_bytes();
@@ -233,12 +231,6 @@ impl BackupLabel {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl fmt::Display for BackupLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
     }
 }
 
