@@ -51,7 +51,7 @@ impl Repository {
                 Ok(Repository { store })
             }
             Err(StorageError::NotFound { .. }) => {
-                if store.list(&keys::stanzas_prefix()?).await?.is_empty() {
+                if !store.any(&keys::stanzas_prefix()?).await? {
                     Err(Error::NotFound(format!(
                         "{} is not a cairn repository (it has no {REPO_MARKER}); check --repo, or run `cairn stanza-create` to make one",
                         store.location()

@@ -187,6 +187,18 @@ async fn list_by_prefix(store: &dyn Storage) {
             .is_empty(),
         "conformance: listing an empty prefix is empty, not an error"
     );
+    for (prefix, expected) in [
+        ("conf/list", true),
+        ("conf/list/b", true),
+        ("conf/lis", false),
+        ("conf/nothing-here", false),
+    ] {
+        assert_eq!(
+            expect_ok("any", store.any(&key(prefix)).await).await,
+            expected,
+            "conformance: any({prefix}) says whether an object lies under {prefix}/"
+        );
+    }
 }
 
 async fn delete_is_idempotent(store: &dyn Storage) {

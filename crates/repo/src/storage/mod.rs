@@ -121,6 +121,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Every object whose key starts with `prefix/` (recursively), sorted by key.
     async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, StorageError>;
 
+    /// Whether any object's key starts with `prefix/`. Backends whose listing pages (S3)
+    /// override this to ask for one key, not list a whole repository to learn it is not empty.
+    async fn any(&self, prefix: &Key) -> Result<bool, StorageError> {
+        Ok(!self.list(prefix).await?.is_empty())
+    }
+
     /// Store the object `body` produces, without holding all of it in memory: a backend keeps
     /// at most a bounded number of pieces or parts at once (local disk: one piece; S3: a few
     /// multipart parts). Durable when it returns Ok; an error from `body` fails the put and

@@ -214,6 +214,10 @@ impl<S: Storage> Storage for Retrying<S> {
         retry(&self.policy, || self.inner.list(prefix)).await
     }
 
+    async fn any(&self, prefix: &Key) -> Result<bool, StorageError> {
+        retry(&self.policy, || self.inner.any(prefix)).await
+    }
+
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         retry(&self.policy, || self.inner.delete(key)).await
     }
@@ -276,6 +280,10 @@ impl Storage for FailFirst {
     async fn list(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, StorageError> {
         self.fail(prefix)?;
         self.inner.list(prefix).await
+    }
+    async fn any(&self, prefix: &Key) -> Result<bool, StorageError> {
+        self.fail(prefix)?;
+        self.inner.any(prefix).await
     }
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         self.fail(key)?;

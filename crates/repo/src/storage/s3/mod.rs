@@ -559,6 +559,20 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
+    async fn any(&self, prefix: &Key) -> Result<bool, StorageError> {
+        bump(&self.counters.list);
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.opts.bucket)
+            .prefix(format!("{}/", self.full(prefix.as_str())))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.err(prefix, e))?;
+        Ok(!page.contents().is_empty())
+    }
+
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         bump(&self.counters.delete);
         match self
