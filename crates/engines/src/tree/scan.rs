@@ -28,9 +28,19 @@ pub fn entry_for(rel: &[u8], m: &fs::Metadata, link_target: Option<Vec<u8>>) -> 
     } else if ft.is_symlink() {
         EntryKind::Symlink
     } else {
-        return None; // sockets, fifos, devices: not backed up
+        return None; // sockets, fifos, devices: see `special_entry`
     };
-    Some(FileEntry {
+    Some(entry_of(rel, m, kind, link_target))
+}
+
+/// The manifest entry for `rel` of `kind`, with the mode, owner and mtime of `m`.
+fn entry_of(
+    rel: &[u8],
+    m: &fs::Metadata,
+    kind: EntryKind,
+    link_target: Option<Vec<u8>>,
+) -> FileEntry {
+    FileEntry {
         path: rel.to_vec(),
         kind,
         mode: m.mode() & 0o7777,
@@ -41,7 +51,7 @@ pub fn entry_for(rel: &[u8], m: &fs::Metadata, link_target: Option<Vec<u8>>) -> 
         link_target,
         content: Content::None,
         meta: BTreeMap::new(),
-    })
+    }
 }
 
 /// Scan `root` recursively. Entries are relative to root; the root itself is the entry `.`
@@ -184,18 +194,7 @@ fn special_entry(rel: &[u8], m: &fs::Metadata) -> Option<FileEntry> {
     } else {
         return None;
     };
-    Some(FileEntry {
-        path: rel.to_vec(),
-        kind,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime_ns: mtime_ns(m),
-        size: 0,
-        link_target: None,
-        content: Content::None,
-        meta: BTreeMap::new(),
-    })
+    Some(entry_of(rel, m, kind, None))
 }
 
 fn open_file(p: &Path) -> io::Result<Box<dyn io::Read + Send>> {
