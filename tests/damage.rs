@@ -218,3 +218,33 @@ fn item3_a_restore_to_stdout_whose_reader_stops_early_fails() -> TestResult {
     assert!(out == data);
     Ok(())
 }
+
+/// Defect: a restore from two swapped packs failed with a storage message ("range ... is
+/// outside the object's 108 bytes") that did not say the repository was damaged.
+#[test]
+fn item7_a_restore_from_swapped_packs_says_the_repository_is_damaged() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    let packs = files_under(&env.repo.join("stanza/main/pack"));
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    let (a, b) = (fs::read(&packs[0])?, fs::read(&packs[1])?);
+    fs::write(&packs[0], &b)?;
+    fs::write(&packs[1], &a)?;
+    for label in env.labels()? {
+        let dest = env.path(&format!("out-{label}"));
+        let out = env.run(&[
+            "restore",
+            "--set",
+            &label,
+            "--dest",
+            dest.to_str().ok_or("p")?,
+        ])?;
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("is damaged") && err.contains("cairn verify"),
+            "{err}"
+        );
+    }
+    Ok(())
+}

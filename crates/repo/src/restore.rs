@@ -180,7 +180,7 @@ pub async fn fetch_positioned(
         tasks.spawn(async move {
             let _permits = (permit, memory);
             let key = stanza.pack_key(&req.pack)?;
-            let bytes = stanza.store().get(&key, Some(req.start..req.end)).await?;
+            let bytes = read_pack_range(&stanza, &key, req.start..req.end).await?;
             let object = key.to_string();
             on_pool(&pool, move || -> Result<()> {
                 for (id, loc) in &req.chunks {
@@ -210,6 +210,32 @@ pub async fn fetch_positioned(
     }
     progress.finish();
     Ok(())
+}
+
+/// A range of a pack, as the index places chunks in it. A pack that is gone or shorter than
+/// the index says is damage (swapped or truncated packs), reported with the hint to verify,
+/// not as a storage failure.
+async fn read_pack_range(
+    stanza: &Stanza,
+    key: &crate::storage::Key,
+    range: std::ops::Range<u64>,
+) -> Result<bytes::Bytes> {
+    use crate::storage::StorageError;
+    match stanza.store().get(key, Some(range.clone())).await {
+        Ok(b) => Ok(b),
+        Err(StorageError::NotFound { .. }) => Err(Error::corrupt(
+            key.as_str(),
+            "the pack is missing, and a backup being restored needs it",
+        )),
+        Err(StorageError::OutOfRange { message, .. }) => Err(Error::corrupt(
+            key.as_str(),
+            format!(
+                "the index places chunks at bytes {}..{} of it, beyond its end ({message})",
+                range.start, range.end
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn flatten(r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
@@ -244,7 +270,7 @@ pub async fn fetch_ordered(
             inflight.push_back(tokio::spawn(async move {
                 let key = stanza.pack_key(&pack)?;
                 let range = loc.offset as u64..loc.offset as u64 + loc.stored_len as u64;
-                let stored = stanza.store().get(&key, Some(range)).await?;
+                let stored = read_pack_range(&stanza, &key, range).await?;
                 tokio::task::spawn_blocking(move || open_chunk(key.as_str(), &c.id, &loc, &stored))
                     .await
                     .map_err(|e| Error::Invalid(format!("restore task failed: {e}")))?

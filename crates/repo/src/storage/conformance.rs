@@ -126,8 +126,11 @@ async fn ranged_reads(store: &dyn Storage) {
         "conformance: ranged get to the end"
     );
     assert!(
-        store.get(&k, Some(250..300)).await.is_err(),
-        "conformance: a range past the end is an error"
+        matches!(
+            store.get(&k, Some(250..300)).await,
+            Err(StorageError::OutOfRange { .. })
+        ),
+        "conformance: a range past the end is an OutOfRange error"
     );
 }
 

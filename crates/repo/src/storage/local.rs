@@ -166,7 +166,7 @@ impl LocalStorage {
         let size = f.metadata().map_err(|e| classify(key, e))?.len();
         let range = range.unwrap_or(0..size);
         if range.start > range.end || range.end > size {
-            return Err(StorageError::Permanent {
+            return Err(StorageError::OutOfRange {
                 key: key.to_string(),
                 message: format!(
                     "range {}..{} is outside the object's {size} bytes",

@@ -90,6 +90,10 @@ pub enum StorageError {
     NotFound { key: String },
     #[error("object '{key}' already exists in the repository")]
     AlreadyExists { key: String },
+    /// A ranged read reaches past the object's end: the object is shorter than whoever asked
+    /// believed (for a pack, the index or its trailer disagrees with it: damage).
+    #[error("repository object '{key}': {message}")]
+    OutOfRange { key: String, message: String },
     /// Will fail again: permissions, a full disk, wrong credentials, a bad key.
     #[error("repository object '{key}': {message}")]
     Permanent { key: String, message: String },

@@ -470,7 +470,7 @@ impl Storage for S3Storage {
         bump(&self.counters.get);
         let out = req.send().await.map_err(|e| match self.err(key, e) {
             StorageError::Permanent { key, message } if message.starts_with("416") => {
-                StorageError::Permanent {
+                StorageError::OutOfRange {
                     key,
                     message: "range is outside the object".into(),
                 }
@@ -492,7 +492,7 @@ impl Storage for S3Storage {
         if let Some(r) = range
             && body.len() as u64 != r.end - r.start
         {
-            return Err(StorageError::Permanent {
+            return Err(StorageError::OutOfRange {
                 key: key.to_string(),
                 message: format!(
                     "range {}..{} is outside the object ({} bytes returned)",
