@@ -55,6 +55,14 @@ pub(crate) async fn backup(
                     dir.display()
                 )
             })?;
+            // Refused here, before the stanza is locked and the backup logged as started: the
+            // tree scan would find it only after both.
+            if !dir.is_dir() {
+                return Err(usage(format!(
+                    "--source {} is not a directory: --source must be a directory (a files stanza backs up a directory tree)",
+                    dir.display()
+                )));
+            }
             meta.insert("source".to_string(), dir.display().to_string());
             Some(dir)
         }
