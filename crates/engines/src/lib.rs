@@ -3,10 +3,13 @@
 //! engine joins them. The repository crate does the storing; an engine only says what.
 
 pub mod durable;
+pub mod engine;
 pub mod files;
 pub mod postgres;
 pub mod stream;
 pub mod tree;
+
+pub use engine::{Engine, LogArchive, Options, engine, engines};
 
 use cairn_repo::{Error, Result};
 
