@@ -221,7 +221,11 @@ pub enum Command {
     /// Confirm archive_command works: switch WAL and wait for the segment to arrive.
     Check {
         /// Seconds to wait for the segment (default 60).
-        #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
+        #[arg(
+            long,
+            env = "CAIRN_ARCHIVE_TIMEOUT",
+            help_heading = "PostgreSQL options"
+        )]
         archive_timeout: Option<u64>,
     },
     /// Re-read and check every object; non-zero with a list of what is wrong.
