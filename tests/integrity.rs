@@ -8,6 +8,7 @@ use cairn_repo::manifest::{Content, EntryKind, FileEntry, Manifest};
 use common::*;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The manifest object of the newest backup, on local disk.
 fn manifest_path(env: &Env) -> Result<PathBuf, Box<dyn std::error::Error>> {
@@ -320,6 +321,41 @@ fn item3_sigterm_during_a_stream_backup_kills_the_producer_and_lists_nothing() -
 }
 
 // ---- item 9: files that change while read, hard links, holes, special files ----
+
+#[test]
+fn item9_backup_of_a_file_as_source_is_refused_before_it_starts() -> TestResult {
+    let env = Env::new("files")?;
+    let file = env.path("not-a-dir");
+    fs::write(&file, b"a regular file")?;
+    // At info level, so that a "backup ... started" line would show.
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .env_remove("CAIRN_LOG_LEVEL")
+        .arg("--repo")
+        .arg(&env.repo)
+        .args([
+            "--stanza",
+            &env.stanza,
+            "--log-level",
+            "info",
+            "backup",
+            "--source",
+        ])
+        .arg(&file)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&file.display().to_string()) && err.contains("--source must be a directory"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("started"),
+        "the backup started before refusing: {err}"
+    );
+    assert!(env.labels()?.is_empty());
+    Ok(())
+}
 
 #[test]
 fn item9_a_file_rewritten_during_the_backup_is_reread_then_warned_and_marked() -> TestResult {

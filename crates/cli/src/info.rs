@@ -4,8 +4,7 @@
 //! added to the repository and the stanza's deduplication ratio.
 
 use anyhow::Result;
-use cairn_engines::postgres::identity::Identity;
-use cairn_engines::postgres::reach::{Reach, backup_position};
+use cairn_engines::engine::BackupFacts;
 use cairn_repo::Stanza;
 use cairn_repo::catalog::Catalog;
 use serde_json::{Value, json};
@@ -23,8 +22,9 @@ pub struct StanzaReport {
     /// Per archive id and timeline: (archive id, timeline, first, last) archived segment.
     pub archives: Vec<(String, u32, String, String)>,
     pub meta: std::collections::BTreeMap<String, String>,
-    /// postgres: how far WAL replay from each backup gets (default target timeline).
-    pub reach: std::collections::BTreeMap<String, Reach>,
+    /// What the stanza's engine adds per backup, by label (postgres: how far WAL replay from
+    /// it gets).
+    pub facts: std::collections::BTreeMap<String, BackupFacts>,
     /// What the last verify found (its damage register), or why it cannot be read.
     pub damage: Result<Option<cairn_repo::damage::DamageRegister>, String>,
 }
@@ -63,28 +63,15 @@ impl StanzaReport {
                     .map(|(t, (min, max))| (id.clone(), t, min, max)),
             );
         }
-        let mut reach = std::collections::BTreeMap::new();
-        // The reachable windows are an extra: info still reports when they cannot be computed.
-        let view = match Identity::from_meta(&stanza.info.meta) {
-            Ok(identity) if stanza.info.engine == "postgres" => {
-                cairn_engines::postgres::reach::load(stanza, &identity)
-                    .await
-                    .map_err(|e| tracing::warn!("cannot follow the WAL archive: {e}"))
-                    .ok()
-            }
-            _ => None,
+        // An extra: info still reports a stanza whose engine this cairn does not know.
+        let facts = match cairn_engines::engine(&stanza.info.engine) {
+            Ok(engine) => engine.info_facts(stanza, &catalog).await,
+            Err(_) => Default::default(),
         };
-        if let Some(view) = view {
-            for b in &catalog.backups {
-                if let Some((tli, start, stop)) = backup_position(&b.meta) {
-                    reach.insert(b.label.to_string(), view.reach(tli, start, stop, None));
-                }
-            }
-        }
         let damage = stanza.damage_register().await.map_err(|e| e.to_string());
         Ok(StanzaReport {
             damage,
-            reach,
+            facts,
             name: stanza.name().to_string(),
             engine: stanza.info.engine.clone(),
             packs: packs.len(),
@@ -188,7 +175,7 @@ pub fn json(stanzas: &[StanzaReport]) -> Value {
                                 _ => Value::Null,
                             },
                             "error": false,
-                            "recovery": s.reach.get(b.label.as_str()).map(recovery_json),
+                            "recovery": s.facts.get(b.label.as_str()).map(|f| f.recovery.clone()),
                             "cairn": {
                                 "files": b.file_count,
                                 "chunks": b.chunk_count,
@@ -310,8 +297,8 @@ pub fn text(stanzas: &[StanzaReport]) -> String {
             if let (Some(a), Some(z)) = (b.meta.get("start-lsn"), b.meta.get("stop-lsn")) {
                 let _ = writeln!(out, "        lsn start/stop: {a} / {z}");
             }
-            if let Some(r) = s.reach.get(b.label.as_str()) {
-                let _ = writeln!(out, "        recovery: {}", recovery_text(r));
+            for (name, value) in s.facts.get(b.label.as_str()).map_or(&[][..], |f| &f.lines) {
+                let _ = writeln!(out, "        {name}: {value}");
             }
             if let Some(n) = b.meta.get("checksum-page-errors").filter(|n| *n != "0") {
                 let list = b
@@ -335,32 +322,4 @@ pub fn text(stanzas: &[StanzaReport]) -> String {
         let _ = writeln!(out);
     }
     out
-}
-
-/// A backup's reachable window: `reachable-until` is the last segment replay can read, `gap`
-/// the hole that stops it (null when replay reaches the end of the archive).
-fn recovery_json(r: &Reach) -> Value {
-    json!({
-        "timeline": r.timeline,
-        "reachable-until": r.until,
-        "gap": r.first_gap().map(|g| json!({
-            "first-missing": g.first,
-            "last-missing": g.last,
-            "stop-lsn": g.stop_lsn.to_string(),
-        })),
-    })
-}
-
-fn recovery_text(r: &Reach) -> String {
-    let until = r.until.as_deref().unwrap_or("no segment");
-    match r.first_gap() {
-        None => format!(
-            "to the end of the archive, WAL {until} (timeline {})",
-            r.timeline
-        ),
-        Some(g) => format!(
-            "only up to {} (WAL {until}, timeline {}): segment {} is missing from the archive; `cairn verify` lists every hole",
-            g.stop_lsn, r.timeline, g.first
-        ),
-    }
 }

@@ -1,5 +1,6 @@
 //! The `cairn` command line. Options come from flags, `CAIRN_*` environment variables and the
-//! TOML config file (`config`), commands are in `commands`, output formats in `info`.
+//! TOML config file (`config`, `settings`), engine options reach the engines through `options`,
+//! commands are in `commands`, output formats in `info`.
 //!
 //! Exit codes: 0 success; 1 not found (unknown stanza, backup or WAL file); 2 usage (bad
 //! option, bad value); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked;
@@ -10,6 +11,7 @@ mod config;
 mod exit;
 mod info;
 mod logging;
+mod options;
 mod progress;
 mod settings;
 
@@ -72,6 +74,19 @@ pub struct GlobalOpts {
     /// at most twice this long (default 60).
     #[arg(long, global = true, env = "CAIRN_IO_TIMEOUT")]
     pub io_timeout: Option<u64>,
+    #[command(flatten)]
+    pub pg: PgClusterArgs,
+}
+
+// Engine-specific options, grouped under a heading of their own in `--help`. The engines read
+// them by their long names (`options::EngineOptions`); names, environment variables and
+// config file keys are the user's interface and do not change.
+
+/// The PostgreSQL cluster: where its data directory is and how to reach the server (used by
+/// stanza-create, backup, check, archive-push and a restore without --dest).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "PostgreSQL options")]
+pub struct PgClusterArgs {
     /// PostgreSQL data directory.
     #[arg(long, global = true, env = "CAIRN_PG_PATH")]
     pub pg_path: Option<PathBuf>,
@@ -82,6 +97,67 @@ pub struct GlobalOpts {
     pub pg_port: Option<u16>,
     #[arg(long, global = true, env = "CAIRN_PG_USER")]
     pub pg_user: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "PostgreSQL options")]
+pub struct PgBackupArgs {
+    /// Seconds to wait for the backup's WAL to reach the archive (postgres; default 60).
+    #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
+    pub archive_timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "PostgreSQL options")]
+pub struct PgRestoreArgs {
+    #[arg(long = "type", env = "CAIRN_TYPE")]
+    pub kind: Option<String>,
+    #[arg(long, env = "CAIRN_TARGET")]
+    pub target: Option<String>,
+    #[arg(long, env = "CAIRN_TARGET_ACTION")]
+    pub target_action: Option<String>,
+    #[arg(long, env = "CAIRN_TARGET_TIMELINE")]
+    pub target_timeline: Option<String>,
+    /// Restore a tablespace elsewhere: NAME=PATH (name or oid); repeatable.
+    #[arg(long)]
+    pub tablespace_map: Vec<String>,
+    /// postgres: off writes archive_mode = 'off' so the restored copy never archives;
+    /// preserve (default) keeps the backup's setting.
+    #[arg(long, env = "CAIRN_ARCHIVE_MODE")]
+    pub archive_mode: Option<String>,
+    /// postgres: restore even when the target lies beyond a hole in the WAL archive
+    /// (replay stops at the hole).
+    #[arg(long, env = "CAIRN_IGNORE_ARCHIVE_GAP")]
+    pub ignore_archive_gap: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Files options")]
+pub struct FilesBackupArgs {
+    /// Directory to back up (files engine).
+    #[arg(long, env = "CAIRN_SOURCE")]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Stream options")]
+pub struct StreamBackupArgs {
+    /// Keep an empty stream as a backup (stream; refused by default).
+    #[arg(long)]
+    pub allow_empty: bool,
+    /// Stream: the producer to run (no shell), e.g. `-- pg_dump -Fc -Z0 db`; its failure
+    /// fails the backup.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Stream options")]
+pub struct StreamRestoreArgs {
+    /// Stream: the consumer to feed (no shell), e.g. `-- pg_restore -d db`; its failure
+    /// fails the restore.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,22 +185,15 @@ pub enum Command {
         /// full, diff or incr (default incr; the first backup is always full).
         #[arg(long = "type", env = "CAIRN_TYPE")]
         kind: Option<String>,
-        /// Directory to back up (files engine).
-        #[arg(long, env = "CAIRN_SOURCE")]
-        source: Option<PathBuf>,
         /// Read every file instead of trusting size and mtime.
         #[arg(long, env = "CAIRN_DELTA")]
         delta: bool,
-        /// Seconds to wait for the backup's WAL to reach the archive (postgres; default 60).
-        #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
-        archive_timeout: Option<u64>,
-        /// Keep an empty stream as a backup (stream; refused by default).
-        #[arg(long)]
-        allow_empty: bool,
-        /// Stream: the producer to run (no shell), e.g. `-- pg_dump -Fc -Z0 db`; its failure
-        /// fails the backup.
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
+        #[command(flatten)]
+        pg: PgBackupArgs,
+        #[command(flatten)]
+        files: FilesBackupArgs,
+        #[command(flatten)]
+        stream: StreamBackupArgs,
     },
     /// Restore a backup.
     Restore {
@@ -134,31 +203,12 @@ pub enum Command {
         /// Destination directory (files), file or - for stdout (stream).
         #[arg(long, env = "CAIRN_DEST")]
         dest: Option<PathBuf>,
-        #[arg(long = "type", env = "CAIRN_TYPE")]
-        kind: Option<String>,
-        #[arg(long, env = "CAIRN_TARGET")]
-        target: Option<String>,
-        #[arg(long, env = "CAIRN_TARGET_ACTION")]
-        target_action: Option<String>,
-        #[arg(long, env = "CAIRN_TARGET_TIMELINE")]
-        target_timeline: Option<String>,
-        /// Restore a tablespace elsewhere: NAME=PATH (name or oid); repeatable.
-        #[arg(long)]
-        tablespace_map: Vec<String>,
         #[arg(long, env = "CAIRN_DELTA")]
         delta: bool,
-        /// postgres: off writes archive_mode = 'off' so the restored copy never archives;
-        /// preserve (default) keeps the backup's setting.
-        #[arg(long, env = "CAIRN_ARCHIVE_MODE")]
-        archive_mode: Option<String>,
-        /// postgres: restore even when the target lies beyond a hole in the WAL archive
-        /// (replay stops at the hole).
-        #[arg(long, env = "CAIRN_IGNORE_ARCHIVE_GAP")]
-        ignore_archive_gap: bool,
-        /// Stream: the consumer to feed (no shell), e.g. `-- pg_restore -d db`; its failure
-        /// fails the restore.
-        #[arg(last = true, value_name = "COMMAND")]
-        command: Vec<String>,
+        #[command(flatten)]
+        pg: PgRestoreArgs,
+        #[command(flatten)]
+        stream: StreamRestoreArgs,
     },
     /// Show backups, sizes and deduplication.
     Info {
@@ -171,7 +221,11 @@ pub enum Command {
     /// Confirm archive_command works: switch WAL and wait for the segment to arrive.
     Check {
         /// Seconds to wait for the segment (default 60).
-        #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
+        #[arg(
+            long,
+            env = "CAIRN_ARCHIVE_TIMEOUT",
+            help_heading = "PostgreSQL options"
+        )]
         archive_timeout: Option<u64>,
     },
     /// Re-read and check every object; non-zero with a list of what is wrong.

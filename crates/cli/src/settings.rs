@@ -5,8 +5,6 @@ use crate::Cli;
 use crate::config::ConfigFile;
 use crate::exit::usage;
 use anyhow::{Context, Result};
-use cairn_engines::postgres::backup::PgBackupOptions;
-use cairn_engines::postgres::session::Connection;
 use cairn_repo::StanzaName;
 use cairn_repo::storage::Storage;
 use cairn_repo::storage::local::LocalStorage;
@@ -38,11 +36,7 @@ pub(crate) struct Settings {
     pub(crate) stanza: Option<String>,
     pub(crate) process_max: usize,
     pub(crate) compress_level: i32,
-    pub(crate) pg_path_flag: Option<PathBuf>,
     pub(crate) config_path: Option<PathBuf>,
-    pub(crate) pg_host_flag: Option<String>,
-    pub(crate) pg_port_flag: Option<u16>,
-    pub(crate) pg_user_flag: Option<String>,
     pub(crate) s3: S3Flags,
     pub(crate) io_timeout: Duration,
     /// Every store opened, so their request counts can be logged at the end.
@@ -122,11 +116,7 @@ impl Settings {
             stanza,
             process_max: process_max as usize,
             compress_level: compress_level as i32,
-            pg_path_flag: g.pg_path.clone(),
             config_path: g.config.clone(),
-            pg_host_flag: g.pg_host.clone(),
-            pg_port_flag: g.pg_port,
-            pg_user_flag: g.pg_user.clone(),
             s3: S3Flags {
                 endpoint: g.s3_endpoint.clone(),
                 region: g.s3_region.clone(),
@@ -156,40 +146,43 @@ impl Settings {
         Ok(flag || self.file.boolean(key)?.unwrap_or(false))
     }
 
-    pub(crate) fn pg_options(&self, archive_timeout: Option<u64>) -> Result<PgBackupOptions> {
-        let timeout = match archive_timeout {
-            Some(t) => t as i64,
-            None => self.file.integer("archive-timeout")?.unwrap_or(60),
+    /// The words that run this cairn again against this repository and stanza, with the
+    /// options it needs to reach them (S3, timeout, config file): what a restored cluster's
+    /// restore_command calls.
+    pub(crate) fn invocation(&self) -> Result<Vec<String>> {
+        let exe = std::env::current_exe().context("cannot find the cairn executable's path")?;
+        let repo = self.repo.as_deref().unwrap_or_default();
+        let repo = std::fs::canonicalize(repo)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| repo.to_string());
+        let mut words = vec![exe.display().to_string(), "--repo".into(), repo.clone()];
+        words.extend(["--stanza".into(), self.stanza_name()?.to_string()]);
+        let mut add = |flag: &str, value: Option<String>| {
+            words.push(flag.to_string());
+            words.extend(value);
         };
-        Ok(PgBackupOptions {
-            pg_path: self.pg_path()?,
-            connection: self.pg_connection()?,
-            archive_timeout: std::time::Duration::from_secs(timeout.max(1) as u64),
-            start_fast: true,
-        })
-    }
-
-    pub(crate) fn pg_connection(&self) -> Result<Connection> {
-        let port = match self.pg_port_flag {
-            Some(p) => Some(p),
-            None => match self.file.integer("pg-port")? {
-                Some(p) => Some(
-                    u16::try_from(p)
-                        .map_err(|_| usage(format!("pg-port {p} is not a port number")))?,
-                ),
-                None => None,
-            },
-        };
-        Ok(Connection {
-            host: self.string(&self.pg_host_flag, "pg-host")?,
-            port,
-            user: self.string(&self.pg_user_flag, "pg-user")?,
-        })
-    }
-
-    pub(crate) fn pg_path(&self) -> Result<PathBuf> {
-        self.path(&self.pg_path_flag, "pg-path")?
-            .ok_or_else(|| usage("give --pg-path: the PostgreSQL data directory"))
+        if repo.starts_with("s3://") {
+            if let Some(e) = self.string(&self.s3.endpoint, "s3-endpoint")? {
+                add("--s3-endpoint", Some(e));
+            }
+            if let Some(r) = self.string(&self.s3.region, "s3-region")? {
+                add("--s3-region", Some(r));
+            }
+            if self.flag(self.s3.path_style, "s3-path-style")? {
+                add("--s3-path-style", None);
+            }
+            if let Some(ca) = self.path(&self.s3.ca_file, "s3-ca-file")? {
+                let ca = std::fs::canonicalize(&ca).unwrap_or(ca);
+                add("--s3-ca-file", Some(ca.display().to_string()));
+            }
+        }
+        if self.io_timeout != DEFAULT_IO_TIMEOUT {
+            add("--io-timeout", Some(self.io_timeout.as_secs().to_string()));
+        }
+        if let Some(c) = &self.config_path {
+            add("--config", Some(c.display().to_string()));
+        }
+        Ok(words)
     }
 
     pub(crate) fn stanza_name(&self) -> Result<StanzaName> {

@@ -1,23 +1,16 @@
-//! `archive-get`: PostgreSQL's restore_command.
+//! `archive-get`: PostgreSQL's restore_command; exit 1 when the archive lacks the file.
 
-use super::{postgres_stanza, wal_name};
+use super::log_archive;
 use crate::settings::Settings;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 use std::process::ExitCode;
 
 pub(crate) async fn archive_get(s: &Settings, name: &str, dest: &Path) -> Result<ExitCode> {
-    let name = wal_name(name)?;
-    let (stanza, identity) = postgres_stanza(s).await?;
-    let Some(data) = stanza
-        .archive_get(&identity.archive_id(), name.timeline, &name.name)
-        .await?
-    else {
-        tracing::info!("unable to find {} in the archive", name.name);
-        return Ok(ExitCode::from(1));
-    };
-    cairn_engines::durable::write_durably(dest, &data)
-        .with_context(|| format!("cannot write {}", dest.display()))?;
-    tracing::info!("found {} in the archive", name.name);
-    Ok(ExitCode::SUCCESS)
+    let (stanza, archive) = log_archive(s).await?;
+    if archive.get(&stanza, name, dest).await? {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
 }

@@ -1,19 +1,15 @@
-//! `check`: confirm that archive_command delivers WAL to the stanza.
+//! `check`: confirm that the database delivers its log to the stanza's archive (postgres:
+//! archive_command).
 
-use super::postgres_stanza;
+use super::log_archive;
+use crate::options::EngineOptions;
 use crate::settings::Settings;
 use anyhow::Result;
-use cairn_engines::postgres::backup::{self as pg_backup};
 use std::process::ExitCode;
 
-pub(crate) async fn check_cmd(s: &Settings, archive_timeout: Option<u64>) -> Result<ExitCode> {
-    let (stanza, _) = postgres_stanza(s).await?;
-    let pg = s.pg_options(archive_timeout)?;
-    let wal = pg_backup::check(&stanza, &pg).await?;
-    tracing::info!("WAL segment {wal} was archived: archive_command works");
-    println!(
-        "check: WAL segment {wal} reached the archive of stanza '{}'",
-        stanza.name()
-    );
+pub(crate) async fn check_cmd(s: &Settings, opts: &EngineOptions<'_>) -> Result<ExitCode> {
+    let (stanza, archive) = log_archive(s).await?;
+    let line = archive.check(&stanza, opts).await?;
+    println!("{line}");
     Ok(ExitCode::SUCCESS)
 }

@@ -8,13 +8,12 @@ use self::{
 use crate::Cli;
 use crate::Command;
 use crate::exit::usage;
+use crate::options::{self, EngineOptions};
 use crate::settings::Settings;
 use anyhow::{Context, Result, anyhow};
-use cairn_engines::EngineKind;
-use cairn_engines::postgres::identity::Identity;
-use cairn_engines::postgres::wal::WalFileName;
+use cairn_engines::engine::one_of;
+use cairn_engines::{Engine, LogArchive};
 use cairn_repo::{Repository, Stanza};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod archive_get;
@@ -46,7 +45,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             cli.command,
             Command::Backup { .. } | Command::Restore { .. }
         );
-        let result = guarded(dispatch(cli.command, &settings, quiet)).await;
+        let result = guarded(dispatch(cli, &settings, quiet)).await;
         for line in settings.request_summaries() {
             if heavy {
                 tracing::info!("{line}");
@@ -114,63 +113,43 @@ async fn guarded(command: impl std::future::Future<Output = Result<ExitCode>>) -
     outcome
 }
 
-pub(crate) async fn dispatch(command: Command, s: &Settings, quiet: bool) -> Result<ExitCode> {
-    match command {
-        Command::StanzaCreate { engine } => stanza_create(s, engine).await,
-        Command::ArchivePush { wal_path } => archive_push(s, &wal_path).await,
+pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<ExitCode> {
+    let pg = cli.global.pg.given();
+    let opts =
+        |given: Vec<options::Flags>| EngineOptions::new(s, given.into_iter().flatten().collect());
+    match cli.command {
+        Command::StanzaCreate { engine } => stanza_create(s, engine, &opts(vec![pg])).await,
+        Command::ArchivePush { wal_path } => archive_push(s, &wal_path, &opts(vec![pg])).await,
         Command::ArchiveGet { wal_name, dest } => archive_get(s, &wal_name, &dest).await,
         Command::Backup {
             kind,
-            source,
             delta,
-            archive_timeout,
-            allow_empty,
-            command,
+            pg: pg_backup,
+            files,
+            stream,
         } => {
-            let stream = StreamArgs {
-                allow_empty,
-                command,
-            };
-            backup(s, kind, source, delta, archive_timeout, stream, quiet).await
+            let given = vec![pg, pg_backup.given(), files.given(), stream.given()];
+            backup(s, kind, delta, &opts(given), quiet).await
         }
         Command::Restore {
             set,
             dest,
-            kind,
-            target,
-            target_action,
-            target_timeline,
-            tablespace_map,
             delta,
-            archive_mode,
-            ignore_archive_gap,
-            command,
+            pg: pg_restore,
+            stream,
         } => {
-            let mut maps = Vec::new();
-            for m in &tablespace_map {
-                let (name, path) = m
-                    .split_once('=')
-                    .ok_or_else(|| usage(format!("--tablespace-map '{m}': use NAME=PATH")))?;
-                maps.push((name.to_string(), PathBuf::from(path)));
-            }
-            let args = RestoreArgs {
-                tablespace_map: maps,
-                set: s.string(&set, "set")?,
-                dest: s.path(&dest, "dest")?,
-                kind: s.string(&kind, "type")?,
-                target: s.string(&target, "target")?,
-                target_action: s.string(&target_action, "target-action")?,
-                target_timeline: s.string(&target_timeline, "target-timeline")?,
-                delta: s.flag(delta, "delta")?,
-                archive_mode: s.string(&archive_mode, "archive-mode")?,
-                ignore_archive_gap: s.flag(ignore_archive_gap, "ignore-archive-gap")?,
-                command,
-            };
-            restore(s, args, quiet).await
+            let delta = vec![("delta", options::Given::Switch(delta))];
+            let given = vec![pg, pg_restore.given(), stream.given(), delta];
+            let set = s.string(&set, "set")?;
+            let dest = s.path(&dest, "dest")?;
+            restore(s, set, dest, &opts(given), quiet).await
         }
         Command::Info { output } => info_cmd(s, output).await,
         Command::StanzaRepair => stanza_repair(s).await,
-        Command::Check { archive_timeout } => check_cmd(s, archive_timeout).await,
+        Command::Check { archive_timeout } => {
+            let timeout = vec![options::archive_timeout(archive_timeout)];
+            check_cmd(s, &opts(vec![pg, timeout])).await
+        }
         Command::Verify { set } => verify_cmd(s, set).await,
     }
 }
@@ -181,8 +160,9 @@ pub(crate) async fn open_stanza(s: &Settings) -> Result<Stanza> {
     Ok(repo.stanza(&name).await?)
 }
 
-pub(crate) fn engine_of(stanza: &Stanza) -> Result<EngineKind> {
-    EngineKind::parse(&stanza.info.engine).map_err(|_| {
+/// The engine the stanza was created with.
+pub(crate) fn engine_of(stanza: &Stanza) -> Result<&'static dyn Engine> {
+    cairn_engines::engine(&stanza.info.engine).map_err(|_| {
         anyhow!(
             "stanza '{}' uses engine '{}', which this cairn does not know; upgrade cairn",
             stanza.name(),
@@ -191,23 +171,22 @@ pub(crate) fn engine_of(stanza: &Stanza) -> Result<EngineKind> {
     })
 }
 
-pub(crate) async fn postgres_stanza(s: &Settings) -> Result<(Stanza, Identity)> {
+/// The stanza and its engine's log archive, for archive-push, archive-get and check.
+pub(crate) async fn log_archive(s: &Settings) -> Result<(Stanza, &'static dyn LogArchive)> {
     let stanza = open_stanza(s).await?;
-    if engine_of(&stanza)? != EngineKind::Postgres {
-        return Err(usage(format!(
-            "stanza '{}' uses the {} engine; archive-push and archive-get are for postgres stanzas",
-            stanza.name(),
-            stanza.info.engine
-        )));
+    match engine_of(&stanza)?.log_archive() {
+        Some(archive) => Ok((stanza, archive)),
+        None => {
+            let with_archive = cairn_engines::engines()
+                .iter()
+                .filter(|e| e.log_archive().is_some())
+                .map(|e| e.name());
+            Err(usage(format!(
+                "stanza '{}' uses the {} engine; archive-push and archive-get are for {} stanzas",
+                stanza.name(),
+                stanza.info.engine,
+                one_of(with_archive)
+            )))
+        }
     }
-    let identity = Identity::from_meta(&stanza.info.meta)?;
-    Ok((stanza, identity))
-}
-
-pub(crate) fn wal_name(name: &str) -> Result<WalFileName> {
-    WalFileName::parse(name).ok_or_else(|| {
-        usage(format!(
-            "'{name}' is not a WAL segment, .partial, .history or .backup file name"
-        ))
-    })
 }

@@ -5,7 +5,6 @@ use crate::exit::{Damaged, usage};
 use crate::info;
 use crate::settings::Settings;
 use anyhow::Result;
-use cairn_engines::EngineKind;
 use cairn_repo::{BackupLabel, verify};
 use std::process::ExitCode;
 
@@ -25,13 +24,20 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         .into());
     }
     let mut report = verify::verify(&stanza, s.process_max, only.as_ref()).await?;
-    let mut wal_note = String::new();
-    if engine_of(&stanza)? == EngineKind::Postgres {
-        let catalog = stanza.catalog().await?;
-        let wal =
-            cairn_engines::postgres::verify::verify_wal(&stanza, &catalog, only.as_ref()).await?;
-        wal_note = format!(", {} WAL file(s) ({})", wal.files, info::human(wal.bytes));
-        report.problems.extend(wal.problems);
+    let mut note = String::new();
+    if let Some(extras) = engine_of(&stanza)?
+        .verify_extras(&stanza, only.as_ref())
+        .await?
+    {
+        for c in &extras.counted {
+            note.push_str(&format!(
+                ", {} {} ({})",
+                c.count,
+                c.what,
+                info::human(c.bytes)
+            ));
+        }
+        report.problems.extend(extras.problems);
     }
     verify::record(&stanza, &mut report, only.is_some()).await;
     for p in &report.problems {
@@ -44,7 +50,7 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         println!("damaged: {}: {} (affects: {affects})", p.object, p.detail);
     }
     println!(
-        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{wal_note}; {} problem(s); {} unreferenced pack(s) left by interrupted backups",
+        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{note}; {} problem(s); {} unreferenced pack(s) left by interrupted backups",
         report.backups,
         report.packs,
         report.chunks,

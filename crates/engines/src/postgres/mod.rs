@@ -3,13 +3,16 @@
 //! Names follow PostgreSQL's own (`XLogFileName`, `pg_checksum_page`) so the code can be
 //! read beside PostgreSQL's headers.
 
+pub mod archive;
 pub mod backup;
 pub mod choose;
 pub mod control;
 pub mod datadir;
+pub mod engine;
 pub mod identity;
 pub mod layout;
 pub mod lsn;
+pub mod options;
 pub mod page;
 pub mod reach;
 pub mod restore;

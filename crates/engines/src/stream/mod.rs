@@ -4,6 +4,7 @@
 //! producer or consumer itself, so that its failure fails the backup or restore.
 
 pub mod command;
+pub mod engine;
 
 use cairn_repo::backup::SourceEntry;
 use cairn_repo::chunker::DEFAULT_CDC;

@@ -1,6 +1,8 @@
 //! The `files` engine: a directory tree (an LVM snapshot mount, a dump directory), backed up
 //! with content-defined chunks and restored exactly: contents, empty directories, symlinks,
-//! modes, owners (when restoring as root) and mtimes.
+//! modes, owners (when restoring as root) and mtimes. `engine` is its part of the command line.
+
+pub mod engine;
 
 use crate::tree::{self, TreePolicy, TreeWriter};
 use cairn_repo::backup::SourceEntry;

@@ -1,0 +1,63 @@
+//! The `files` engine on the command line: back up `--source` (a directory), restore into
+//! `--dest` (an absent or empty directory).
+
+use crate::engine::job::{self, GIVE_DEST};
+use crate::engine::{BackupOutcome, BackupRequest, Engine, RestoreRequest};
+use async_trait::async_trait;
+use cairn_repo::pipeline::VanishPolicy;
+use cairn_repo::{Error, Result, Stanza};
+use std::collections::BTreeMap;
+
+#[derive(Debug)]
+pub struct Files;
+
+#[async_trait]
+impl Engine for Files {
+    fn name(&self) -> &'static str {
+        "files"
+    }
+
+    async fn backup(&self, stanza: &Stanza, req: BackupRequest<'_>) -> Result<BackupOutcome> {
+        let dir = req.options.path("source")?.ok_or_else(|| {
+            Error::Usage("a files stanza backs up --source <directory>; give --source".into())
+        })?;
+        let dir = std::fs::canonicalize(&dir).map_err(|e| {
+            Error::Invalid(format!(
+                "cannot open source directory {}; check --source: {e}",
+                dir.display()
+            ))
+        })?;
+        // Refused here, before the stanza is locked and the backup logged as started: the tree
+        // scan would find it only after both.
+        if !dir.is_dir() {
+            return Err(Error::Usage(format!(
+                "--source {} is not a directory: --source must be a directory (a files stanza backs up a directory tree)",
+                dir.display()
+            )));
+        }
+        let mut meta = BTreeMap::new();
+        meta.insert("source".to_string(), dir.display().to_string());
+        // A file that vanishes from a tree nobody should be changing is an error, not a skip.
+        let job = job::begin(stanza, req.job_options(VanishPolicy::Fail)).await?;
+        let sources = tokio::task::spawn_blocking(move || super::sources(&dir))
+            .await
+            .unwrap_or_else(|e| Err(Error::Invalid(format!("the source scan stopped: {e}"))));
+        job::finish(job, sources, req.progress, meta).await
+    }
+
+    async fn restore(&self, stanza: &Stanza, req: RestoreRequest<'_>) -> Result<()> {
+        let (label, entries, index) = job::chosen_entries(stanza, req.catalog, req.set).await?;
+        let dest = req.dest.ok_or_else(|| Error::Usage(GIVE_DEST.into()))?;
+        super::restore(
+            stanza,
+            &index,
+            &entries,
+            &dest,
+            req.process_max,
+            req.progress,
+        )
+        .await?;
+        tracing::info!("restored backup {label} to {}", dest.display());
+        Ok(())
+    }
+}

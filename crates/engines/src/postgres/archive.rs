@@ -1,0 +1,118 @@
+//! The WAL archive as the command line reaches it: `archive-push` (archive_command),
+//! `archive-get` (restore_command) and `check`.
+//!
+//! PostgreSQL runs archive_command in its data directory. A cluster restored into another
+//! directory still carries production's archive_command in its restored postgresql.conf; if
+//! it ran, the copy's new timeline would enter production's archive and a later plain restore
+//! of production would follow it. So archive-push insists that its working directory is the
+//! configured pg-path, as pgBackRest insists on pg1-path.
+
+use super::identity::Identity;
+use super::wal::WalFileName;
+use super::{backup, options};
+use crate::engine::{LogArchive, Options};
+use async_trait::async_trait;
+use cairn_repo::archive::PushOutcome;
+use cairn_repo::{Error, Result, Stanza};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct WalArchive;
+
+fn wal_name(name: &str) -> Result<WalFileName> {
+    WalFileName::parse(name).ok_or_else(|| {
+        Error::Usage(format!(
+            "'{name}' is not a WAL segment, .partial, .history or .backup file name"
+        ))
+    })
+}
+
+#[async_trait]
+impl LogArchive for WalArchive {
+    async fn push(
+        &self,
+        stanza: &Stanza,
+        wal_path: &Path,
+        compress_level: i32,
+        opts: &dyn Options,
+    ) -> Result<()> {
+        let file_name = wal_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                Error::Usage(format!("{} does not name a WAL file", wal_path.display()))
+            })?;
+        let name = wal_name(file_name)?;
+        check_working_directory(stanza.name().as_str(), opts)?;
+        let identity = Identity::from_meta(&stanza.info.meta)?;
+        let data = std::fs::read(wal_path).map_err(|e| {
+            Error::Invalid(format!("cannot read WAL file {}: {e}", wal_path.display()))
+        })?;
+        identity.check_wal(&name, &data)?;
+        let id = identity.archive_id();
+        let outcome = stanza
+            .archive_push(&id, name.timeline, &name.name, &data, compress_level)
+            .await?;
+        match outcome {
+            PushOutcome::Stored => {
+                tracing::info!("pushed WAL file {} to the archive", name.name)
+            }
+            PushOutcome::AlreadyArchived => {
+                tracing::warn!(
+                    "WAL file {} was already in the archive with the same content",
+                    name.name
+                )
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, stanza: &Stanza, name: &str, dest: &Path) -> Result<bool> {
+        let name = wal_name(name)?;
+        let identity = Identity::from_meta(&stanza.info.meta)?;
+        let Some(data) = stanza
+            .archive_get(&identity.archive_id(), name.timeline, &name.name)
+            .await?
+        else {
+            tracing::info!("unable to find {} in the archive", name.name);
+            return Ok(false);
+        };
+        crate::durable::write_durably(dest, &data)
+            .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", dest.display())))?;
+        tracing::info!("found {} in the archive", name.name);
+        Ok(true)
+    }
+
+    async fn check(&self, stanza: &Stanza, opts: &dyn Options) -> Result<String> {
+        let pg = options::backup_options(opts)?;
+        let wal = backup::check(stanza, &pg).await?;
+        tracing::info!("WAL segment {wal} was archived: archive_command works");
+        Ok(format!(
+            "check: WAL segment {wal} reached the archive of stanza '{}'",
+            stanza.name()
+        ))
+    }
+}
+
+fn check_working_directory(stanza: &str, opts: &dyn Options) -> Result<()> {
+    let pg_path = opts.path("pg-path")?.ok_or_else(|| {
+        Error::Usage(format!(
+            "archive-push needs pg-path, the data directory of the cluster archiving into stanza '{stanza}' (as pgBackRest needs pg1-path): set pg-path in the config file, CAIRN_PG_PATH, or --pg-path in archive_command"
+        ))
+    })?;
+    let cwd = std::env::current_dir().map_err(|e| {
+        Error::Invalid(format!("cannot read archive-push's working directory: {e}"))
+    })?;
+    let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (here, configured): (PathBuf, PathBuf) = (resolve(&cwd), resolve(&pg_path));
+    if here != configured {
+        return Err(Error::Invalid(format!(
+            "refusing to archive: archive-push runs in {} (PostgreSQL runs archive_command in its data directory), but stanza '{stanza}' archives the cluster at pg-path {}. A cluster restored or copied into {} is archiving with the original's settings, and its WAL would enter the original's archive. In that cluster set archive_mode = off (`cairn restore --archive-mode off` does); if it is the new primary, set its pg-path to {}",
+            here.display(),
+            configured.display(),
+            here.display(),
+            here.display()
+        )));
+    }
+    Ok(())
+}

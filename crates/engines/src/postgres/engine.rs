@@ -1,0 +1,233 @@
+//! The `postgres` engine on the command line: the cluster's identity at stanza-create, a
+//! backup of the running cluster, a restore with its recovery target (refused when the WAL
+//! archive cannot get replay there), the WAL archive, its checks in `verify` and the reachable
+//! window of each backup in `info`.
+
+use super::archive::WalArchive;
+use super::choose::{choose_backup, reach_for};
+use super::identity::Identity;
+use super::reach::{self, Reach, backup_position};
+use super::restore::{self as pg_restore, Recovery, RestoreOptions};
+use super::{backup as pg_backup, options, verify};
+use crate::engine::{
+    BackupFacts, BackupOutcome, BackupRequest, Command, Counted, Engine, LogArchive, Options,
+    RestoreRequest, VerifyExtras,
+};
+use async_trait::async_trait;
+use cairn_repo::catalog::{BackupRecord, Catalog};
+use cairn_repo::manifest;
+use cairn_repo::pipeline::VanishPolicy;
+use cairn_repo::{BackupLabel, Error, Result, Stanza};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+#[derive(Debug)]
+pub struct Postgres;
+
+#[async_trait]
+impl Engine for Postgres {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn identity(&self, opts: &dyn Options) -> Result<BTreeMap<String, String>> {
+        Ok(Identity::from_data_dir(&options::pg_path(opts)?)?.to_meta())
+    }
+
+    fn refuse_foreign(&self, command: Command, opts: &dyn Options) -> Result<()> {
+        if command != Command::Restore {
+            return Ok(());
+        }
+        if !opts.list("tablespace-map")?.is_empty() {
+            return Err(Error::Usage(
+                "--tablespace-map is for postgres stanzas".into(),
+            ));
+        }
+        if options::recovery_given(opts)? || opts.flag("delta")? {
+            return Err(Error::Usage(
+                "--type, --target, --target-action, --target-timeline, --archive-mode, --ignore-archive-gap and --delta are for postgres stanzas; restore a files or stream stanza with --dest".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn backup(&self, stanza: &Stanza, req: BackupRequest<'_>) -> Result<BackupOutcome> {
+        // A relation file dropped while the backup runs is normal for a live cluster: WAL
+        // replay recreates what it needs.
+        let opts = req.job_options(VanishPolicy::Skip);
+        let pg = options::backup_options(req.options)?;
+        let record = pg_backup::backup(stanza, opts, &pg, (req.progress)("backup")).await?;
+        let mut warnings = Vec::new();
+        if record
+            .meta
+            .get("checksum-page-errors")
+            .is_some_and(|n| n != "0")
+        {
+            warnings.push(format!(
+                "backup {} found invalid page checksums: {}",
+                record.label,
+                record
+                    .meta
+                    .get("checksum-page-error-list")
+                    .map(String::as_str)
+                    .unwrap_or("")
+            ));
+        }
+        Ok(BackupOutcome {
+            record,
+            warnings,
+            completed_with_warnings: false,
+        })
+    }
+
+    async fn restore(&self, stanza: &Stanza, req: RestoreRequest<'_>) -> Result<()> {
+        let opts = req.options;
+        let tablespace_map = options::tablespace_map(opts)?;
+        let recovery = options::recovery(opts)?;
+        let record = choose_backup(req.catalog, req.set.as_ref(), &recovery)?;
+        check_reach(stanza, &record, &recovery, opts.flag("ignore-archive-gap")?).await?;
+        let dest = match req.dest {
+            Some(d) => d,
+            None => options::pg_path(opts)?,
+        };
+        let chain = stanza.chain(req.catalog, &record.label).await?;
+        let entries = manifest::resolve(&chain)?;
+        let index = stanza.index().await?;
+        let restore_options = RestoreOptions {
+            dest: dest.clone(),
+            delta: opts.flag("delta")?,
+            process_max: req.process_max,
+            recovery: recovery.clone(),
+            tablespace_map,
+        };
+        pg_restore::restore(
+            stanza,
+            &index,
+            &record,
+            &entries,
+            &restore_options,
+            req.progress,
+        )
+        .await?;
+        tracing::info!(
+            "restored backup {} to {}; start PostgreSQL there to recover{}",
+            record.label,
+            dest.display(),
+            match &recovery.target {
+                Some(t) => format!(" to {t}"),
+                None => String::new(),
+            }
+        );
+        Ok(())
+    }
+
+    fn log_archive(&self) -> Option<&dyn LogArchive> {
+        Some(&WalArchive)
+    }
+
+    async fn verify_extras(
+        &self,
+        stanza: &Stanza,
+        only: Option<&BackupLabel>,
+    ) -> Result<Option<VerifyExtras>> {
+        let catalog = stanza.catalog().await?;
+        let wal = verify::verify_wal(stanza, &catalog, only).await?;
+        Ok(Some(VerifyExtras {
+            problems: wal.problems,
+            counted: vec![Counted {
+                count: wal.files,
+                what: "WAL file(s)",
+                bytes: wal.bytes,
+            }],
+        }))
+    }
+
+    async fn info_facts(
+        &self,
+        stanza: &Stanza,
+        catalog: &Catalog,
+    ) -> BTreeMap<String, BackupFacts> {
+        let mut facts = BTreeMap::new();
+        let Ok(identity) = Identity::from_meta(&stanza.info.meta) else {
+            return facts;
+        };
+        let view = match reach::load(stanza, &identity).await {
+            Ok(view) => view,
+            Err(e) => {
+                tracing::warn!("cannot follow the WAL archive: {e}");
+                return facts;
+            }
+        };
+        for b in &catalog.backups {
+            if let Some((tli, start, stop)) = backup_position(&b.meta) {
+                let r = view.reach(tli, start, stop, None);
+                facts.insert(
+                    b.label.to_string(),
+                    BackupFacts {
+                        recovery: recovery_json(&r),
+                        lines: vec![("recovery".to_string(), recovery_text(&r))],
+                    },
+                );
+            }
+        }
+        facts
+    }
+}
+
+/// Refuse (before anything is written) a target that replay cannot reach because of a hole
+/// in the WAL archive, unless `--ignore-archive-gap`.
+async fn check_reach(
+    stanza: &Stanza,
+    record: &BackupRecord,
+    recovery: &Recovery,
+    ignore_gap: bool,
+) -> Result<()> {
+    let identity = Identity::from_meta(&stanza.info.meta)?;
+    let view = reach::load(stanza, &identity).await?;
+    let Some((reach, refusal)) =
+        reach_for(&view, record, recovery).map_err(|e| Error::Usage(e.to_string()))?
+    else {
+        return Ok(());
+    };
+    match refusal {
+        Some(why) if ignore_gap => {
+            tracing::warn!("--ignore-archive-gap: {why}");
+        }
+        Some(why) => return Err(Error::Invalid(format!("refusing to restore: {why}"))),
+        None => tracing::info!(
+            "WAL replay from backup {} can reach {} (timeline {})",
+            record.label,
+            reach.until.as_deref().unwrap_or("no archived segment"),
+            reach.timeline
+        ),
+    }
+    Ok(())
+}
+
+/// A backup's reachable window: `reachable-until` is the last segment replay can read, `gap`
+/// the hole that stops it (null when replay reaches the end of the archive).
+fn recovery_json(r: &Reach) -> Value {
+    json!({
+        "timeline": r.timeline,
+        "reachable-until": r.until,
+        "gap": r.first_gap().map(|g| json!({
+            "first-missing": g.first,
+            "last-missing": g.last,
+            "stop-lsn": g.stop_lsn.to_string(),
+        })),
+    })
+}
+
+fn recovery_text(r: &Reach) -> String {
+    let until = r.until.as_deref().unwrap_or("no segment");
+    match r.first_gap() {
+        None => format!(
+            "to the end of the archive, WAL {until} (timeline {})",
+            r.timeline
+        ),
+        Some(g) => format!(
+            "only up to {} (WAL {until}, timeline {}): segment {} is missing from the archive; `cairn verify` lists every hole",
+            g.stop_lsn, r.timeline, g.first
+        ),
+    }
+}
