@@ -80,10 +80,14 @@ struct PackState {
     unreadable: bool,
 }
 
+/// Verify the stanza (`only`: check just that backup's chunks; every object is still read).
+/// `links_under`: the directories whose symlinks a restore follows (the engine's, see
+/// `manifest::check_paths`).
 pub async fn verify(
     stanza: &Stanza,
     process_max: usize,
     only: Option<&BackupLabel>,
+    links_under: &[&[u8]],
 ) -> Result<VerifyReport> {
     let store = stanza.store().clone();
     let mut problems = Problems::default();
@@ -293,15 +297,10 @@ pub async fn verify(
                 continue;
             }
         };
-        // Paths that would steer a restore outside its destination are damage too; only a
-        // postgres stanza's tablespace links (`pg_tblspc/<oid>`) may have contents beneath.
-        let links: &[&[u8]] = if stanza.info.engine == "postgres" {
-            &[b"pg_tblspc"]
-        } else {
-            &[]
-        };
+        // Paths that would steer a restore outside its destination are damage too; only the
+        // links the engine restores through (postgres: `pg_tblspc/<oid>`) may have contents.
         let object = stanza.manifest_key(label)?.to_string();
-        if let Err(e) = manifest::check_paths(&object, &entries, links) {
+        if let Err(e) = manifest::check_paths(&object, &entries, links_under) {
             problems.add(&object, e.to_string(), Some(label));
         }
         let mut checked = HashSet::new();

@@ -23,12 +23,11 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         ))
         .into());
     }
-    let mut report = verify::verify(&stanza, s.process_max, only.as_ref()).await?;
+    let engine = engine_of(&stanza)?;
+    let links = engine.links_restored_through();
+    let mut report = verify::verify(&stanza, s.process_max, only.as_ref(), links).await?;
     let mut note = String::new();
-    if let Some(extras) = engine_of(&stanza)?
-        .verify_extras(&stanza, only.as_ref())
-        .await?
-    {
+    if let Some(extras) = engine.verify_extras(&stanza, only.as_ref()).await? {
         for c in &extras.counted {
             note.push_str(&format!(
                 ", {} {} ({})",

@@ -111,6 +111,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Choose the backup (`req.set` or the engine's own choice) and lay it down.
     async fn restore(&self, stanza: &Stanza, req: RestoreRequest<'_>) -> Result<()>;
 
+    /// Directories of a backup whose symlinks a restore follows, so entries beneath such a
+    /// link are legitimate (postgres: tablespace links in `pg_tblspc`); anywhere else, a path
+    /// beneath a symlink is damage (`manifest::check_paths`).
+    fn links_restored_through(&self) -> &'static [&'static [u8]] {
+        &[]
+    }
+
     /// The engine's log archive, when it has one (postgres: WAL, for archive-push,
     /// archive-get and check).
     fn log_archive(&self) -> Option<&dyn LogArchive> {

@@ -24,6 +24,9 @@ use std::collections::BTreeMap;
 #[derive(Debug)]
 pub struct Postgres;
 
+/// Tablespaces are symlinks in `pg_tblspc`, restored to their own or mapped locations.
+pub const TABLESPACE_LINKS: &[&[u8]] = &[b"pg_tblspc"];
+
 #[async_trait]
 impl Engine for Postgres {
     fn name(&self) -> &'static str {
@@ -119,6 +122,10 @@ impl Engine for Postgres {
             }
         );
         Ok(())
+    }
+
+    fn links_restored_through(&self) -> &'static [&'static [u8]] {
+        TABLESPACE_LINKS
     }
 
     fn log_archive(&self) -> Option<&dyn LogArchive> {

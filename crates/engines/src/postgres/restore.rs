@@ -214,8 +214,13 @@ pub async fn restore(
         &opts.recovery,
     );
     check_destination(dest)?;
-    let (writer, placements) =
-        TreeWriter::prepare_with(dest, entries, delta, &links, &[b"pg_tblspc"])?;
+    let (writer, placements) = TreeWriter::prepare_with(
+        dest,
+        entries,
+        delta,
+        &links,
+        super::engine::TABLESPACE_LINKS,
+    )?;
     let writer = Arc::new(writer);
     let control = dest.join("global/pg_control");
     let (last, rest): (Vec<_>, Vec<_>) = placements
