@@ -26,6 +26,7 @@ pub fn cairn_bin() -> &'static Path {
         if bin.exists() {
             return bin;
         }
+        remove_old_copies();
         let tmp = format!("cairn.tmp-{}", std::process::id());
         let copied = fs::create_dir_all(&dir)
             .and_then(|_| fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)))
@@ -37,6 +38,21 @@ pub fn cairn_bin() -> &'static Path {
             Err(e) => panic!("cannot copy the cairn binary to {}: {e}", dir.display()),
         }
     })
+}
+
+/// Copies of earlier builds (one per build, ~450 MB each in debug) would fill /tmp over a
+/// day of rebuilding: remove those untouched for an hour (no test run lasts that long).
+fn remove_old_copies() {
+    let hour = std::time::Duration::from_secs(3600);
+    for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
+        if old && e.file_name().to_string_lossy().starts_with("cairn-test-bin-") {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 pub struct Cluster {
