@@ -340,6 +340,56 @@ fn item5_a_hole_in_the_wal_archive_is_reported_and_a_restore_beyond_it_refused()
     Ok(())
 }
 
+/// Defect: with an archived segment damaged (present, unreadable), verify said it affected "no
+/// listed backup", info showed replay reaching the end of the archive, and archive-get exited
+/// 3, which PostgreSQL takes for "not in the archive": recovery ended there, promoted, and the
+/// transactions after it were lost with exit 0.
+#[test]
+fn item5_a_damaged_wal_segment_is_a_hole_and_archive_get_stops_recovery() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let mut segs = Vec::new();
+    for _ in 0..3 {
+        c.sql("insert into t select g from generate_series(1, 1000) g")?;
+        segs.push(c.switch_wal()?);
+    }
+    c.wait_archived(&segs[2])?;
+    c.stop()?;
+    let bad = &segs[1];
+    let path = archive_dir(&c, 1)?.join(bad);
+    let mut bytes = fs::read(&path)?;
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&path, &bytes)?;
+
+    let out = c.cairn(&["verify"])?;
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(4), "{text}{}", stderr(&out));
+    let line = text
+        .lines()
+        .find(|l| l.contains(bad.as_str()))
+        .ok_or_else(|| format!("no line for {bad}: {text}"))?;
+    assert!(!line.contains("affects: no listed backup"), "{line}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let recovery = &json[0]["backup"][0]["recovery"];
+    assert_eq!(recovery["reachable-until"], segs[0].as_str(), "{json}");
+    // A default restore, which would replay through it, is refused like one across a hole.
+    let restored = c.dir.path().join("restored");
+    let out = c.cairn(&["restore", "--dest", restored.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(bad.as_str()), "{}", stderr(&out));
+    assert!(!restored.exists());
+
+    let dest = c.dir.path().join("fetched");
+    let out = c.cairn(&["archive-get", bad, dest.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is damaged"), "{}", stderr(&out));
+    assert!(!dest.exists());
+    Ok(())
+}
+
 /// The last LSN before a segment, from its name (16 MiB segments).
 fn lsn_before(seg: &str) -> Res<String> {
     let log = u64::from_str_radix(seg.get(8..16).ok_or("name")?, 16)?;

@@ -44,12 +44,20 @@ pub fn cairn_bin() -> &'static Path {
 /// day of rebuilding: remove those untouched for an hour (no test run lasts that long).
 fn remove_old_copies() {
     let hour = std::time::Duration::from_secs(3600);
-    for e in fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+    for e in fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let old = e
             .metadata()
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > hour));
-        if old && e.file_name().to_string_lossy().starts_with("cairn-test-bin-") {
+        if old
+            && e.file_name()
+                .to_string_lossy()
+                .starts_with("cairn-test-bin-")
+        {
             let _ = fs::remove_dir_all(e.path());
         }
     }

@@ -11,6 +11,8 @@
 //! | 6 | completed with warnings: the backup IS listed, but something in it deserves a look (a
 //! |   | files backup kept a file that kept changing while it was read; the warnings say which); |
 //! |   | `stanza-repair` left backups out of the rebuilt catalog or could not read a pack |
+//! | 126 | `archive-get`: the archive holds the file but it is damaged; any status above 125 |
+//! |   | makes PostgreSQL stop recovery instead of ending it early and promoting |
 //! | 70 | internal error: a bug in cairn (a panic); locks were released |
 //! | 130, 143 | interrupted by SIGINT (Ctrl-C) or SIGTERM; locks were released, nothing listed |
 
@@ -68,6 +70,18 @@ impl std::fmt::Display for Interrupted {
     }
 }
 impl std::error::Error for Interrupted {}
+/// archive-get found the file damaged: a status above 125 makes PostgreSQL stop recovery
+/// rather than take the file as missing and promote (exit code 126).
+#[derive(Debug)]
+pub struct StopRecovery(pub String);
+impl std::fmt::Display for StopRecovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for StopRecovery {}
+pub const STOP_RECOVERY: u8 = 126;
+
 /// A backup that completed and is listed, with warnings (exit code 6).
 pub const WARNINGS: u8 = 6;
 
@@ -84,6 +98,9 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     }
     if e.downcast_ref::<Damaged>().is_some() {
         return ExitCode::from(4);
+    }
+    if e.downcast_ref::<StopRecovery>().is_some() {
+        return ExitCode::from(STOP_RECOVERY);
     }
     if e.downcast_ref::<Internal>().is_some() {
         return ExitCode::from(70);

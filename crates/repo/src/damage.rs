@@ -21,6 +21,8 @@ pub struct DamageRegister {
     /// The problems that verify reported (0: every listed backup was restorable).
     pub problems: u64,
     pub packs: Vec<DamagedPack>,
+    /// Keys of other objects found present but unreadable (archived WAL files).
+    pub objects: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +36,11 @@ pub struct DamagedPack {
 
 /// Unusable records, as verify collects them: pack -> None (whole pack) or the chunks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Damage(BTreeMap<PackId, Option<BTreeSet<ChunkId>>>);
+pub struct Damage(
+    BTreeMap<PackId, Option<BTreeSet<ChunkId>>>,
+    /// Other unreadable objects, by key.
+    BTreeSet<String>,
+);
 
 impl Damage {
     pub fn whole_pack(&mut self, pack: PackId) {
@@ -47,8 +53,17 @@ impl Damage {
         }
     }
 
+    /// An object other than a pack that is present but unreadable (an archived WAL file).
+    pub fn object(&mut self, key: impl Into<String>) {
+        self.1.insert(key.into());
+    }
+
+    pub fn objects(&self) -> &BTreeSet<String> {
+        &self.1
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_empty() && self.1.is_empty()
     }
 
     /// Whether the record placing `chunk` in `pack` may be used.
@@ -60,12 +75,13 @@ impl Damage {
         }
     }
 
-    /// How many unusable records this names (a whole pack counts once).
+    /// How many unusable records this names (a whole pack or an object counts once).
     pub fn count(&self) -> usize {
         self.0
             .values()
             .map(|c| c.as_ref().map_or(1, |c| c.len()))
-            .sum()
+            .sum::<usize>()
+            + self.1.len()
     }
 
     pub fn to_register(&self, written: i64, problems: u64) -> DamageRegister {
@@ -81,6 +97,7 @@ impl Damage {
                     chunks: chunks.iter().flatten().copied().collect(),
                 })
                 .collect(),
+            objects: self.1.iter().cloned().collect(),
         }
     }
 
@@ -95,6 +112,7 @@ impl Damage {
                 }
             }
         }
+        d.1 = reg.objects.iter().cloned().collect();
         d
     }
 
@@ -202,6 +220,7 @@ mod tests {
         d.chunk(p1, c1);
         d.whole_pack(p2);
         d.chunk(p2, c2); // a whole pack stays whole
+        d.object("stanza/s/archive/x/00000001/000000010000000000000003");
         let reg = d.to_register(7, 3);
         let back = DamageRegister::decode("damaged", &reg.encode())?;
         assert_eq!(back, reg);
@@ -213,7 +232,8 @@ mod tests {
         assert!(!l.usable(&p2, &c2));
         assert!(!l.usable(&p2, &c1));
         assert!(l.usable(&PackId::of(b"p3"), &c1));
-        assert_eq!(d2.count(), 2);
+        assert_eq!(d2.count(), 3);
+        assert_eq!(d2.objects().len(), 1);
         Ok(())
     }
 }

@@ -385,6 +385,7 @@ pub async fn verify(
 /// problem count. verify needs only read access: a repository it cannot write to still gets
 /// its report, and this says so.
 pub async fn record(stanza: &Stanza, report: &mut VerifyReport, partial: bool) {
+    report.damaged_records = report.damage.count();
     let mut problems = report.problems.len() as u64;
     if partial {
         let before = stanza

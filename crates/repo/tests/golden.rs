@@ -271,6 +271,7 @@ fn damage_register_v1() -> TestResult {
                 chunks: vec![],
             },
         ],
+        objects: vec!["stanza/s/archive/15-1/00000001/000000010000000000000003".into()],
     };
     golden("damage-v1.body", &codec::encode_body(&r))?;
     if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {

@@ -8,9 +8,18 @@ use std::process::ExitCode;
 
 pub(crate) async fn archive_get(s: &Settings, name: &str, dest: &Path) -> Result<ExitCode> {
     let (stanza, archive) = log_archive(s).await?;
-    if archive.get(&stanza, name, dest).await? {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Ok(ExitCode::from(1))
+    match archive.get(&stanza, name, dest).await {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => Ok(ExitCode::from(1)),
+        // PostgreSQL takes any failure of restore_command up to 125 for "not in the archive":
+        // recovery would end there and promote, losing every transaction after the damaged
+        // file without a word. A status above 125 makes it stop recovery instead.
+        Err(e @ cairn_repo::Error::Corrupt { .. }) => {
+            Err(anyhow::Error::new(crate::exit::StopRecovery(format!(
+                "{e}. PostgreSQL must not treat this as the end of the archive: recovery stops here (exit {})",
+                crate::exit::STOP_RECOVERY
+            ))))
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -37,6 +37,9 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
             ));
         }
         report.problems.extend(extras.problems);
+        for key in extras.unreadable {
+            report.damage.object(key);
+        }
     }
     verify::record(&stanza, &mut report, only.is_some()).await;
     for p in &report.problems {

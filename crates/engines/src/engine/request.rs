@@ -106,6 +106,9 @@ pub struct VerifyExtras {
     pub problems: Vec<Problem>,
     /// What was read, for the summary line ("12 WAL file(s) (192.0MB)").
     pub counted: Vec<Counted>,
+    /// Keys of objects found present but unreadable, for the damage register (postgres:
+    /// archived WAL files, which replay then treats as holes).
+    pub unreadable: Vec<String>,
 }
 
 /// `count` objects of kind `what` (plural form, "WAL file(s)") totalling `bytes`.

@@ -141,6 +141,7 @@ impl Engine for Postgres {
         let wal = verify::verify_wal(stanza, &catalog, only).await?;
         Ok(Some(VerifyExtras {
             problems: wal.problems,
+            unreadable: wal.unreadable,
             counted: vec![Counted {
                 count: wal.files,
                 what: "WAL file(s)",

@@ -162,10 +162,23 @@ pub async fn load(stanza: &Stanza, identity: &Identity) -> Result<ArchiveView> {
         seg_size,
         ..ArchiveView::default()
     };
+    // Files the last verify found unreadable are holes: archive-get refuses them.
+    let damaged = match stanza.damage().await {
+        Ok(d) => d.objects().clone(),
+        Err(e) => {
+            tracing::warn!("{e}; run `cairn verify` to rewrite the damage register");
+            Default::default()
+        }
+    };
     for a in stanza.archive_list(&id).await? {
         let Some(w) = WalFileName::parse(&a.name) else {
             continue;
         };
+        if !damaged.is_empty()
+            && damaged.contains(stanza.archive_key(&id, a.timeline, &a.name)?.as_str())
+        {
+            continue;
+        }
         match w.kind {
             WalFileKind::Segment => {
                 if let Some(s) = w.segno(seg_size) {
