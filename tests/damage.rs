@@ -248,3 +248,47 @@ fn item7_a_restore_from_swapped_packs_says_the_repository_is_damaged() -> TestRe
     }
     Ok(())
 }
+
+/// Defect: one damaged index segment made every backup, restore and stanza-repair exit 3.
+#[test]
+fn item6_a_damaged_index_segment_stops_nothing_and_stanza_repair_replaces_it() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let before = env.labels()?;
+    for seg in files_under(&env.repo.join("stanza/main/index")) {
+        let mut b = fs::read(&seg)?;
+        b[60] ^= 0xff;
+        fs::write(&seg, &b)?;
+    }
+    let s = src.to_str().ok_or("path")?;
+    let out = env.run(&["backup", "--type", "full", "--source", s])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stanza-repair"), "{}", stderr(&out));
+    let out = env.run(&["stanza-repair"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("damaged index segment"),
+        "{}",
+        stdout(&out)
+    );
+    let mut labels = env.labels()?;
+    labels.truncate(before.len());
+    assert_eq!(labels, before);
+    for label in env.labels()? {
+        let dest = restore_to(&env, Some(&label), &format!("out-{label}"))?;
+        assert_eq!(
+            tree_diff(&src, &dest).is_empty(),
+            label != before[0],
+            "{label}"
+        );
+    }
+    let out = env.run(&["verify"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    Ok(())
+}

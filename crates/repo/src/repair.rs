@@ -35,6 +35,8 @@ pub struct RepairReport {
     pub reindexed_chunks: usize,
     /// Such packs whose trailer could not be read, with the reason.
     pub unreadable_packs: Vec<(String, String)>,
+    /// Damaged index segments removed after their packs were indexed again.
+    pub removed_segments: Vec<String>,
 }
 
 /// Rebuild the stanza's catalog (and its copy) from its manifests, under the stanza lock.
@@ -103,15 +105,15 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
     use futures_util::{StreamExt, TryStreamExt};
     let store = stanza.store();
     let mut named: HashSet<PackId> = HashSet::new();
+    let mut damaged = Vec::new();
     for meta in store.list(&stanza.index_prefix()?).await? {
-        let seg = store
-            .get(&meta.key, None)
-            .await
-            .map_err(Error::from)
-            .and_then(|b| Segment::decode(meta.key.as_str(), &b));
-        // A damaged segment names nothing: its packs are indexed again below.
-        if let Ok(seg) = seg {
-            named.extend(seg.packs);
+        let b = store.get(&meta.key, None).await?;
+        match Segment::decode(meta.key.as_str(), &b) {
+            Ok(seg) => named.extend(seg.packs),
+            // A damaged segment names nothing: its packs are indexed again below, and it is
+            // removed once their new segment is written (it is derived data).
+            Err(Error::Corrupt { .. }) => damaged.push(meta.key),
+            Err(e) => return Err(e),
         }
     }
     let unnamed: Vec<(PackId, ObjectMeta)> = store
@@ -122,7 +124,7 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
         .filter(|(id, _)| !named.contains(id))
         .collect();
     if unnamed.is_empty() {
-        return Ok(());
+        return remove_damaged_segments(stanza, damaged, report).await;
     }
     let read: Vec<(PackId, String, Result<Vec<pack::PackEntry>>)> =
         futures_util::stream::iter(unnamed)
@@ -155,6 +157,18 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
     report.reindexed_chunks = seg.entries.len();
     if !seg.packs.is_empty() {
         stanza.put_index_segment(Arc::new(seg)).await?;
+    }
+    remove_damaged_segments(stanza, damaged, report).await
+}
+
+async fn remove_damaged_segments(
+    stanza: &Stanza,
+    damaged: Vec<crate::storage::Key>,
+    report: &mut RepairReport,
+) -> Result<()> {
+    for key in damaged {
+        stanza.store().delete(&key).await?;
+        report.removed_segments.push(key.to_string());
     }
     Ok(())
 }

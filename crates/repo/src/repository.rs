@@ -490,15 +490,28 @@ impl Stanza {
     async fn index_segments(&self) -> Result<Vec<Segment>> {
         use futures_util::{StreamExt, TryStreamExt};
         let metas = self.store.list(&self.index_prefix()?).await?;
-        let segments: Vec<Segment> = futures_util::stream::iter(metas)
+        let segments: Vec<Option<Segment>> = futures_util::stream::iter(metas)
             .map(|meta| async move {
                 let b = self.store.get(&meta.key, None).await?;
-                Segment::decode(meta.key.as_str(), &b)
+                match Segment::decode(meta.key.as_str(), &b) {
+                    Ok(seg) => Ok(Some(seg)),
+                    // One damaged segment must not stop every backup and restore: its chunks
+                    // count as absent (a backup stores them again) until stanza-repair indexes
+                    // its packs again from their trailers.
+                    Err(e @ Error::Corrupt { .. }) => {
+                        tracing::warn!(
+                            "{e}; its chunks are treated as absent: run `cairn --stanza={} stanza-repair` to index their packs again",
+                            self.info.name
+                        );
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
             })
             .buffered(16)
             .try_collect()
             .await?;
-        Ok(segments)
+        Ok(segments.into_iter().flatten().collect())
     }
 
     /// Write an index segment, named by the hash of its bytes: encoded once to learn the name

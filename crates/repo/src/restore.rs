@@ -79,7 +79,7 @@ fn plan(
                 .unwrap_or_default();
             Error::corrupt(
                 format!("chunk {id}"),
-                format!("needed by {file} but not in the repository index"),
+                format!("needed by {file} but not in the repository index (if index segments were lost or damaged, `cairn stanza-repair` indexes the packs again)"),
             )
         })?;
         by_pack.entry(pack).or_default().push((*id, loc));
@@ -263,7 +263,7 @@ pub async fn fetch_ordered(
             let (pack, loc) = index.get(&c.id).ok_or_else(|| {
                 Error::corrupt(
                     format!("chunk {}", c.id),
-                    "needed by the stream but not in the repository index",
+                    "needed by the stream but not in the repository index (if index segments were lost or damaged, `cairn stanza-repair` indexes the packs again)",
                 )
             })?;
             let stanza = stanza.clone();

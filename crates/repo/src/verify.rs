@@ -196,7 +196,14 @@ pub async fn verify(
                 segments.push(seg)
             }
             Err(e) => {
-                problems.add(&key, e.to_string(), None);
+                problems.add(
+                    &key,
+                    format!(
+                        "{e}; `cairn --stanza={} stanza-repair` indexes its packs again from their trailers",
+                        stanza.name()
+                    ),
+                    None,
+                );
                 damaged_segments.push(key);
             }
         }

@@ -24,6 +24,9 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
             report.reindexed_packs, report.reindexed_chunks
         );
     }
+    for seg in &report.removed_segments {
+        println!("removed: damaged index segment {seg} (its packs are indexed again)");
+    }
     for (pack, why) in &report.unreadable_packs {
         tracing::warn!("cannot index {pack} again: {why}");
     }
