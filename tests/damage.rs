@@ -292,3 +292,47 @@ fn item6_a_damaged_index_segment_stops_nothing_and_stanza_repair_replaces_it() -
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     Ok(())
 }
+
+/// Defect: after the pack holding only the first incr's data was lost, `stanza-repair` also
+/// removed the newer incr that no longer used it, so a plain restore then gave the full's
+/// older data with exit 0.
+#[test]
+fn item6_stanza_repair_keeps_a_backup_whose_parent_lost_data_it_no_longer_uses() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("a"), bytes(1, 1_000_000))?;
+    fs::write(src.join("b"), b"v1")?;
+    set_mtime(&src.join("a"), 1_600_000_000, 0);
+    set_mtime(&src.join("b"), 1_600_000_000, 0);
+    let s = src.to_str().ok_or("path")?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    let packs_before = files_under(&env.repo.join("stanza/main/pack"));
+    fs::write(src.join("b"), b"v2")?;
+    set_mtime(&src.join("b"), 1_600_000_100, 0);
+    env.ok(&["backup", "--type", "incr", "--source", s])?;
+    let lost: Vec<_> = files_under(&env.repo.join("stanza/main/pack"))
+        .into_iter()
+        .filter(|p| !packs_before.contains(p))
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    fs::write(src.join("b"), b"v3")?;
+    set_mtime(&src.join("b"), 1_600_000_200, 0);
+    env.ok(&["backup", "--type", "incr", "--source", s])?;
+    let labels = env.labels()?;
+    fs::remove_file(&lost[0])?;
+
+    let out = env.run(&["stanza-repair"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(env.labels()?, vec![labels[0].clone(), labels[2].clone()]);
+    let dest = restore_to(&env, None, "out")?;
+    assert_eq!(fs::read(dest.join("b"))?, b"v3");
+    assert!(fs::read(dest.join("a"))? == fs::read(src.join("a"))?);
+    Ok(())
+}

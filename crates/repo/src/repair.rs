@@ -7,19 +7,19 @@
 //! every backup look as if its data were gone.
 //!
 //! A manifest is listed again only when it can be restored as far as cheap checks can tell:
-//! it decodes, it is stored under its own label and stanza, every backup it references was
-//! itself kept, and every chunk it names is in the index in a pack that is present. `verify`
+//! it and the manifests it references decode and are stored under their own label and
+//! stanza, and every chunk of the files it resolves to is in the index in a present pack. `verify`
 //! afterwards re-reads the data itself.
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::ids::{BackupLabel, ChunkId, PackId};
 use crate::index::{Location, Segment};
-use crate::manifest::Content;
+use crate::manifest::{self, Content, Manifest};
 use crate::pack::{self, PACK_FOOTER_LEN};
 use crate::repository::Stanza;
 use crate::storage::ObjectMeta;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Debug, Default)]
@@ -59,24 +59,51 @@ async fn rebuild(stanza: &Stanza) -> Result<RepairReport> {
     reindex_unlisted_packs(stanza, &mut report).await?;
     let index = stanza.index().await?;
     let mut records = Vec::new();
-    let mut kept: BTreeSet<BackupLabel> = BTreeSet::new();
-    // Labels sort a chain's full before its diffs and incrs, so parents are judged first.
-    for label in stanza.manifest_labels().await? {
-        let m = match stanza.manifest(&label).await {
+    // Every manifest decoded once (or why it could not be).
+    let mut manifests: HashMap<BackupLabel, std::result::Result<Manifest, String>> = HashMap::new();
+    let labels = stanza.manifest_labels().await?;
+    for label in &labels {
+        let m = stanza.manifest(label).await.map_err(|e| e.to_string());
+        manifests.insert(label.clone(), m);
+    }
+    // A backup is listed when it can be restored: its manifest and those it references decode,
+    // and every chunk of the files it resolves to is in a present pack. A parent that lost
+    // data is left out without its children, which may no longer use the lost chunks.
+    for label in labels {
+        let m = match &manifests[&label] {
             Ok(m) => m,
+            Err(e) => {
+                report.skipped.push((label, e.clone()));
+                continue;
+            }
+        };
+        let mut chain = Vec::new();
+        let mut broken = None;
+        for r in &m.record.references {
+            match manifests.get(r) {
+                Some(Ok(parent)) => chain.push(parent.clone()),
+                _ => {
+                    broken = Some(r.clone());
+                    break;
+                }
+            }
+        }
+        if let Some(r) = broken {
+            report.skipped.push((
+                label,
+                format!("it depends on backup {r}, whose manifest is missing or damaged"),
+            ));
+            continue;
+        }
+        chain.push(m.clone());
+        let entries = match manifest::resolve(&chain) {
+            Ok(e) => e,
             Err(e) => {
                 report.skipped.push((label, e.to_string()));
                 continue;
             }
         };
-        if let Some(r) = m.record.references.iter().find(|r| !kept.contains(*r)) {
-            report.skipped.push((
-                label,
-                format!("it depends on backup {r}, which is missing or was left out"),
-            ));
-            continue;
-        }
-        let lost = m.entries.iter().find_map(|e| match &e.content {
+        let lost = entries.iter().find_map(|e| match &e.content {
             Content::Chunks(c) => c
                 .iter()
                 .find(|c| !index.contains(&c.id))
@@ -90,8 +117,7 @@ async fn rebuild(stanza: &Stanza) -> Result<RepairReport> {
             ));
             continue;
         }
-        kept.insert(label);
-        records.push(m.record);
+        records.push(m.record.clone());
     }
     records.sort_by(|a, b| (a.start, &a.label).cmp(&(b.start, &b.label)));
     report.listed = records.iter().map(|r| r.label.clone()).collect();
