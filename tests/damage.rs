@@ -1,6 +1,7 @@
 //! Regression tests for damage found after issue 9's first round: a damaged pack that backups
 //! kept deduplicating against, a lost index that made `stanza-repair` drop every backup, and
-//! a restore to a closed stdout that exited 0. Each is named after its item and defect.
+//! a restore to a closed stdout that exited 0, and what an adversarial pass found after. Each
+//! is named after its item and defect.
 
 mod common;
 
@@ -334,5 +335,39 @@ fn item6_stanza_repair_keeps_a_backup_whose_parent_lost_data_it_no_longer_uses()
     let dest = restore_to(&env, None, "out")?;
     assert_eq!(fs::read(dest.join("b"))?, b"v3");
     assert!(fs::read(dest.join("a"))? == fs::read(src.join("a"))?);
+    Ok(())
+}
+
+/// Defect: a stream restore to `--dest FILE` that failed on a damaged chunk left a file of the
+/// full size with zeros where the data was missing.
+#[test]
+fn item3_a_failed_stream_restore_leaves_no_file_behind() -> TestResult {
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup"], &bytes(5, 5_000_000))?;
+    for pack in files_under(&env.repo.join("stanza/main/pack")) {
+        let mut b = fs::read(&pack)?;
+        let at = b.len() / 2;
+        b[at] ^= 0xff;
+        fs::write(&pack, &b)?;
+    }
+    let dest = env.path("dump.bin");
+    let out = env.run(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(!dest.exists(), "a failed restore left {}", dest.display());
+    Ok(())
+}
+
+/// Defect: `backup --source DIR` on a stream stanza ignored --source and backed up stdin.
+#[test]
+fn item15_source_on_a_stream_stanza_is_refused() -> TestResult {
+    let env = Env::new("stream")?;
+    let out = env.run(&["backup", "--source", "/etc"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--source is for files stanzas"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.labels()?.is_empty());
     Ok(())
 }

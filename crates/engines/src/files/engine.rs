@@ -2,7 +2,7 @@
 //! `--dest` (an absent or empty directory).
 
 use crate::engine::job::{self, GIVE_DEST};
-use crate::engine::{BackupOutcome, BackupRequest, Engine, RestoreRequest};
+use crate::engine::{BackupOutcome, BackupRequest, Command, Engine, Options, RestoreRequest};
 use async_trait::async_trait;
 use cairn_repo::pipeline::VanishPolicy;
 use cairn_repo::{Error, Result, Stanza};
@@ -15,6 +15,17 @@ pub struct Files;
 impl Engine for Files {
     fn name(&self) -> &'static str {
         "files"
+    }
+
+    fn refuse_foreign(&self, command: Command, opts: &dyn Options) -> Result<()> {
+        // A stream stanza given --source would back up its standard input instead (from cron:
+        // an empty one), with the directory silently ignored.
+        if command == Command::Backup && opts.path("source")?.is_some() {
+            return Err(Error::Usage(
+                "--source is for files stanzas; a stream stanza backs up the output of a command (`cairn backup -- COMMAND`) or its standard input".into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn backup(&self, stanza: &Stanza, req: BackupRequest<'_>) -> Result<BackupOutcome> {

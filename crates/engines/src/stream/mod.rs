@@ -176,7 +176,7 @@ pub async fn restore(
         path: dest.to_path_buf(),
         file,
     });
-    restore::fetch_positioned(
+    let written = restore::fetch_positioned(
         stanza,
         index,
         placements,
@@ -184,8 +184,16 @@ pub async fn restore(
         sink.clone(),
         progress,
     )
-    .await?;
-    sink.file
-        .sync_all()
-        .map_err(|err| Error::io(format!("cannot flush {}", dest.display()), err))
+    .await
+    .and_then(|()| {
+        sink.file
+            .sync_all()
+            .map_err(|err| Error::io(format!("cannot flush {}", dest.display()), err))
+    });
+    // A file of the full size with holes where chunks failed would look like a restored
+    // stream: a failed restore leaves nothing at `dest` (it did not exist before).
+    if written.is_err() {
+        let _ = std::fs::remove_file(dest);
+    }
+    written
 }
