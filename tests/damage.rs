@@ -371,3 +371,29 @@ fn item15_source_on_a_stream_stanza_is_refused() -> TestResult {
     assert!(env.labels()?.is_empty());
     Ok(())
 }
+
+/// Defect: with the catalog's copy (or the catalog) damaged, verify exited 0: the redundancy
+/// could be lost without a word.
+#[test]
+fn item6_verify_reports_a_damaged_catalog_or_copy() -> TestResult {
+    for name in ["catalog", "catalog.copy"] {
+        let env = Env::new("files")?;
+        two_backups(&env)?;
+        let path = env.repo.join("stanza/main").join(name);
+        let mut b = fs::read(&path)?;
+        b[30] ^= 0xff;
+        fs::write(&path, &b)?;
+        let out = env.run(&["verify"])?;
+        assert_eq!(out.status.code(), Some(4), "{name}: {}", stdout(&out));
+        assert!(
+            stdout(&out).contains(&format!("stanza/main/{name}:")),
+            "{}",
+            stdout(&out)
+        );
+        let out = env.run(&["stanza-repair"])?;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let out = env.run(&["verify"])?;
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stdout(&out));
+    }
+    Ok(())
+}

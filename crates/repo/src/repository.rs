@@ -326,7 +326,7 @@ impl Stanza {
         }
     }
 
-    async fn read_catalog(&self, k: &Key) -> Result<Option<Catalog>> {
+    pub(crate) async fn read_catalog(&self, k: &Key) -> Result<Option<Catalog>> {
         match self.store.get(k, None).await {
             Ok(b) => Catalog::decode(k.as_str(), &b).map(Some),
             Err(StorageError::NotFound { .. }) => Ok(None),

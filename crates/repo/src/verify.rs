@@ -100,6 +100,25 @@ pub async fn verify(
             Catalog::default()
         }
     };
+    // Each of the two catalogs on its own: commands fall back to the copy quietly enough that
+    // losing one would otherwise go unnoticed until the other goes too.
+    let repair = format!(
+        "`cairn --stanza={} stanza-repair` writes both again",
+        stanza.name()
+    );
+    for (key, what) in [
+        (stanza.catalog_key()?, "the catalog"),
+        (stanza.catalog_copy_key()?, "the catalog's copy"),
+    ] {
+        match stanza.read_catalog(&key).await {
+            Ok(Some(_)) => {}
+            Ok(None) if !catalog.backups.is_empty() => {
+                problems.add(key.as_str(), format!("{what} is missing; {repair}"), None)
+            }
+            Ok(None) => {}
+            Err(e) => problems.add(key.as_str(), format!("{e}; {repair}"), None),
+        }
+    }
 
     // Packs: read each whole and check header, name, trailer and every chunk.
     let pack_objects = store.list(&stanza.pack_prefix()?).await?;
