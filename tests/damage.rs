@@ -397,3 +397,26 @@ fn item6_verify_reports_a_damaged_catalog_or_copy() -> TestResult {
     }
     Ok(())
 }
+
+/// Defect: with `stanza.info` deleted, `stanza-create` (the only way back) wrote an empty
+/// catalog over the one listing every backup; with it damaged, nothing could rewrite it.
+#[test]
+fn item6_a_lost_or_damaged_stanza_info_is_written_again_and_the_catalog_kept() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let before = env.labels()?;
+    let info = env.repo.join("stanza/main/stanza.info");
+    fs::remove_file(&info)?;
+    let out = env.run(&["stanza-create", "--engine", "files"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("holds data"), "{}", stderr(&out));
+    assert_eq!(env.labels()?, before);
+    let mut b = fs::read(&info)?;
+    b[30] ^= 0xff;
+    fs::write(&info, &b)?;
+    env.ok(&["stanza-create", "--engine", "files"])?;
+    assert_eq!(env.labels()?, before);
+    let dest = restore_to(&env, None, "out")?;
+    assert_eq!(tree_diff(&src, &dest), Vec::<String>::new());
+    Ok(())
+}

@@ -27,6 +27,11 @@ fn stanza(s: &StanzaName) -> String {
     format!("{STANZAS}/{s}")
 }
 
+/// `stanza/<s>`: everything of one stanza.
+pub fn stanza_prefix(s: &StanzaName) -> Result<Key> {
+    key(stanza(s))
+}
+
 pub fn stanza_info(s: &StanzaName) -> Result<Key> {
     key(format!("{}/stanza.info", stanza(s)))
 }

@@ -151,7 +151,7 @@ impl Repository {
     /// Create a stanza; creating one that exists with the same engine and identity is a no-op.
     pub async fn create_stanza(&self, info: StanzaInfo) -> Result<Stanza> {
         let k = Self::stanza_info_key(&info.name)?;
-        match self.stanza(&info.name).await {
+        let damaged = match self.stanza(&info.name).await {
             Ok(existing) => {
                 if existing.info.engine != info.engine || existing.info.meta != info.meta {
                     return Err(Error::Invalid(format!(
@@ -161,21 +161,64 @@ impl Repository {
                 }
                 return Ok(existing);
             }
-            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_not_found() => false,
+            Err(Error::Corrupt { .. }) => true,
             Err(e) => return Err(e),
+        };
+        // A stanza.info lost or damaged while its backups, catalog and archive remain: write
+        // it again, but never an empty catalog over the one that lists those backups.
+        let has_data = self.store.any(&keys::stanza_prefix(&info.name)?).await?;
+        if has_data {
+            self.check_identity_against_backups(&info).await?;
+            tracing::warn!(
+                "stanza '{}' holds data but its stanza.info was {}; writing it again with engine {}: it must be the engine its backups were made with",
+                info.name,
+                if damaged { "damaged" } else { "missing" },
+                info.engine
+            );
         }
         let bytes = Bytes::from(codec::seal(magic::STANZA, &info, false));
-        let created = match self.store.put(&k, bytes, PutMode::Create).await {
+        let mode = if damaged {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        let created = match self.store.put(&k, bytes, mode).await {
             Ok(()) => true,
             Err(StorageError::AlreadyExists { .. }) => false,
             Err(e) => return Err(e.into()),
         };
         let stanza = self.stanza(&info.name).await?;
-        if created {
+        if created && !has_data {
             // An empty catalog from the start: from then on a missing catalog is always damage.
             stanza.save_catalog(&Catalog::default()).await?;
         }
         Ok(stanza)
+    }
+
+    /// Refuse to write a stanza identity that the stanza's own backups contradict (their
+    /// records carry the identity they were taken with: a postgres system id and version).
+    async fn check_identity_against_backups(&self, info: &StanzaInfo) -> Result<()> {
+        let probe = Stanza {
+            store: self.store.clone(),
+            info: info.clone(),
+        };
+        let Ok(catalog) = probe.catalog().await else {
+            return Ok(());
+        };
+        for b in &catalog.backups {
+            for (k, v) in &info.meta {
+                if let Some(theirs) = b.meta.get(k)
+                    && theirs != v
+                {
+                    return Err(Error::Invalid(format!(
+                        "stanza '{}' holds backups whose {k} is {theirs}, but the source given is {v}; its stanza.info is missing and is not written for another source: check --stanza and --pg-path",
+                        info.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn stanza(&self, name: &StanzaName) -> Result<Stanza> {
