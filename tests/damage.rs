@@ -420,3 +420,35 @@ fn item6_a_lost_or_damaged_stanza_info_is_written_again_and_the_catalog_kept() -
     assert_eq!(tree_diff(&src, &dest), Vec::<String>::new());
     Ok(())
 }
+
+/// Defect: a manifest left by a backup interrupted before its catalog update (a crash, a full
+/// disk) made verify exit 4, against the commit order in format.md (such a manifest is not a
+/// backup); and a verify running beside a backup reported the running one.
+#[test]
+fn item6_a_manifest_the_catalog_does_not_list_yet_is_listed_not_damage() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("a"), bytes(1, 300_000))?;
+    let s = src.to_str().ok_or("path")?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    let dir = env.repo.join("stanza/main");
+    let (cat, copy) = (
+        fs::read(dir.join("catalog"))?,
+        fs::read(dir.join("catalog.copy"))?,
+    );
+    fs::write(src.join("b"), bytes(2, 300_000))?;
+    env.ok(&["backup", "--type", "incr", "--source", s])?;
+    let interrupted = env.labels()?.last().cloned().ok_or("no backup")?;
+    // The state a crash between the manifest and the catalog write leaves.
+    fs::write(dir.join("catalog"), &cat)?;
+    fs::write(dir.join("catalog.copy"), &copy)?;
+    let out = env.run(&["verify"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&interrupted), "{}", stdout(&out));
+    assert!(stdout(&out).contains("not backups"), "{}", stdout(&out));
+    // It is complete, so stanza-repair lists it.
+    env.ok(&["stanza-repair"])?;
+    assert_eq!(env.labels()?.last(), Some(&interrupted));
+    Ok(())
+}

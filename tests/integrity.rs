@@ -301,9 +301,10 @@ fn item3_sigterm_during_a_stream_backup_kills_the_producer_and_lists_nothing() -
     // SAFETY: sending a signal to the cairn child this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output()?;
-    assert!(!out.status.success(), "cairn exited 0 after SIGTERM");
     let err = stderr(&out);
-    assert!(err.contains("signal 15"), "{err}");
+    // Defect: with its own signal handlers in place, cairn exited 3 here instead of 143.
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("SIGTERM"), "{err}");
     // The producer is gone (reaped by cairn, so not even a zombie).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while Path::new(&format!("/proc/{pid}")).exists() {

@@ -29,7 +29,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub backups: usize,
     pub unreferenced_packs: usize,
-    pub unlisted_manifests: usize,
+    /// Manifests the catalog does not list (see `verify`).
+    pub unlisted: Vec<BackupLabel>,
     /// Damaged packs every chunk of which has an intact copy elsewhere: no backup needs them.
     pub superseded_packs: usize,
     /// Unusable records (a whole pack counts once) now in the damage register.
@@ -93,11 +94,11 @@ pub async fn verify(
     let mut problems = Problems::default();
     let mut report = VerifyReport::default();
 
-    let catalog = match stanza.catalog().await {
-        Ok(c) => c,
+    let (catalog, catalog_lost) = match stanza.catalog().await {
+        Ok(c) => (c, false),
         Err(e) => {
             problems.add(&stanza.catalog_key()?.to_string(), e.to_string(), None);
-            Catalog::default()
+            (Catalog::default(), true)
         }
     };
     // Each of the two catalogs on its own: commands fall back to the copy quietly enough that
@@ -280,19 +281,23 @@ pub async fn verify(
         .iter()
         .map(|b| b.label.to_string())
         .collect();
-    // A manifest no catalog lists is a backup the catalog lost (or one whose catalog update
-    // was interrupted): damage either way, since restore cannot reach it.
+    // A manifest the catalog does not list is, by the commit order (format.md), not a backup:
+    // one whose catalog update was interrupted (a crash, a full disk), one running now, or one
+    // stanza-repair left out. They are listed, not counted as damage, unless the catalog itself
+    // is lost: then every manifest is a backup the repository can no longer reach.
     for label in stanza.manifest_labels().await? {
         if !listed.contains(label.as_str()) {
-            report.unlisted_manifests += 1;
-            problems.add(
-                &stanza.manifest_key(&label)?.to_string(),
-                format!(
-                    "backup {label} has a manifest but the catalog does not list it; run `cairn --stanza={} stanza-repair` to rebuild the catalog from the manifests",
-                    stanza.name()
-                ),
-                None,
-            );
+            if catalog_lost {
+                problems.add(
+                    &stanza.manifest_key(&label)?.to_string(),
+                    format!(
+                        "backup {label} has a manifest but the catalog is lost; run `cairn --stanza={} stanza-repair` to rebuild the catalog from the manifests",
+                        stanza.name()
+                    ),
+                    None,
+                );
+            }
+            report.unlisted.push(label);
         }
     }
     for rec in &catalog.backups {

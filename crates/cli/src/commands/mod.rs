@@ -103,8 +103,14 @@ async fn guarded(command: impl std::future::Future<Output = Result<ExitCode>>) -
                 Err(anyhow::Error::new(crate::exit::Internal(msg)))
             }
         },
-        _ = int.recv() => Err(anyhow::Error::new(crate::exit::Interrupted(2))),
-        _ = term.recv() => Err(anyhow::Error::new(crate::exit::Interrupted(15))),
+        _ = int.recv() => {
+            cairn_engines::stream::command::stop_running(2);
+            Err(anyhow::Error::new(crate::exit::Interrupted(2)))
+        }
+        _ = term.recv() => {
+            cairn_engines::stream::command::stop_running(15);
+            Err(anyhow::Error::new(crate::exit::Interrupted(15)))
+        }
     };
     let released = cairn_repo::lock::release_all_held().await;
     if released > 0 {

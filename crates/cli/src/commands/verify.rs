@@ -60,6 +60,20 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         report.problems.len(),
         report.unreferenced_packs,
     );
+    if !report.unlisted.is_empty()
+        && report
+            .problems
+            .iter()
+            .all(|p| !p.object.ends_with("/catalog"))
+    {
+        let labels: Vec<&str> = report.unlisted.iter().map(|l| l.as_str()).collect();
+        println!(
+            "verify: {} manifest(s) that the catalog does not list, so not backups: {} (a backup interrupted before it was listed, one running now, or one stanza-repair left out; `cairn --stanza={} stanza-repair` lists those that are complete)",
+            labels.len(),
+            labels.join(", "),
+            stanza.name()
+        );
+    }
     if report.superseded_packs > 0 {
         println!(
             "verify: {} damaged pack(s) are no longer needed: every chunk in them that is damaged was stored again intact",

@@ -6,8 +6,8 @@
 //! A producer's stdout is the stream; its stderr is passed through line by line and its last
 //! lines are kept to quote when it fails. The stream fails at its end when the producer exited
 //! non-zero or by a signal, or when it was empty (unless empty streams are allowed). On SIGINT
-//! or SIGTERM, cairn forwards SIGTERM to the producer, which ends the stream as a failure, so
-//! the backup is aborted (lock released, nothing listed) through the ordinary error path.
+//! or SIGTERM, the binary's handler stops the command (`stop_running`: SIGTERM) and ends with
+//! the signal's status (130/143): lock released, nothing listed.
 
 use cairn_repo::{Error, Result};
 use std::collections::VecDeque;
@@ -22,21 +22,21 @@ use std::time::{Duration, Instant};
 /// Lines of a failed command's stderr quoted in the error.
 const TAIL_LINES: usize = 5;
 
-/// The running producer or consumer, for the signal handler (0: none).
+/// The running producer or consumer, for `stop_running` (0: none).
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
-/// The SIGINT and SIGTERM dispositions in place before the command started.
-static PREVIOUS_INT: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(libc::SIG_DFL);
-static PREVIOUS_TERM: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(libc::SIG_DFL);
 /// The signal cairn received while a command ran (0: none).
 static SIGNALLED: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn on_signal(sig: libc::c_int) {
+/// Stop the running producer or consumer (SIGTERM), because cairn received `sig`. The binary
+/// calls this from its own SIGINT/SIGTERM handling, which then ends the command with the
+/// signal's exit status (130/143) and releases the stanza lock; replacing those handlers here
+/// made an interrupted stream backup exit 3 instead.
+pub fn stop_running(sig: i32) {
     SIGNALLED.store(sig, Ordering::SeqCst);
     let pid = CHILD_PID.load(Ordering::SeqCst);
     if pid > 0 {
-        // SAFETY: kill is async-signal-safe; pid is our child's.
+        // SAFETY: kill only sends a signal; pid is the child this process started and has not
+        // yet reaped (CHILD_PID is cleared before it is waited for).
         unsafe {
             libc::kill(pid, libc::SIGTERM);
         }
@@ -80,14 +80,6 @@ fn start(argv: &[String], role: &str, stdin: Stdio, stdout: Stdio) -> Result<Run
         Error::io(format!("cannot start the {role} '{prog}'{hint}"), e)
     })?;
     CHILD_PID.store(child.id() as i32, Ordering::SeqCst);
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: on_signal only performs async-signal-safe operations (atomics, kill).
-    // The handlers that were there (the binary's own, which releases locks on the way out)
-    // come back once the command has exited.
-    unsafe {
-        PREVIOUS_INT.store(libc::signal(libc::SIGINT, handler), Ordering::SeqCst);
-        PREVIOUS_TERM.store(libc::signal(libc::SIGTERM, handler), Ordering::SeqCst);
-    }
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let stderr_done = Arc::new(AtomicBool::new(false));
     let stderr = child.stderr.take().map(|err| {
@@ -120,19 +112,6 @@ impl Running {
     fn finish(&mut self) -> io::Result<Option<String>> {
         let status = self.child.wait()?;
         CHILD_PID.store(0, Ordering::SeqCst);
-        // Without a command running, Ctrl-C and SIGTERM are handled as before it started.
-        // SAFETY: these are the dispositions `signal` returned when the command started (or
-        // SIG_DFL), valid handlers for the same signals.
-        unsafe {
-            libc::signal(
-                libc::SIGINT,
-                PREVIOUS_INT.swap(libc::SIG_DFL, Ordering::SeqCst),
-            );
-            libc::signal(
-                libc::SIGTERM,
-                PREVIOUS_TERM.swap(libc::SIG_DFL, Ordering::SeqCst),
-            );
-        }
         // Its stderr ends when it exits (unless something it started keeps it open).
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.stderr_done.load(Ordering::SeqCst) && Instant::now() < deadline {
