@@ -34,10 +34,8 @@ fn item8_a_damaged_pack_is_not_deduplicated_against_after_verify() -> TestResult
     let src = two_backups(&env)?;
     let first = env.labels()?.first().cloned().ok_or("no backup")?;
     for pack in files_under(&env.repo.join("stanza/main/pack")) {
-        let mut b = fs::read(&pack)?;
         // Inside the first chunk's blob (the header is 16 bytes).
-        b[40] ^= 0x5a;
-        fs::write(&pack, &b)?;
+        flip_byte(&pack, 40)?;
     }
     let out = env.run(&["verify"])?;
     assert_eq!(
@@ -257,9 +255,7 @@ fn item6_a_damaged_index_segment_stops_nothing_and_stanza_repair_replaces_it() -
     let src = two_backups(&env)?;
     let before = env.labels()?;
     for seg in files_under(&env.repo.join("stanza/main/index")) {
-        let mut b = fs::read(&seg)?;
-        b[60] ^= 0xff;
-        fs::write(&seg, &b)?;
+        flip_byte(&seg, 60)?;
     }
     let s = src.to_str().ok_or("path")?;
     let out = env.run(&["backup", "--type", "full", "--source", s])?;
@@ -345,10 +341,8 @@ fn item3_a_failed_stream_restore_leaves_no_file_behind() -> TestResult {
     let env = Env::new("stream")?;
     env.ok_stdin(&["backup"], &bytes(5, 5_000_000))?;
     for pack in files_under(&env.repo.join("stanza/main/pack")) {
-        let mut b = fs::read(&pack)?;
-        let at = b.len() / 2;
-        b[at] ^= 0xff;
-        fs::write(&pack, &b)?;
+        let half = fs::metadata(&pack)?.len() as usize / 2;
+        flip_byte(&pack, half)?;
     }
     let dest = env.path("dump.bin");
     let out = env.run(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
@@ -380,9 +374,7 @@ fn item6_verify_reports_a_damaged_catalog_or_copy() -> TestResult {
         let env = Env::new("files")?;
         two_backups(&env)?;
         let path = env.repo.join("stanza/main").join(name);
-        let mut b = fs::read(&path)?;
-        b[30] ^= 0xff;
-        fs::write(&path, &b)?;
+        flip_byte(&path, 30)?;
         let out = env.run(&["verify"])?;
         assert_eq!(out.status.code(), Some(4), "{name}: {}", stdout(&out));
         assert!(
@@ -411,9 +403,7 @@ fn item6_a_lost_or_damaged_stanza_info_is_written_again_and_the_catalog_kept() -
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("holds data"), "{}", stderr(&out));
     assert_eq!(env.labels()?, before);
-    let mut b = fs::read(&info)?;
-    b[30] ^= 0xff;
-    fs::write(&info, &b)?;
+    flip_byte(&info, 30)?;
     env.ok(&["stanza-create", "--engine", "files"])?;
     assert_eq!(env.labels()?, before);
     let dest = restore_to(&env, None, "out")?;

@@ -136,6 +136,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Invert the byte at `at` of the file (damage as a disk or a careless hand makes it).
+pub fn flip_byte(path: &Path, at: usize) -> std::io::Result<()> {
+    let mut b = fs::read(path)?;
+    let len = b.len();
+    let byte = b
+        .get_mut(at)
+        .ok_or_else(|| std::io::Error::other(format!("{} has only {len} bytes", path.display())))?;
+    *byte ^= 0xff;
+    fs::write(path, &b)
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
