@@ -490,5 +490,16 @@ fn item15_silent_configuration_mistakes_are_errors() -> TestResult {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("relative path"), "{}", stderr(&out));
     assert!(!env.dir.path().join("1").exists(), "--repo=1 created ./1");
+    // Defect: a value of the wrong type or bad TOML exited 3 with "config file:" and no name.
+    for text in ["process-max = \"two\"\n", "process-max = [\n"] {
+        fs::write(&conf, text)?;
+        let out = env.run(&["--config", conf.to_str().ok_or("path")?, "info"])?;
+        assert_eq!(out.status.code(), Some(2), "{text}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(conf.to_str().ok_or("path")?),
+            "{}",
+            stderr(&out)
+        );
+    }
     Ok(())
 }

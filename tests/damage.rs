@@ -442,3 +442,60 @@ fn item6_a_manifest_the_catalog_does_not_list_yet_is_listed_not_damage() -> Test
     assert_eq!(env.labels()?.last(), Some(&interrupted));
     Ok(())
 }
+
+/// Defect: after a backup stopped between its manifest and its catalog update (a full disk),
+/// the next backup in the same second failed with "manifest already exists".
+#[test]
+fn item6_a_leftover_manifest_does_not_block_the_next_backup() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("a"), bytes(1, 100_000))?;
+    let s = src.to_str().ok_or("path")?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    let dir = env.repo.join("stanza/main");
+    let (cat, copy) = (
+        fs::read(dir.join("catalog"))?,
+        fs::read(dir.join("catalog.copy"))?,
+    );
+    // Leftovers of many "interrupted" fulls, one per second from now on: whichever second
+    // the next backup starts in, its first choice of label is taken.
+    let first = env.labels()?[0].clone();
+    let manifest = fs::read(dir.join("backup").join(&first).join("manifest"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    for t in now..now + 30 {
+        let label = format!("{}F", cairn_repo::time::label_stamp(t));
+        fs::create_dir_all(dir.join("backup").join(&label))?;
+        fs::write(dir.join("backup").join(&label).join("manifest"), &manifest)?;
+    }
+    fs::write(dir.join("catalog"), &cat)?;
+    fs::write(dir.join("catalog.copy"), &copy)?;
+    let out = env.run(&["backup", "--type", "full", "--source", s])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.labels()?.len(), 2);
+    Ok(())
+}
+
+/// Defect: a stream `--dest` that exists and a files `--dest` that is a regular file exited 3
+/// (a failure) instead of 2 (a mistake in how cairn was called), like a non-empty directory.
+#[test]
+fn item16_a_destination_that_cannot_be_used_is_a_usage_error() -> TestResult {
+    let stream = Env::new("stream")?;
+    stream.ok_stdin(&["backup"], b"data")?;
+    let existing = stream.path("exists");
+    fs::write(&existing, b"keep me")?;
+    let out = stream.run(&["restore", "--dest", existing.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(fs::read(&existing)?, b"keep me");
+    let files = Env::new("files")?;
+    two_backups(&files)?;
+    let file = files.path("a-file");
+    fs::write(&file, b"keep me")?;
+    let out = files.run(&["restore", "--dest", file.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is a file"), "{}", stderr(&out));
+    assert_eq!(fs::read(&file)?, b"keep me");
+    Ok(())
+}

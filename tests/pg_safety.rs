@@ -463,3 +463,33 @@ fn item16_exit_codes_say_what_failed_and_messages_keep_the_servers_words() -> Re
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     Ok(())
 }
+
+/// Defect: archive-push stored a garbage `00000005.history` (exit 0); being create-only it
+/// stayed, made verify abort (exit 3) and every default restore fail.
+#[test]
+fn item16_archive_push_refuses_a_file_that_is_not_a_timeline_history() -> Res<()> {
+    let c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    let garbage = c.data.join("00000005.history");
+    fs::write(&garbage, b"hello, not a history\n")?;
+    let out = c.archive_push(&garbage)?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a timeline history file"),
+        "{}",
+        stderr(&out)
+    );
+    let good = c.data.join("00000002.history");
+    fs::write(&good, b"1\t0/3000000\tno recovery target specified\n")?;
+    let out = c.archive_push(&good)?;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = c.cairn(&["verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    Ok(())
+}

@@ -46,8 +46,32 @@ fn wait_listening(port: u16, what: &str) -> Result<(), Box<dyn std::error::Error
     Ok(())
 }
 
+/// A port nothing listens on, and never one this process handed out before: the kernel may
+/// give a just-released port again, and two servers started by tests running in parallel
+/// would then race for it; the loser exits while the winner answers its readiness check.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+}
+
+/// Fail when the server exited (another process took its port) instead of trusting
+/// whoever answers on the port.
+fn still_running(server: &mut Moto, what: &str) -> Result<(), Box<dyn std::error::Error>> {
+    match server.child.try_wait()? {
+        Some(status) => Err(format!(
+            "{what} exited at start ({status}); its port {} was taken",
+            server.port
+        )
+        .into()),
+        None => Ok(()),
+    }
 }
 
 pub fn start_moto() -> Result<Moto, Box<dyn std::error::Error>> {
@@ -78,12 +102,13 @@ fn start_moto_with(
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start moto_server (pip install 'moto[server]'): {e}"))?;
-    let moto = Moto {
+    let mut moto = Moto {
         child,
         port,
         scheme,
     };
     wait_listening(port, "moto_server")?;
+    still_running(&mut moto, "moto_server")?;
     Ok(moto)
 }
 
@@ -106,12 +131,13 @@ pub fn start_s3s_fs(
                 "cannot start s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary --locked): {e}"
             )
         })?;
-    let server = Moto {
+    let mut server = Moto {
         child,
         port,
         scheme: "http",
     };
     wait_listening(port, "s3s-fs")?;
+    still_running(&mut server, "s3s-fs")?;
     Ok(server)
 }
 

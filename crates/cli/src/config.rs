@@ -12,6 +12,7 @@
 //! source = "/srv/data"
 //! ```
 
+use crate::exit::usage;
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
 
 #[derive(Debug, Default)]
 pub struct ConfigFile {
+    /// Where it was read from, for messages.
+    path: Option<PathBuf>,
     global: toml::Table,
     stanza: toml::Table,
 }
@@ -33,10 +36,14 @@ impl ConfigFile {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let global: toml::Table = text
-            .parse()
-            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        let global: toml::Table = text.parse().map_err(|e| {
+            usage(format!(
+                "config file {} is not valid TOML: {e}",
+                path.display()
+            ))
+        })?;
         Ok(ConfigFile {
+            path: Some(path),
             global,
             stanza: toml::Table::new(),
         })
@@ -50,7 +57,12 @@ impl ConfigFile {
         if let Some(t) = self.global.get(stanza) {
             match t.as_table() {
                 Some(t) => self.stanza = t.clone(),
-                None => bail!("config file: '{stanza}' must be a [{stanza}] section"),
+                None => {
+                    return Err(usage(format!(
+                        "{}: '{stanza}' must be a [{stanza}] section",
+                        self.name()
+                    )));
+                }
             }
         }
         Ok(())
@@ -93,6 +105,14 @@ impl ConfigFile {
         Ok(())
     }
 
+    /// "config file /etc/cairn/cairn.toml", for messages.
+    fn name(&self) -> String {
+        match &self.path {
+            Some(p) => format!("config file {}", p.display()),
+            None => "config file".into(),
+        }
+    }
+
     fn raw(&self, key: &str) -> Option<&toml::Value> {
         let section = self.global.get("global").and_then(|g| g.as_table());
         self.stanza
@@ -109,10 +129,11 @@ impl ConfigFile {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
-            Some(other) => bail!(
-                "config file: '{key}' must be a string, not {}",
+            Some(other) => Err(usage(format!(
+                "{}: '{key}' must be a string, not {}",
+                self.name(),
                 other.type_str()
-            ),
+            ))),
         }
     }
 
@@ -120,14 +141,17 @@ impl ConfigFile {
         match self.raw(key) {
             None => Ok(None),
             Some(toml::Value::Integer(i)) => Ok(Some(*i)),
-            Some(toml::Value::String(s)) => s
-                .parse()
-                .map(Some)
-                .with_context(|| format!("config file: '{key}' must be a number, not '{s}'")),
-            Some(other) => bail!(
-                "config file: '{key}' must be a number, not {}",
+            Some(toml::Value::String(s)) => s.parse().map(Some).map_err(|_| {
+                usage(format!(
+                    "{}: '{key}' must be a number, not '{s}'",
+                    self.name()
+                ))
+            }),
+            Some(other) => Err(usage(format!(
+                "{}: '{key}' must be a number, not {}",
+                self.name(),
                 other.type_str()
-            ),
+            ))),
         }
     }
 
@@ -135,10 +159,11 @@ impl ConfigFile {
         match self.raw(key) {
             None => Ok(None),
             Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
-            Some(other) => bail!(
-                "config file: '{key}' must be true or false, not {}",
+            Some(other) => Err(usage(format!(
+                "{}: '{key}' must be true or false, not {}",
+                self.name(),
                 other.type_str()
-            ),
+            ))),
         }
     }
 }

@@ -127,9 +127,19 @@ impl BackupJob {
             // Labels sort in time order and must be unique: never reuse a second.
             start = start.max(last.start + 1);
         }
-        let stamp = crate::time::label_stamp(start);
         let full = parent.as_ref().map(|p| p.label.full());
-        let label = BackupLabel::new(&stamp, opts.kind, full.as_ref())?;
+        // Nor a label whose manifest a backup interrupted before its catalog update left
+        // behind (a full disk): the manifest is create-only, and the new backup would fail.
+        let taken: std::collections::HashSet<BackupLabel> =
+            stanza.manifest_labels().await?.into_iter().collect();
+        let label = loop {
+            let stamp = crate::time::label_stamp(start);
+            let label = BackupLabel::new(&stamp, opts.kind, full.as_ref())?;
+            if !taken.contains(&label) {
+                break label;
+            }
+            start += 1;
+        };
         let mut parent_files = HashMap::new();
         if let Some(p) = &parent {
             let chain = stanza.chain(&catalog, &p.label).await?;

@@ -90,6 +90,9 @@ impl Identity {
     /// Check a file about to be archived: its name, and for segments the page header's system
     /// id, version and position. Nothing is stored when this fails.
     pub fn check_wal(&self, name: &WalFileName, data: &[u8]) -> Result<()> {
+        if name.kind == WalFileKind::History {
+            return check_history(name, data);
+        }
         if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
             return Ok(());
         }
@@ -130,4 +133,31 @@ impl Identity {
         }
         Ok(())
     }
+}
+/// A timeline history file as PostgreSQL writes it: one line per ancestor timeline, each
+/// older than the file's own, switch points in order. A file the archive holds is create-only,
+/// so one that is not this is refused before it can misdirect every later restore.
+pub fn check_history(name: &WalFileName, data: &[u8]) -> Result<()> {
+    let bad = |why: &str| {
+        Error::Invalid(format!(
+            "{} is not a timeline history file: {why}; archive_command was given the wrong file",
+            name.name
+        ))
+    };
+    let text = std::str::from_utf8(data).map_err(|_| bad("it is not text"))?;
+    let entries = super::wal::parse_history(text)
+        .ok_or_else(|| bad("its lines are not '<parent timeline> <switch LSN> <reason>'"))?;
+    if entries.is_empty() {
+        return Err(bad("it names no parent timeline"));
+    }
+    let ordered = entries
+        .windows(2)
+        .all(|w| w[0].parent < w[1].parent && w[0].switchpoint <= w[1].switchpoint);
+    if !ordered || entries.iter().any(|e| e.parent >= name.timeline) {
+        return Err(bad(&format!(
+            "its timelines are not ancestors of timeline {} in order",
+            name.timeline
+        )));
+    }
+    Ok(())
 }

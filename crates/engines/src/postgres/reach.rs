@@ -190,13 +190,18 @@ pub async fn load(stanza: &Stanza, identity: &Identity) -> Result<ArchiveView> {
                     continue;
                 };
                 let text = String::from_utf8_lossy(&bytes);
-                let hist = parse_history(&text).ok_or_else(|| {
-                    cairn_repo::Error::corrupt(
-                        a.name.clone(),
-                        "not a timeline history file (lines of '<parent> <lsn> <reason>')",
-                    )
-                })?;
-                view.histories.insert(w.timeline, hist);
+                // One bad history file must not stop verify, info and every restore: it is
+                // left out here (replay cannot follow that timeline) and verify reports it.
+                match parse_history(&text) {
+                    Some(hist) => {
+                        view.histories.insert(w.timeline, hist);
+                    }
+                    None => tracing::warn!(
+                        "{} in the archive is not a timeline history file; timeline {} is not followed (`cairn verify` reports it)",
+                        a.name,
+                        w.timeline
+                    ),
+                }
             }
             _ => {}
         }

@@ -65,7 +65,14 @@ pub async fn verify_wal(
         report.files += 1;
         report.bytes += a.size;
         let result = match stanza.store().get(&key, None).await {
-            Ok(bytes) => codec::open_raw(key.as_str(), magic::WAL, &bytes).map(|_| ()),
+            Ok(bytes) => codec::open_raw(key.as_str(), magic::WAL, &bytes).and_then(|plain| {
+                match WalFileName::parse(&a.name) {
+                    Some(w) if w.kind == WalFileKind::History => {
+                        super::identity::check_history(&w, &plain)
+                    }
+                    _ => Ok(()),
+                }
+            }),
             Err(e) => Err(e.into()),
         };
         match result {

@@ -152,11 +152,14 @@ pub async fn restore(
         .create_new(true)
         .open(dest)
         .map_err(|err| {
-            Error::io(
-                format!(
-                    "cannot create restore destination {} (it must not exist yet)",
+            if err.kind() == io::ErrorKind::AlreadyExists {
+                return Error::Usage(format!(
+                    "restore destination {} already exists; a stream is restored into a new file (or `--dest -` for standard output)",
                     dest.display()
-                ),
+                ));
+            }
+            Error::io(
+                format!("cannot create restore destination {}", dest.display()),
                 err,
             )
         })?;

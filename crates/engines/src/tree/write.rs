@@ -88,6 +88,12 @@ impl TreeWriter {
                     )
                 })?;
             }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(Error::Usage(format!(
+                    "restore destination {} is a file, not a directory; give --dest a new or empty directory",
+                    dest.display()
+                )));
+            }
             Err(e) => {
                 return Err(Error::io(
                     format!("cannot open restore destination {}", dest.display()),
