@@ -33,8 +33,6 @@ pub struct VerifyReport {
     pub unlisted: Vec<BackupLabel>,
     /// Damaged packs every chunk of which has an intact copy elsewhere: no backup needs them.
     pub superseded_packs: usize,
-    /// Unusable records (a whole pack counts once) now in the damage register.
-    pub damaged_records: usize,
     pub damage: Damage,
     pub register: Register,
 }
@@ -404,7 +402,6 @@ pub async fn verify(
         }
     }
     report.problems = problems.0.into_values().collect();
-    report.damaged_records = damage.count();
     report.damage = damage;
     Ok(report)
 }
@@ -416,7 +413,6 @@ pub async fn verify(
 /// problem count. verify needs only read access: a repository it cannot write to still gets
 /// its report, and this says so.
 pub async fn record(stanza: &Stanza, report: &mut VerifyReport, partial: bool) {
-    report.damaged_records = report.damage.count();
     let mut problems = report.problems.len() as u64;
     if partial {
         let before = stanza

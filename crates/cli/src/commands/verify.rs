@@ -81,9 +81,9 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         );
     }
     match &report.register {
-        verify::Register::Saved { changed: true } if report.damaged_records > 0 => println!(
+        verify::Register::Saved { changed: true } if !report.damage.is_empty() => println!(
             "verify: recorded {} damaged chunk(s) or pack(s) in the damage register: the next backup stores that data again where the source still has it",
-            report.damaged_records
+            report.damage.count()
         ),
         verify::Register::Saved { changed: true } if report.problems.is_empty() => {
             println!("verify: the damage register is cleared: no damage remains")
