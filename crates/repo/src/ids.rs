@@ -203,11 +203,15 @@ impl BackupLabel {
             Some((f, r)) => (f, Some(r)),
             None => (s, None),
         };
-        if !(full.len() == 16 && is_stamp(&full[..15]) && full.ends_with('F')) {
+        // `get`, not slicing: a crafted label whose 15th byte is inside a multi-byte character
+        // made slicing panic (found by the sealed_objects fuzz target).
+        if !(full.len() == 16 && full.get(..15).is_some_and(is_stamp) && full.ends_with('F')) {
             return Err(bad());
         }
         if let Some(r) = rest
-            && !(r.len() == 16 && is_stamp(&r[..15]) && (r.ends_with('D') || r.ends_with('I')))
+            && !(r.len() == 16
+                && r.get(..15).is_some_and(is_stamp)
+                && (r.ends_with('D') || r.ends_with('I')))
         {
             return Err(bad());
         }
@@ -250,6 +254,13 @@ mod tests {
         assert!(BackupLabel::parse("../../etc").is_err());
         assert!(BackupLabel::parse("20261123-101500F_20261124-101500F").is_err());
         Ok(())
+    }
+
+    #[test]
+    fn a_label_with_a_multibyte_character_at_byte_15_is_an_error_not_a_panic() {
+        // 14 ASCII bytes and a 2-byte character: 16 bytes, byte 15 inside the character.
+        assert!(BackupLabel::parse("20261123-10150é").is_err());
+        assert!(BackupLabel::parse("20261123-101500F_20261124-10150é").is_err());
     }
 
     #[test]
