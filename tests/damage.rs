@@ -499,3 +499,30 @@ fn item16_a_destination_that_cannot_be_used_is_a_usage_error() -> TestResult {
     assert_eq!(fs::read(&file)?, b"keep me");
     Ok(())
 }
+
+/// Defect: `backup -- sh -c 'echo data; sleep 30 & exit 1'` failed only after 30 s: the
+/// producer had exited non-zero, but the grandchild it left behind held its stdout open and
+/// cairn waited for end of file before looking at the exit status.
+#[test]
+fn item3_a_failed_producer_whose_child_holds_stdout_fails_at_once() -> TestResult {
+    let env = Env::new("stream")?;
+    let started = std::time::Instant::now();
+    let out = env.run(&["backup", "--", "sh", "-c", "echo data; sleep 60 & exit 1"])?;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("exited with status 1"), "{}", stderr(&out));
+    assert!(env.labels()?.is_empty(), "a failed producer was listed");
+    // Well before the grandchild's 60 s are over (the check is generous on a busy machine).
+    assert!(took.as_secs() < 40, "the failure took {took:?}");
+    // A producer that exits cleanly while its child still writes keeps every byte.
+    let out = env.run(&[
+        "backup",
+        "--",
+        "sh",
+        "-c",
+        "echo first; (sleep 1; echo second) & exit 0",
+    ])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.ok(&["restore", "--dest", "-"])?, b"first\nsecond\n");
+    Ok(())
+}

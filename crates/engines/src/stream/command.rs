@@ -12,6 +12,7 @@
 use cairn_repo::{Error, Result};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -112,12 +113,17 @@ impl Running {
     fn finish(&mut self) -> io::Result<Option<String>> {
         let status = self.child.wait()?;
         CHILD_PID.store(0, Ordering::SeqCst);
+        Ok(self.concluded(status))
+    }
+
+    /// How a command that has exited with `status` ended, once its stderr has been read.
+    fn concluded(&self, status: ExitStatus) -> Option<String> {
         // Its stderr ends when it exits (unless something it started keeps it open).
         let deadline = Instant::now() + Duration::from_secs(2);
         while !self.stderr_done.load(Ordering::SeqCst) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(self.failure(status))
+        self.failure(status)
     }
 
     fn failure(&self, status: ExitStatus) -> Option<String> {
@@ -204,8 +210,52 @@ impl Checked<ChildStdout> {
     }
 }
 
-impl<R: Read> Read for Checked<R> {
+/// How often a read from a producer's stdout looks at whether the producer has exited.
+const PRODUCER_POLL_MS: i32 = 200;
+
+/// Wait until `fd` has data or end of file. Returns early with the producer's failure when
+/// it exits non-zero while something it started still holds its stdout open (`sh -c 'sleep 30
+/// & exit 1'`): the stream would otherwise end only when that grandchild does.
+fn wait_readable(fd: RawFd, producer: &mut Running) -> io::Result<Option<String>> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is a valid pollfd for the duration of the call; nfds is 1.
+        let r = unsafe { libc::poll(&mut pfd, 1, PRODUCER_POLL_MS) };
+        if r > 0 {
+            return Ok(None);
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if let Some(status) = producer.child.try_wait()? {
+            CHILD_PID.store(0, Ordering::SeqCst);
+            if let Some(failure) = producer.concluded(status) {
+                return Ok(Some(failure));
+            }
+            // Exited cleanly: whatever still holds the pipe may yet write to it.
+            return Ok(None);
+        }
+    }
+}
+
+impl<R: Read + AsRawFd> Read for Checked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(p) = &mut self.producer
+            && let Some(failure) = wait_readable(self.inner.as_raw_fd(), p)?
+        {
+            self.producer = None;
+            return Err(io::Error::other(format!(
+                "the producer failed, so the backup is not kept: {failure}"
+            )));
+        }
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         if n > 0 || buf.is_empty() {
