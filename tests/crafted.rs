@@ -503,3 +503,50 @@ fn item15_silent_configuration_mistakes_are_errors() -> TestResult {
     }
     Ok(())
 }
+
+/// Defect: a manifest rewritten so that a chunk's length or a file's size disagreed with the
+/// rest (the chunk's index length, the sum of its chunks) was restored without a word while
+/// verify called it damage, or the other way round: restore and verify now run one check
+/// (`manifest::resolve` for sizes, `restore::check_len` for lengths) and both refuse it.
+#[test]
+fn item9_a_forged_chunk_length_or_file_size_fails_restore_and_verify_alike() -> TestResult {
+    use cairn_repo::manifest::Content;
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    let label = env.labels()?.remove(0);
+    let key = env.repo.join("stanza/main/backup").join(&label).join("manifest");
+    let original = fs::read(&key)?;
+    type Forge = fn(&mut cairn_repo::manifest::FileEntry);
+    let forgeries: [(&str, Forge); 3] = [
+        // The length shrinks with the size, so the sizes still add up.
+        ("in the manifest", |e| {
+            if let Content::Chunks(c) = &mut e.content {
+                c[0].len -= 1;
+                e.size -= 1;
+            }
+        }),
+        ("bytes of chunks", |e| e.size += 1),
+        ("bytes of chunks", |e| e.size -= 1),
+    ];
+    for (expect, forge) in forgeries {
+        let mut m = Manifest::decode("m", &original)?;
+        let e = m
+            .entries
+            .iter_mut()
+            .find(|e| matches!(&e.content, Content::Chunks(c) if !c.is_empty() && c[0].len > 1))
+            .ok_or("no file with chunks")?;
+        forge(e);
+        fs::write(&key, m.encode())?;
+        let dest = env.path("out");
+        let _ = fs::remove_dir_all(&dest);
+        let r = env.run(&["restore", "--set", &label, "--dest", dest.to_str().ok_or("p")?])?;
+        assert_eq!(r.status.code(), Some(3), "{expect}: {}", stderr(&r));
+        assert!(stderr(&r).contains(expect), "{expect}: {}", stderr(&r));
+        let v = env.run(&["verify"])?;
+        assert_eq!(v.status.code(), Some(4), "{expect}: {}", stdout(&v));
+        assert!(stdout(&v).contains(expect), "{expect}: {}", stdout(&v));
+    }
+    fs::write(&key, &original)?;
+    assert!(env.run(&["verify"])?.status.success());
+    Ok(())
+}

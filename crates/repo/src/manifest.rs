@@ -209,7 +209,8 @@ pub fn check_paths(object: &str, entries: &[FileEntry], allow_links_under: &[&[u
 }
 
 /// Resolve `chain` (oldest first: full, then each child) into the complete entries of the
-/// last manifest, with every `Inherit` replaced by the chunks it stands for.
+/// last manifest, with every `Inherit` replaced by the chunks it stands for. Every file's
+/// chunks must add up to its size: restore and verify both resolve, so they agree on that.
 pub fn resolve(chain: &[Manifest]) -> Result<Vec<FileEntry>> {
     let Some((first, rest)) = chain.split_first() else {
         return Ok(Vec::new());
@@ -247,6 +248,22 @@ pub fn resolve(chain: &[Manifest]) -> Result<Vec<FileEntry>> {
             next.push(e);
         }
         current = next;
+    }
+    let last = chain.last().map_or(label, |m| &m.record.label);
+    for e in &current {
+        if let Content::Chunks(chunks) = &e.content {
+            let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
+            if total != e.size {
+                return Err(Error::corrupt(
+                    format!("manifest of {last}"),
+                    format!(
+                        "'{}' has {total} bytes of chunks for a {}-byte file",
+                        e.display_path(),
+                        e.size
+                    ),
+                ));
+            }
+        }
     }
     Ok(current)
 }

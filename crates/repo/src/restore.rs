@@ -57,6 +57,19 @@ pub fn open_chunk(object: &str, id: &ChunkId, loc: &Location, stored: &[u8]) -> 
     Ok(plain)
 }
 
+/// A manifest's chunk reference must give the length the index gives: the manifest places
+/// the chunk in its file by that length, the index decodes it by its own. Restore and verify
+/// both apply this check.
+pub fn check_len(c: &ChunkRef, loc: &Location) -> std::result::Result<(), String> {
+    if loc.raw_len == c.len {
+        return Ok(());
+    }
+    Err(format!(
+        "chunk {} has length {} in the index, {} in the manifest",
+        c.id, loc.raw_len, c.len
+    ))
+}
+
 #[derive(Debug)]
 struct Request {
     pack: PackId,
@@ -145,6 +158,10 @@ pub async fn fetch_positioned(
     let mut total = 0u64;
     for p in placements {
         total += p.chunk.len as u64;
+        if let Some((_, loc)) = index.get(&p.chunk.id) {
+            check_len(&p.chunk, &loc)
+                .map_err(|why| Error::corrupt(sink.describe(p.target), why))?;
+        }
         needed
             .entry(p.chunk.id)
             .or_default()
@@ -266,6 +283,7 @@ pub async fn fetch_ordered(
                     "needed by the stream but not in the repository index (if index segments were lost or damaged, `cairn stanza-repair` indexes the packs again)",
                 )
             })?;
+            check_len(&c, &loc).map_err(|why| Error::corrupt("the stream's manifest", why))?;
             let stanza = stanza.clone();
             inflight.push_back(tokio::spawn(async move {
                 let key = stanza.pack_key(&pack)?;

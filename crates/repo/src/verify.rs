@@ -11,6 +11,7 @@ use crate::index::{Index, Segment};
 use crate::manifest::{self, Content};
 use crate::pack;
 use crate::repository::Stanza;
+use crate::restore;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -341,17 +342,9 @@ pub async fn verify(
                 if !checked.insert(c.id) {
                     continue;
                 }
-                if let Some((pack, loc)) = usable.get(&c.id) {
-                    if loc.raw_len != c.len {
-                        let key = stanza.pack_key(&pack)?.to_string();
-                        problems.add(
-                            &key,
-                            format!(
-                                "chunk {} has length {} in the index, {} in the manifest",
-                                c.id, loc.raw_len, c.len
-                            ),
-                            Some(label),
-                        );
+                if let Some((_, loc)) = usable.get(&c.id) {
+                    if let Err(why) = restore::check_len(c, &loc) {
+                        problems.add(&object, why, Some(label));
                     }
                     continue;
                 }
@@ -387,15 +380,11 @@ pub async fn verify(
                                 .unwrap_or_else(|| format!("chunk {} is damaged", c.id));
                             problems.add(key, d, Some(label));
                         }
-                        Some((key, _)) if loc.raw_len != c.len => problems.add(
-                            key,
-                            format!(
-                                "chunk {} has length {} in the index, {} in the manifest",
-                                c.id, loc.raw_len, c.len
-                            ),
-                            Some(label),
-                        ),
-                        Some(_) => {}
+                        Some(_) => {
+                            if let Err(why) = restore::check_len(c, &loc) {
+                                problems.add(&object, why, Some(label));
+                            }
+                        }
                     },
                 }
             }

@@ -184,17 +184,6 @@ impl TreeWriter {
                             }
                             offset = end;
                         }
-                        if offset != e.size {
-                            return Err(Error::corrupt(
-                                "manifest",
-                                format!(
-                                    "'{}' has {} bytes of chunks for a {}-byte file",
-                                    e.display_path(),
-                                    offset,
-                                    e.size
-                                ),
-                            ));
-                        }
                     }
                 }
                 _ => {} // links and special files: in `finish`
