@@ -526,3 +526,25 @@ fn item3_a_failed_producer_whose_child_holds_stdout_fails_at_once() -> TestResul
     assert_eq!(env.ok(&["restore", "--dest", "-"])?, b"first\nsecond\n");
     Ok(())
 }
+
+/// Defect: a backup killed while writing a pack left `.tmp-pack-...` files that nothing ever
+/// reported or counted: verify said nothing of the space they held.
+#[test]
+fn item8_leftovers_of_interrupted_writes_are_reported_by_verify() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    let dir = env.repo.join("stanza/main/pack/ab");
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join(".tmp-pack-ab12-4242-7"), vec![0u8; 5000])?;
+    let out = env.run(&["verify"])?;
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("1 leftover(s) of interrupted writes (4.9KB known"),
+        "{}",
+        stdout(&out)
+    );
+    fs::remove_file(dir.join(".tmp-pack-ab12-4242-7"))?;
+    let out = env.run(&["verify"])?;
+    assert!(!stdout(&out).contains("leftover"), "{}", stdout(&out));
+    Ok(())
+}

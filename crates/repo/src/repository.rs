@@ -287,6 +287,11 @@ impl Stanza {
         keys::manifest(&self.info.name, label)
     }
 
+    /// Everything of this stanza is under this prefix.
+    pub fn prefix(&self) -> Result<Key> {
+        keys::stanza_prefix(&self.info.name)
+    }
+
     pub fn backup_prefix(&self) -> Result<Key> {
         keys::backups_prefix(&self.info.name)
     }

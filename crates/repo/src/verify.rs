@@ -12,6 +12,7 @@ use crate::manifest::{self, Content};
 use crate::pack;
 use crate::repository::Stanza;
 use crate::restore;
+use crate::storage::Leftover;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ pub struct Problem {
     pub affects: BTreeSet<BackupLabel>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VerifyReport {
     pub problems: Vec<Problem>,
     pub packs: usize,
@@ -36,6 +37,9 @@ pub struct VerifyReport {
     pub superseded_packs: usize,
     pub damage: Damage,
     pub register: Register,
+    /// What interrupted writes left in the stanza (`Storage::leftovers`): not damage, but
+    /// space; `Err` says why the store could not list them.
+    pub leftovers: std::result::Result<Vec<Leftover>, String>,
 }
 
 /// Whether verify could record what it found in the damage register.
@@ -47,6 +51,24 @@ pub enum Register {
         changed: bool,
     },
     NotSaved(String),
+}
+
+impl Default for VerifyReport {
+    fn default() -> Self {
+        VerifyReport {
+            problems: Vec::new(),
+            packs: 0,
+            chunks: 0,
+            bytes: 0,
+            backups: 0,
+            unreferenced_packs: 0,
+            unlisted: Vec::new(),
+            superseded_packs: 0,
+            damage: Damage::default(),
+            register: Register::default(),
+            leftovers: Ok(Vec::new()),
+        }
+    }
 }
 
 impl VerifyReport {
@@ -119,6 +141,11 @@ pub async fn verify(
             Err(e) => problems.add(key.as_str(), format!("{e}; {repair}"), None),
         }
     }
+
+    report.leftovers = store
+        .leftovers(&stanza.prefix()?)
+        .await
+        .map_err(|e| e.to_string());
 
     // Packs: read each whole and check header, name, trailer and every chunk.
     let pack_objects = store.list(&stanza.pack_prefix()?).await?;

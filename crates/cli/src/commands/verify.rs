@@ -74,6 +74,20 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
             stanza.name()
         );
     }
+    match &report.leftovers {
+        Ok(left) if !left.is_empty() => {
+            let bytes: u64 = left.iter().filter_map(|l| l.size).sum();
+            let oldest = left.iter().map(|l| l.age).max().unwrap_or_default();
+            println!(
+                "verify: {} leftover(s) of interrupted writes ({} known, the oldest {} old): temporary files or unfinished uploads; not part of any backup",
+                left.len(),
+                info::human(bytes),
+                humantime_secs(oldest.as_secs())
+            );
+        }
+        Ok(_) => {}
+        Err(e) => println!("verify: cannot list leftovers of interrupted writes: {e}"),
+    }
     if report.superseded_packs > 0 {
         println!(
             "verify: {} damaged pack(s) are no longer needed: every chunk in them that is damaged was stored again intact",
@@ -97,5 +111,16 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         Ok(ExitCode::SUCCESS)
     } else {
         Err(Damaged(report.problems.len()).into())
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
+fn humantime_secs(s: u64) -> String {
+    let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {}s", s % 60),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
     }
 }

@@ -374,6 +374,17 @@ async fn a_failing_stream_leaves_no_object(store: &dyn Storage) {
             .is_empty(),
         "conformance: a failed streamed put leaves nothing listed"
     );
+    // Nor anything half-written: a put that fails cleans up after itself (local disk: its
+    // temporary file; S3: the multipart upload is aborted). A store that cannot list
+    // interrupted uploads must say so, not claim there are none.
+    match store.leftovers(&key("conf/stream-fail")).await {
+        Ok(left) => assert!(
+            left.is_empty(),
+            "conformance: a failed streamed put leaves no leftover: {left:?}"
+        ),
+        Err(StorageError::Unsupported { .. }) => {}
+        Err(e) => panic!("conformance: leftovers failed: {e}"),
+    }
 }
 
 fn keys_refuse_escapes() {

@@ -3,7 +3,7 @@
 //! an existing object is never replaced), and fsyncs the directory: a reader never sees a
 //! half-written object and a returned put survives a power cut.
 
-use super::{Key, ObjectMeta, Pieces, PutMode, Storage, StorageError};
+use super::{Key, Leftover, ObjectMeta, Pieces, PutMode, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
@@ -218,6 +218,59 @@ impl LocalStorage {
         Ok(out)
     }
 
+    /// Temporary files under `prefix`: `.tmp-<name>-<pid>-<seq>` next to the object `name`.
+    fn leftovers_sync(&self, prefix: &Key) -> Result<Vec<Leftover>, StorageError> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.path(prefix)];
+        let now = std::time::SystemTime::now();
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(classify(prefix, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| classify(prefix, e))?;
+                let ft = entry.file_type().map_err(|e| classify(prefix, e))?;
+                if ft.is_dir() {
+                    stack.push(entry.path());
+                    continue;
+                }
+                let name = entry.file_name();
+                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
+                    continue;
+                };
+                // The object's name is what precedes `-<pid>-<seq>`.
+                let object = rest.rsplitn(3, '-').nth(2).unwrap_or(rest);
+                let rel = entry
+                    .path()
+                    .with_file_name(object)
+                    .strip_prefix(&self.root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let Ok(key) = Key::new(rel) else { continue };
+                let meta = match entry.metadata() {
+                    Ok(m) => m,
+                    // Renamed into place or removed since the listing.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(classify(&key, e)),
+                };
+                let age = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                out.push(Leftover {
+                    key,
+                    size: Some(meta.len()),
+                    age,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     fn delete_sync(&self, key: &Key) -> Result<(), StorageError> {
         let path = self.path(key);
         match fs::remove_file(&path) {
@@ -291,6 +344,12 @@ impl Storage for LocalStorage {
         blocking(move || me.list_sync(&prefix)).await
     }
 
+    async fn leftovers(&self, prefix: &Key) -> Result<Vec<Leftover>, StorageError> {
+        let me = self.clone();
+        let prefix = prefix.clone();
+        blocking(move || me.leftovers_sync(&prefix)).await
+    }
+
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         let me = self.clone();
         let key = key.clone();
@@ -315,8 +374,14 @@ mod tests {
         let dir = tempfile::tempdir()?;
         fs::create_dir_all(dir.path().join("a"))?;
         fs::write(dir.path().join("a/.tmp-x-1-1"), b"half")?;
+        fs::create_dir_all(dir.path().join("a/b"))?;
+        fs::write(dir.path().join("a/b/.tmp-pack-0a-77-3"), b"quarter")?;
         let store = LocalStorage::new(dir.path())?;
         assert!(store.list(&Key::new("a")?).await?.is_empty());
+        // But they are leftovers, named after the object they were for.
+        let left = store.leftovers(&Key::new("a")?).await?;
+        let got: Vec<(&str, Option<u64>)> = left.iter().map(|l| (l.key.as_str(), l.size)).collect();
+        assert_eq!(got, [("a/b/pack-0a", Some(7)), ("a/x", Some(4))]);
         Ok(())
     }
 

@@ -84,6 +84,17 @@ pub struct ObjectMeta {
     pub size: u64,
 }
 
+/// Something an interrupted write left behind (see `Storage::leftovers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// The object the write was for.
+    pub key: Key,
+    /// Bytes it holds, where the backend can tell without more requests.
+    pub size: Option<u64>,
+    /// Time since it was last written (local disk) or started (S3).
+    pub age: std::time::Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("object '{key}' not found in the repository")]
@@ -94,6 +105,9 @@ pub enum StorageError {
     /// believed (for a pack, the index or its trailer disagrees with it: damage).
     #[error("repository object '{key}': {message}")]
     OutOfRange { key: String, message: String },
+    /// The store does not implement the request (S3-compatible servers answer 501 to some).
+    #[error("repository object '{key}': {message} (not implemented by this store)")]
+    Unsupported { key: String, message: String },
     /// Will fail again: permissions, a full disk, wrong credentials, a bad key.
     #[error("repository object '{key}': {message}")]
     Permanent { key: String, message: String },
@@ -153,6 +167,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
         }
         Ok(())
     }
+
+    /// What interrupted writes left under `prefix/`: temporary files of puts that never
+    /// finished (local disk) or multipart uploads never completed or aborted (S3). They are not
+    /// objects (listings skip them) but they hold space. A writer that is still running has one
+    /// too, so whoever removes them must leave young ones alone (`Leftover::age`).
+    async fn leftovers(&self, prefix: &Key) -> Result<Vec<Leftover>, StorageError>;
 
     /// The requests this backend has sent so far, for the log (`S3 requests: 12 PUT, ...`);
     /// `None` where counting means nothing (local disk).

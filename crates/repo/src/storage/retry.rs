@@ -4,7 +4,7 @@
 //! `Retrying` wraps any `Storage`; `FailFirst` is a backend that fails its first N calls, to
 //! test the retrying.
 
-use super::{Key, ObjectMeta, Pieces, PutMode, STREAM_GATHER, Storage, StorageError};
+use super::{Key, Leftover, ObjectMeta, Pieces, PutMode, STREAM_GATHER, Storage, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::future::Future;
@@ -218,6 +218,10 @@ impl<S: Storage> Storage for Retrying<S> {
         retry(&self.policy, || self.inner.any(prefix)).await
     }
 
+    async fn leftovers(&self, prefix: &Key) -> Result<Vec<Leftover>, StorageError> {
+        retry(&self.policy, || self.inner.leftovers(prefix)).await
+    }
+
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         retry(&self.policy, || self.inner.delete(key)).await
     }
@@ -284,6 +288,10 @@ impl Storage for FailFirst {
     async fn any(&self, prefix: &Key) -> Result<bool, StorageError> {
         self.fail(prefix)?;
         self.inner.any(prefix).await
+    }
+    async fn leftovers(&self, prefix: &Key) -> Result<Vec<Leftover>, StorageError> {
+        self.fail(prefix)?;
+        self.inner.leftovers(prefix).await
     }
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
         self.fail(key)?;

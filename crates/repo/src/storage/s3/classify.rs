@@ -132,7 +132,10 @@ pub(super) fn classify<E: ProvideErrorMetadata + StdError + 'static>(
                 }
                 // A store that does not implement a header we sent (If-None-Match): not worth
                 // retrying as is; the caller decides whether to go on without it.
-                (501, _) => permanent(format!("501 {code}: {msg} (not implemented by this store)")),
+                (501, _) => StorageError::Unsupported {
+                    key: key.to_string(),
+                    message: format!("501 {code}: {msg}"),
+                },
                 (429, _) | (500..=599, _) => transient(format!("{status} {code}: {msg}")),
                 (408, _) | (_, "RequestTimeout") => transient(format!("{status} {code}: {msg}")),
                 _ => permanent(format!("{status} {code}: {msg}")),

@@ -9,11 +9,12 @@
 
 mod classify;
 mod client;
+mod leftovers;
 
 pub use client::{DEFAULT_IO_TIMEOUT, S3Options};
 
 use super::retry::{RetryPolicy, retry};
-use super::{Key, ObjectMeta, Pieces, PutMode, Storage, StorageError};
+use super::{Key, Leftover, ObjectMeta, Pieces, PutMode, Storage, StorageError};
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
@@ -149,8 +150,7 @@ impl S3Storage {
         let conditional =
             mode == PutMode::Create && !self.no_conditional_put.load(Ordering::Relaxed);
         match self.put_single(key, data.clone(), conditional).await {
-            Err(StorageError::Permanent { message, .. })
-                if conditional && message.starts_with("501") =>
+            Err(StorageError::Unsupported { .. }) if conditional =>
             {
                 tracing::debug!(
                     "the store does not implement If-None-Match; HEAD guards create-only puts"
@@ -571,6 +571,10 @@ impl Storage for S3Storage {
             .await
             .map_err(|e| self.err(prefix, e))?;
         Ok(!page.contents().is_empty())
+    }
+
+    async fn leftovers(&self, prefix: &Key) -> Result<Vec<Leftover>, StorageError> {
+        self.list_uploads(prefix).await
     }
 
     async fn delete(&self, key: &Key) -> Result<(), StorageError> {
