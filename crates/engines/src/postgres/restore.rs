@@ -142,6 +142,7 @@ pub struct RestoreOptions {
 fn link_map(
     record_meta: &std::collections::BTreeMap<String, String>,
     map: &[(String, PathBuf)],
+    dest: &Path,
 ) -> Result<std::collections::BTreeMap<Vec<u8>, PathBuf>> {
     let known: Vec<(String, String)> = record_meta
         .get("tablespaces")
@@ -171,7 +172,28 @@ fn link_map(
                 path.display()
             )));
         }
-        out.insert(format!("pg_tblspc/{oid}").into_bytes(), path.clone());
+        let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
+        if overlaps(path, dest) {
+            return Err(Error::Usage(format!(
+                "--tablespace-map {name}={}: the tablespace would be restored inside the data directory {} (or the other way round); give a directory outside it",
+                path.display(),
+                dest.display()
+            )));
+        }
+        let link = format!("pg_tblspc/{oid}").into_bytes();
+        if out.contains_key(&link) {
+            return Err(Error::Usage(format!(
+                "--tablespace-map names tablespace '{name}' twice; give one directory for each"
+            )));
+        }
+        if let Some(other) = out.values().find(|p: &&PathBuf| overlaps(path, p)) {
+            return Err(Error::Usage(format!(
+                "--tablespace-map {name}={}: it overlaps {}, where another tablespace goes; give each its own directory",
+                path.display(),
+                other.display()
+            )));
+        }
+        out.insert(link, path.clone());
     }
     Ok(out)
 }
@@ -206,7 +228,7 @@ pub async fn restore(
     opts: &RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
-    let links = link_map(&record.meta, &opts.tablespace_map)?;
+    let links = link_map(&record.meta, &opts.tablespace_map, &opts.dest)?;
     let (dest, delta, process_max, recovery) = (
         opts.dest.as_path(),
         opts.delta,
@@ -387,5 +409,43 @@ mod recovery_tests {
                 .validate()
                 .is_ok()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> std::collections::BTreeMap<String, String> {
+        [("tablespaces".to_string(), "16400=ts1,16401=ts2".to_string())].into()
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> Vec<(String, PathBuf)> {
+        pairs
+            .iter()
+            .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+            .collect()
+    }
+
+    /// Defect: `--tablespace-map ts1=<inside --dest>` and a tablespace given twice were
+    /// accepted: the restore wrote a tablespace into the data directory it was restoring, or
+    /// silently took the last of two directories.
+    #[test]
+    fn tablespace_map_into_dest_twice_or_overlapping_is_refused() {
+        let dest = Path::new("/restore/pgdata");
+        let refused = |pairs: &[(&str, &str)], why: &str| match link_map(&meta(), &map(pairs), dest)
+        {
+            Err(Error::Usage(m)) => assert!(m.contains(why), "{pairs:?}: {m}"),
+            other => panic!("{pairs:?} was not refused: {other:?}"),
+        };
+        refused(&[("ts1", "/restore/pgdata/ts1")], "inside the data directory");
+        refused(&[("ts1", "/restore")], "inside the data directory");
+        refused(&[("ts1", "/t/a"), ("16400", "/t/b")], "twice");
+        refused(&[("ts1", "/t/a"), ("ts2", "/t/a/b")], "overlaps");
+        refused(&[("ts1", "/t/a"), ("ts2", "/t/a")], "overlaps");
+        refused(&[("ts3", "/t/a")], "not a tablespace");
+        refused(&[("ts1", "t/a")], "absolute");
+        let ok = link_map(&meta(), &map(&[("ts1", "/t/a"), ("ts2", "/t/ab")]), dest);
+        assert_eq!(ok.map(|m| m.len()).ok(), Some(2));
     }
 }
