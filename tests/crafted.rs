@@ -514,7 +514,11 @@ fn item9_a_forged_chunk_length_or_file_size_fails_restore_and_verify_alike() -> 
     let env = Env::new("files")?;
     two_backups(&env)?;
     let label = env.labels()?.remove(0);
-    let key = env.repo.join("stanza/main/backup").join(&label).join("manifest");
+    let key = env
+        .repo
+        .join("stanza/main/backup")
+        .join(&label)
+        .join("manifest");
     let original = fs::read(&key)?;
     type Forge = fn(&mut cairn_repo::manifest::FileEntry);
     let forgeries: [(&str, Forge); 3] = [
@@ -539,7 +543,13 @@ fn item9_a_forged_chunk_length_or_file_size_fails_restore_and_verify_alike() -> 
         fs::write(&key, m.encode())?;
         let dest = env.path("out");
         let _ = fs::remove_dir_all(&dest);
-        let r = env.run(&["restore", "--set", &label, "--dest", dest.to_str().ok_or("p")?])?;
+        let r = env.run(&[
+            "restore",
+            "--set",
+            &label,
+            "--dest",
+            dest.to_str().ok_or("p")?,
+        ])?;
         assert_eq!(r.status.code(), Some(3), "{expect}: {}", stderr(&r));
         assert!(stderr(&r).contains(expect), "{expect}: {}", stderr(&r));
         let v = env.run(&["verify"])?;

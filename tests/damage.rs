@@ -510,7 +510,11 @@ fn item3_a_failed_producer_whose_child_holds_stdout_fails_at_once() -> TestResul
     let out = env.run(&["backup", "--", "sh", "-c", "echo data; sleep 60 & exit 1"])?;
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("exited with status 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exited with status 1"),
+        "{}",
+        stderr(&out)
+    );
     assert!(env.labels()?.is_empty(), "a failed producer was listed");
     // Well before the grandchild's 60 s are over (the check is generous on a busy machine).
     assert!(took.as_secs() < 40, "the failure took {took:?}");

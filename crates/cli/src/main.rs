@@ -142,9 +142,6 @@ pub struct FilesBackupArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Stream options")]
 pub struct StreamBackupArgs {
-    /// Keep an empty stream as a backup (stream; refused by default).
-    #[arg(long)]
-    pub allow_empty: bool,
     /// Stream: the producer to run (no shell), e.g. `-- pg_dump -Fc -Z0 db`; its failure
     /// fails the backup.
     #[arg(last = true, value_name = "COMMAND")]
@@ -188,6 +185,11 @@ pub enum Command {
         /// Read every file instead of trusting size and mtime.
         #[arg(long, env = "CAIRN_DELTA")]
         delta: bool,
+        /// Keep an empty source as a backup: an empty --source directory (files) or an empty
+        /// stream (stream). Refused by default: an empty source is usually a mistake (an
+        /// unmounted file system, a producer that wrote nothing).
+        #[arg(long)]
+        allow_empty: bool,
         #[command(flatten)]
         pg: PgBackupArgs,
         #[command(flatten)]

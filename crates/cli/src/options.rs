@@ -145,10 +145,7 @@ impl FilesBackupArgs {
 
 impl StreamBackupArgs {
     pub(crate) fn given(&self) -> Flags {
-        vec![
-            ("allow-empty", Given::FlagOnly(self.allow_empty)),
-            ("command", Given::List(self.command.clone())),
-        ]
+        vec![("command", Given::List(self.command.clone()))]
     }
 }
 

@@ -142,8 +142,19 @@ impl BackupJob {
         };
         let mut parent_files = HashMap::new();
         if let Some(p) = &parent {
-            let chain = stanza.chain(&catalog, &p.label).await?;
-            for e in manifest::resolve(&chain)? {
+            // A damaged parent chain fails this backup, but a full backup needs no parent.
+            let hint = |e: Error| match e {
+                Error::Corrupt { object, detail } => Error::Corrupt {
+                    object,
+                    detail: format!(
+                        "{detail}; this {} backup is based on {}: take `--type full` to start a new chain without it",
+                        opts.kind, p.label
+                    ),
+                },
+                other => other,
+            };
+            let chain = stanza.chain(&catalog, &p.label).await.map_err(hint)?;
+            for e in manifest::resolve(&chain).map_err(hint)? {
                 parent_files.insert(e.path.clone(), e);
             }
         }
@@ -296,6 +307,10 @@ impl BackupJob {
         meta.insert(
             crate::repository::MANIFEST_STANZA_KEY.to_string(),
             self.stanza.name().to_string(),
+        );
+        meta.insert(
+            crate::repository::RECORD_ENGINE_KEY.to_string(),
+            self.stanza.info.engine.clone(),
         );
         self.entries.sort_by(|a, b| a.path.cmp(&b.path));
         if let Some(w) = self.entries.windows(2).find(|w| w[0].path == w[1].path) {

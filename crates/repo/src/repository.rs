@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub use crate::keys::REPO_MARKER;
 /// The backup record's meta key naming the stanza a backup belongs to (format.md).
 pub const MANIFEST_STANZA_KEY: &str = "stanza";
+/// The backup record's meta key naming the engine that took it (format.md).
+pub const RECORD_ENGINE_KEY: &str = "engine";
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RepoInfo {
@@ -207,6 +209,14 @@ impl Repository {
             return Ok(());
         };
         for b in &catalog.backups {
+            if let Some(theirs) = b.meta.get(RECORD_ENGINE_KEY)
+                && *theirs != info.engine
+            {
+                return Err(Error::Invalid(format!(
+                    "stanza '{}' holds {theirs} backups (such as {}), so its stanza.info is not written again with engine {}: give --engine {theirs}",
+                    info.name, b.label, info.engine
+                )));
+            }
             for (k, v) in &info.meta {
                 if let Some(theirs) = b.meta.get(k)
                     && theirs != v
@@ -226,6 +236,15 @@ impl Repository {
         let bytes = match self.store.get(&k, None).await {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
+                if self.store.any(&keys::stanza_prefix(name)?).await? {
+                    return Err(Error::NotFound(format!(
+                        "stanza '{name}' holds data in {} but its stanza.info is missing; `cairn --stanza={name} stanza-create --engine {}` writes it again (with the engine and, for postgres, the cluster its backups were made with)",
+                        self.store.location(),
+                        self.engine_of_backups(name)
+                            .await
+                            .unwrap_or_else(|| "<engine>".into())
+                    )));
+                }
                 return Err(Error::NotFound(format!(
                     "stanza '{name}' does not exist in {}; run `cairn --stanza={name} stanza-create` first, or check --stanza",
                     self.store.location()
@@ -238,6 +257,25 @@ impl Repository {
             store: self.store.clone(),
             info,
         })
+    }
+
+    /// The engine the stanza's listed backups were taken with, as their records say (backups
+    /// taken before records named their engine say nothing).
+    async fn engine_of_backups(&self, name: &StanzaName) -> Option<String> {
+        let probe = Stanza {
+            store: self.store.clone(),
+            info: StanzaInfo {
+                name: name.clone(),
+                engine: String::new(),
+                created: 0,
+                meta: BTreeMap::new(),
+            },
+        };
+        let catalog = probe.catalog().await.ok()?;
+        catalog
+            .backups
+            .iter()
+            .find_map(|b| b.meta.get(RECORD_ENGINE_KEY).cloned())
     }
 
     pub async fn stanzas(&self) -> Result<Vec<StanzaName>> {

@@ -156,10 +156,19 @@ async fn s3_backend_against_a_real_server() -> Result<(), Box<dyn std::error::Er
     // cairn is killed) is a leftover, until something aborts it.
     let s = store(moto.port, "conformance", "killed").await?;
     let first = futures_util::stream::iter([Ok(bytes::Bytes::from(vec![7u8; PART_SIZE * 5]))]);
-    let body = Box::pin(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+    let body = Box::pin(futures_util::StreamExt::chain(
+        first,
+        futures_util::stream::pending(),
+    ));
     let k = Key::new("w/obj")?;
-    let cut = tokio::time::timeout(Duration::from_secs(3), s.put_stream(&k, body, PutMode::Create));
-    assert!(cut.await.is_err(), "the put cannot finish: its body never ends");
+    let cut = tokio::time::timeout(
+        Duration::from_secs(3),
+        s.put_stream(&k, body, PutMode::Create),
+    );
+    assert!(
+        cut.await.is_err(),
+        "the put cannot finish: its body never ends"
+    );
     let left = s.leftovers(&Key::new("w")?).await?;
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].key, k);

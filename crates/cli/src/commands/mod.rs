@@ -130,11 +130,13 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         Command::Backup {
             kind,
             delta,
+            allow_empty,
             pg: pg_backup,
             files,
             stream,
         } => {
-            let given = vec![pg, pg_backup.given(), files.given(), stream.given()];
+            let empty = vec![("allow-empty", options::Given::FlagOnly(allow_empty))];
+            let given = vec![pg, pg_backup.given(), files.given(), stream.given(), empty];
             backup(s, kind, delta, &opts(given), quiet).await
         }
         Command::Restore {

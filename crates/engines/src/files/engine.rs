@@ -46,6 +46,17 @@ impl Engine for Files {
                 dir.display()
             )));
         }
+        let empty = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("cannot read --source {}", dir.display()), e))?
+            .next()
+            .is_none();
+        if empty && !req.options.flag("allow-empty")? {
+            return Err(Error::Usage(format!(
+                "--source {} is empty, so nothing is backed up (is a file system not mounted?); give --allow-empty if an empty directory is what you mean",
+                dir.display()
+            )));
+        }
+        refuse_repository_inside(stanza, &dir)?;
         let mut meta = BTreeMap::new();
         meta.insert("source".to_string(), dir.display().to_string());
         // A file that vanishes from a tree nobody should be changing is an error, not a skip.
@@ -71,4 +82,21 @@ impl Engine for Files {
         tracing::info!("restored backup {label} to {}", dest.display());
         Ok(())
     }
+}
+
+/// A repository on local disk inside the tree it backs up would back itself up, growing with
+/// every backup (and a restore would bring back a stale copy of it).
+fn refuse_repository_inside(stanza: &Stanza, source: &std::path::Path) -> Result<()> {
+    let location = stanza.store().location();
+    let Ok(repo) = std::fs::canonicalize(&location) else {
+        return Ok(()); // not a local path (s3://...)
+    };
+    if repo.starts_with(source) {
+        return Err(Error::Usage(format!(
+            "the repository {} is inside --source {}: the backup would include the repository itself; keep the repository outside the tree you back up",
+            repo.display(),
+            source.display()
+        )));
+    }
+    Ok(())
 }

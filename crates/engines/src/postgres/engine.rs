@@ -57,6 +57,11 @@ impl Engine for Postgres {
     async fn backup(&self, stanza: &Stanza, req: BackupRequest<'_>) -> Result<BackupOutcome> {
         // A relation file dropped while the backup runs is normal for a live cluster: WAL
         // replay recreates what it needs.
+        if req.options.flag("allow-empty")? {
+            return Err(Error::Usage(
+                "--allow-empty is for files and stream stanzas; a PostgreSQL cluster is never empty".into(),
+            ));
+        }
         let opts = req.job_options(VanishPolicy::Skip);
         let pg = options::backup_options(req.options)?;
         let record = pg_backup::backup(stanza, opts, &pg, (req.progress)("backup")).await?;

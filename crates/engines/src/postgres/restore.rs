@@ -438,7 +438,10 @@ mod tests {
             Err(Error::Usage(m)) => assert!(m.contains(why), "{pairs:?}: {m}"),
             other => panic!("{pairs:?} was not refused: {other:?}"),
         };
-        refused(&[("ts1", "/restore/pgdata/ts1")], "inside the data directory");
+        refused(
+            &[("ts1", "/restore/pgdata/ts1")],
+            "inside the data directory",
+        );
         refused(&[("ts1", "/restore")], "inside the data directory");
         refused(&[("ts1", "/t/a"), ("16400", "/t/b")], "twice");
         refused(&[("ts1", "/t/a"), ("ts2", "/t/a/b")], "overlaps");

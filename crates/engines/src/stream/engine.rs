@@ -24,8 +24,8 @@ impl Engine for Stream {
     fn refuse_foreign(&self, command: Command, opts: &dyn Options) -> Result<()> {
         let given = !opts.list("command")?.is_empty();
         match command {
-            Command::Backup if given || opts.flag("allow-empty")? => Err(Error::Usage(
-                "a command after `--` and --allow-empty are for stream stanzas".into(),
+            Command::Backup if given => Err(Error::Usage(
+                "a command after `--` is for stream stanzas (the producer of the stream)".into(),
             )),
             Command::Restore if given => Err(Error::Usage(
                 "a command after `--` is for stream stanzas (the consumer of the restored stream)"

@@ -150,8 +150,7 @@ impl S3Storage {
         let conditional =
             mode == PutMode::Create && !self.no_conditional_put.load(Ordering::Relaxed);
         match self.put_single(key, data.clone(), conditional).await {
-            Err(StorageError::Unsupported { .. }) if conditional =>
-            {
+            Err(StorageError::Unsupported { .. }) if conditional => {
                 tracing::debug!(
                     "the store does not implement If-None-Match; HEAD guards create-only puts"
                 );

@@ -1,0 +1,103 @@
+//! Regression tests for operator mistakes that cairn accepted without a word (issue 9's last
+//! adversarial pass): an empty or self-containing --source, an incremental on a damaged chain,
+//! and a stanza whose stanza.info was lost. Each is named after its defect.
+
+mod common;
+
+use common::*;
+use std::fs;
+
+/// Defect: `backup --source <empty dir>` (a file system that was not mounted) was listed as
+/// the newest backup, and a default restore brought back nothing.
+#[test]
+fn an_empty_source_directory_is_refused_unless_allowed() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    let s = src.to_str().ok_or("path")?;
+    let out = env.run(&["backup", "--source", s])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--allow-empty"), "{}", stderr(&out));
+    assert!(env.labels()?.is_empty());
+    env.ok(&["backup", "--source", s, "--allow-empty"])?;
+    assert_eq!(env.labels()?.len(), 1);
+    Ok(())
+}
+
+/// Defect: a local repository inside --source was accepted: each backup stored the
+/// repository itself, growing with every run.
+#[test]
+fn a_repository_inside_the_source_is_refused() -> TestResult {
+    let mut env = Env::new("files")?;
+    let src = env.path("tree");
+    fs::create_dir_all(src.join("data"))?;
+    fs::write(src.join("data/f"), b"x")?;
+    env.repo = src.join("repo");
+    env.ok(&["stanza-create", "--engine", "files"])?;
+    let out = env.run(&["backup", "--source", src.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is inside --source"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(env.labels()?.is_empty());
+    // The source beside it is fine.
+    env.ok(&[
+        "backup",
+        "--source",
+        src.join("data").to_str().ok_or("path")?,
+    ])?;
+    Ok(())
+}
+
+/// Defect: an incremental backup whose full's manifest was gone failed with "run cairn
+/// verify", without saying that a full backup needs no parent.
+#[test]
+fn an_incr_on_a_damaged_chain_suggests_a_full_backup() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let full = env.labels()?.remove(0);
+    let manifest = env
+        .repo
+        .join("stanza/main/backup")
+        .join(&full)
+        .join("manifest");
+    fs::remove_file(&manifest)?;
+    let s = src.to_str().ok_or("path")?;
+    let out = env.run(&["backup", "--type", "incr", "--source", s])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--type full"), "{}", stderr(&out));
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    Ok(())
+}
+
+/// Defect: with stanza.info lost, `info` said the stanza did not exist (while it held every
+/// backup), and `stanza-create --engine stream` wrote it back for a files stanza.
+#[test]
+fn a_lost_stanza_info_is_named_and_written_back_only_with_its_engine() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    fs::remove_file(env.repo.join("stanza/main/stanza.info"))?;
+    let out = env.run(&["info"])?;
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stderr(&out).contains("holds data"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stanza-create --engine files"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.run(&["stanza-create", "--engine", "stream"])?;
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("give --engine files"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.repo.join("stanza/main/stanza.info").exists());
+    env.ok(&["stanza-create", "--engine", "files"])?;
+    assert_eq!(env.labels()?.len(), 2);
+    assert!(env.run(&["verify"])?.status.success());
+    Ok(())
+}
