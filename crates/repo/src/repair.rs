@@ -136,12 +136,15 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
         let b = store.get(&meta.key, None).await?;
         match Segment::decode(meta.key.as_str(), &b) {
             Ok(seg) => named.extend(seg.packs),
-            // A damaged segment names nothing: its packs are indexed again below, and it is
-            // removed once their new segment is written (it is derived data).
+            // A damaged segment names nothing: its packs are indexed again below. It is
+            // removed first (it is derived data, and a crash before the new segment is written
+            // leaves its packs unnamed, to be indexed by the next repair): the new segment may
+            // well have its name, since segments are named by their content.
             Err(Error::Corrupt { .. }) => damaged.push(meta.key),
             Err(e) => return Err(e),
         }
     }
+    remove_damaged_segments(stanza, damaged, report).await?;
     let unnamed: Vec<(PackId, ObjectMeta)> = store
         .list(&stanza.pack_prefix()?)
         .await?
@@ -150,7 +153,7 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
         .filter(|(id, _)| !named.contains(id))
         .collect();
     if unnamed.is_empty() {
-        return remove_damaged_segments(stanza, damaged, report).await;
+        return Ok(());
     }
     let read: Vec<(PackId, String, Result<Vec<pack::PackEntry>>)> =
         futures_util::stream::iter(unnamed)
@@ -184,7 +187,7 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
     if !seg.packs.is_empty() {
         stanza.put_index_segment(Arc::new(seg)).await?;
     }
-    remove_damaged_segments(stanza, damaged, report).await
+    Ok(())
 }
 
 async fn remove_damaged_segments(

@@ -156,9 +156,20 @@ impl Repository {
         let damaged = match self.stanza(&info.name).await {
             Ok(existing) => {
                 if existing.info.engine != info.engine || existing.info.meta != info.meta {
+                    let facts = |i: &StanzaInfo| {
+                        let m: Vec<String> =
+                            i.meta.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                        if m.is_empty() {
+                            i.engine.clone()
+                        } else {
+                            format!("{}: {}", i.engine, m.join(", "))
+                        }
+                    };
                     return Err(Error::Invalid(format!(
-                        "stanza '{}' already exists with engine {} ({:?}), which does not match engine {} ({:?}); use another stanza name",
-                        info.name, existing.info.engine, existing.info.meta, info.engine, info.meta
+                        "stanza '{}' already exists ({}), which does not match what was given ({}); use another stanza name",
+                        info.name,
+                        facts(&existing.info),
+                        facts(&info)
                     )));
                 }
                 return Ok(existing);
@@ -205,10 +216,23 @@ impl Repository {
             store: self.store.clone(),
             info: info.clone(),
         };
-        let Ok(catalog) = probe.catalog().await else {
-            return Ok(());
+        // The catalog's records, or when the catalog is lost too, the manifests' own.
+        let records = match probe.catalog().await {
+            Ok(c) if !c.backups.is_empty() => c.backups,
+            _ => {
+                let mut records = Vec::new();
+                for label in probe.manifest_labels().await? {
+                    let k = probe.manifest_key(&label)?;
+                    if let Ok(b) = self.store.get(&k, None).await
+                        && let Ok(m) = Manifest::decode(k.as_str(), &b)
+                    {
+                        records.push(m.record);
+                    }
+                }
+                records
+            }
         };
-        for b in &catalog.backups {
+        for b in &records {
             if let Some(theirs) = b.meta.get(RECORD_ENGINE_KEY)
                 && *theirs != info.engine
             {
@@ -490,6 +514,18 @@ impl Stanza {
                     self.info.name
                 ),
             ));
+        }
+        // Not damage: a stanza.info written again with the wrong engine.
+        if let Some(engine) = m.record.meta.get(RECORD_ENGINE_KEY)
+            && *engine != self.info.engine
+        {
+            return Err(Error::Invalid(format!(
+                "backup {label} was taken by the {engine} engine, but stanza '{}' is a {} stanza (if its stanza.info was written again with the wrong engine, remove {} and run `cairn --stanza={} stanza-create --engine {engine}`)",
+                self.info.name,
+                self.info.engine,
+                keys::stanza_info(&self.info.name)?,
+                self.info.name
+            )));
         }
         Ok(())
     }
