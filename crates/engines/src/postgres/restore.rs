@@ -11,7 +11,7 @@ use cairn_repo::manifest::FileEntry;
 use cairn_repo::pipeline::{NoProgress, Progress};
 use cairn_repo::restore;
 use cairn_repo::{Error, Result, Stanza};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -172,6 +172,19 @@ fn link_map(
                 path.display()
             )));
         }
+        // The link written into pg_tblspc must name the directory plainly (format.md: no `.`
+        // or `..`), and the overlap checks below must see where it really is.
+        if path
+            .components()
+            .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+        {
+            return Err(Error::Usage(format!(
+                "--tablespace-map {name}={}: give the path without '.' or '..'",
+                path.display()
+            )));
+        }
+        let path = &resolved(path);
+        let dest = &resolved(dest);
         let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
         if overlaps(path, dest) {
             return Err(Error::Usage(format!(
@@ -196,6 +209,25 @@ fn link_map(
         out.insert(link, path.clone());
     }
     Ok(out)
+}
+
+/// `path` with its longest existing ancestor's symlinks resolved: where a directory created
+/// there will really be.
+fn resolved(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut cur = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(cur) {
+            return rest.iter().rev().fold(real, |p, c| p.join(c));
+        }
+        match (cur.parent(), cur.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                cur = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// PostgreSQL recreates tablespace links from `tablespace_map` at recovery start: make it
@@ -448,7 +480,25 @@ mod tests {
         refused(&[("ts1", "/t/a"), ("ts2", "/t/a")], "overlaps");
         refused(&[("ts3", "/t/a")], "not a tablespace");
         refused(&[("ts1", "t/a")], "absolute");
+        refused(&[("ts1", "/restore/x/../pgdata/sub")], "'..'");
         let ok = link_map(&meta(), &map(&[("ts1", "/t/a"), ("ts2", "/t/ab")]), dest);
         assert_eq!(ok.map(|m| m.len()).ok(), Some(2));
+    }
+
+    /// Defect: `--tablespace-map ts1=<a symlink to the data directory>/sub` passed the
+    /// "inside the data directory" check and restored the tablespace into PGDATA.
+    #[test]
+    fn tablespace_map_through_a_symlink_into_dest_is_refused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let dest = dir.path().join("pgdata");
+        std::fs::create_dir(&dest).map_err(|e| Error::io("mkdir", e))?;
+        let link = dir.path().join("lnk");
+        std::os::unix::fs::symlink(&dest, &link).map_err(|e| Error::io("symlink", e))?;
+        let target = link.join("sub").display().to_string();
+        match link_map(&meta(), &map(&[("ts1", &target)]), &dest) {
+            Err(Error::Usage(m)) => assert!(m.contains("inside the data directory"), "{m}"),
+            other => panic!("not refused: {other:?}"),
+        }
+        Ok(())
     }
 }
