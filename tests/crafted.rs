@@ -560,3 +560,24 @@ fn item9_a_forged_chunk_length_or_file_size_fails_restore_and_verify_alike() -> 
     assert!(env.run(&["verify"])?.status.success());
     Ok(())
 }
+
+/// Defect: a stream manifest rewritten to rename its entry was refused by restore ("a stream
+/// backup without its stream entry") while verify called the backup good: verify now applies
+/// the engine's own check of a backup's entries (`Engine::check_entries`).
+#[test]
+fn item9_a_stream_manifest_without_its_stream_entry_fails_verify_too() -> TestResult {
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup"], b"some stream bytes")?;
+    let label = env.labels()?.remove(0);
+    let key = env.repo.join("stanza/main/backup").join(&label).join("manifest");
+    let mut m = Manifest::decode("m", &fs::read(&key)?)?;
+    let e = m.entries.iter_mut().find(|e| !e.path.is_empty()).ok_or("no entry")?;
+    e.path = b"renamed".to_vec();
+    fs::write(&key, m.encode())?;
+    let r = env.run(&["restore", "--dest", env.path("out").to_str().ok_or("p")?])?;
+    assert_eq!(r.status.code(), Some(3), "{}", stderr(&r));
+    let v = env.run(&["verify"])?;
+    assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
+    assert!(stdout(&v).contains("without its stream entry"), "{}", stdout(&v));
+    Ok(())
+}

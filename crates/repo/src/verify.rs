@@ -110,6 +110,7 @@ pub async fn verify(
     process_max: usize,
     only: Option<&BackupLabel>,
     links_under: &[&[u8]],
+    engine_check: &(dyn Fn(&[manifest::FileEntry]) -> Result<()> + Sync),
 ) -> Result<VerifyReport> {
     let store = stanza.store().clone();
     let mut problems = Problems::default();
@@ -358,6 +359,9 @@ pub async fn verify(
         // links the engine restores through (postgres: `pg_tblspc/<oid>`) may have contents.
         let object = stanza.manifest_key(label)?.to_string();
         if let Err(e) = manifest::check_paths(&object, &entries, links_under) {
+            problems.add(&object, e.to_string(), Some(label));
+        }
+        if let Err(e) = engine_check(&entries) {
             problems.add(&object, e.to_string(), Some(label));
         }
         let mut checked = HashSet::new();

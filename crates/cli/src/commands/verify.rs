@@ -25,7 +25,8 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
     }
     let engine = engine_of(&stanza)?;
     let links = engine.links_restored_through();
-    let mut report = verify::verify(&stanza, s.process_max, only.as_ref(), links).await?;
+    let check = |e: &[cairn_repo::manifest::FileEntry]| engine.check_entries(e);
+    let mut report = verify::verify(&stanza, s.process_max, only.as_ref(), links, &check).await?;
     let mut note = String::new();
     if let Some(extras) = engine.verify_extras(&stanza, only.as_ref()).await? {
         for c in &extras.counted {

@@ -19,6 +19,7 @@ pub use request::{
 use crate::{files, postgres, stream};
 use async_trait::async_trait;
 use cairn_repo::catalog::Catalog;
+use cairn_repo::manifest::FileEntry;
 use cairn_repo::{BackupLabel, Error, Result, Stanza};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -122,6 +123,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// archive-get and check).
     fn log_archive(&self) -> Option<&dyn LogArchive> {
         None
+    }
+
+    /// Refuse a backup's resolved entries that this engine could not restore (stream: one
+    /// entry, the stream). Restore applies it through its own reading of the entries; verify
+    /// calls it on every backup, so the two agree.
+    fn check_entries(&self, _entries: &[FileEntry]) -> Result<()> {
+        Ok(())
     }
 
     /// What `verify` checks beyond the repository's objects (postgres: the WAL archive).

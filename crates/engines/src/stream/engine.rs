@@ -6,6 +6,7 @@ use super::command::{Checked, Consumer, Producer};
 use crate::engine::job::{self, GIVE_DEST};
 use crate::engine::{BackupOutcome, BackupRequest, Command, Engine, Options, RestoreRequest};
 use async_trait::async_trait;
+use cairn_repo::manifest::FileEntry;
 use cairn_repo::pipeline::VanishPolicy;
 use cairn_repo::{Error, Result, Stanza};
 use std::collections::BTreeMap;
@@ -33,6 +34,10 @@ impl Engine for Stream {
             )),
             _ => Ok(()),
         }
+    }
+
+    fn check_entries(&self, entries: &[FileEntry]) -> Result<()> {
+        super::the_stream(entries).map(|_| ())
     }
 
     async fn backup(&self, stanza: &Stanza, req: BackupRequest<'_>) -> Result<BackupOutcome> {

@@ -56,7 +56,7 @@ pub fn source_from(reader: Box<dyn Read + Send>, origin: String) -> SourceEntry 
     }
 }
 
-fn the_stream(entries: &[FileEntry]) -> Result<&FileEntry> {
+pub(crate) fn the_stream(entries: &[FileEntry]) -> Result<&FileEntry> {
     entries
         .iter()
         .find(|e| e.path == STREAM_PATH)
