@@ -569,15 +569,27 @@ fn item9_a_stream_manifest_without_its_stream_entry_fails_verify_too() -> TestRe
     let env = Env::new("stream")?;
     env.ok_stdin(&["backup"], b"some stream bytes")?;
     let label = env.labels()?.remove(0);
-    let key = env.repo.join("stanza/main/backup").join(&label).join("manifest");
+    let key = env
+        .repo
+        .join("stanza/main/backup")
+        .join(&label)
+        .join("manifest");
     let mut m = Manifest::decode("m", &fs::read(&key)?)?;
-    let e = m.entries.iter_mut().find(|e| !e.path.is_empty()).ok_or("no entry")?;
+    let e = m
+        .entries
+        .iter_mut()
+        .find(|e| !e.path.is_empty())
+        .ok_or("no entry")?;
     e.path = b"renamed".to_vec();
     fs::write(&key, m.encode())?;
     let r = env.run(&["restore", "--dest", env.path("out").to_str().ok_or("p")?])?;
     assert_eq!(r.status.code(), Some(3), "{}", stderr(&r));
     let v = env.run(&["verify"])?;
     assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
-    assert!(stdout(&v).contains("without its stream entry"), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("without its stream entry"),
+        "{}",
+        stdout(&v)
+    );
     Ok(())
 }

@@ -85,3 +85,52 @@ fn stanza_create_after_losing_the_catalogs_too_keeps_the_backups_engine() -> Tes
     assert!(env.run(&["verify"])?.status.success());
     Ok(())
 }
+
+/// Defect: with a pack's trailer cut off (its chunks intact), restore worked, but verify
+/// recorded the whole pack as damaged, after which restore failed ("not in the repository
+/// index") and stanza-repair left the backups out: verify now checks such a pack's chunks
+/// where the index places them, and keeps the intact ones usable.
+#[test]
+fn a_pack_with_a_damaged_trailer_keeps_its_intact_chunks_usable_after_verify() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let first = env.labels()?.remove(0);
+    let packs = files_under(&env.repo.join("stanza/main/pack"));
+    // The full's pack: the larger one.
+    let pack = packs
+        .iter()
+        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .ok_or("no pack")?;
+    let len = fs::metadata(pack)?.len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(pack)?
+        .set_len(len - 100)?;
+    let v = env.run(&["verify"])?;
+    assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
+    assert!(
+        stdout(&v).contains("are intact and stay usable"),
+        "{}",
+        stdout(&v)
+    );
+    assert!(
+        stdout(&v).contains("(affects: no listed backup)"),
+        "{}",
+        stdout(&v)
+    );
+    // Both backups still restore, after verify and after a repair.
+    let dest = env.path("full");
+    env.ok(&[
+        "restore",
+        "--set",
+        &first,
+        "--dest",
+        dest.to_str().ok_or("p")?,
+    ])?;
+    restores_source(&env, &src, "latest")?;
+    let out = env.run(&["stanza-repair"])?;
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(env.labels()?.len(), 2);
+    restores_source(&env, &src, "after-repair")?;
+    Ok(())
+}

@@ -100,6 +100,9 @@ struct PackState {
     /// The pack could not be fetched (a storage error, not its bytes): its damage is not
     /// recorded in the damage register, since the next read may well succeed.
     unreadable: bool,
+    /// The bytes of a pack whose trailer cannot be read, kept until its chunks have been
+    /// checked where the index places them (`salvage`).
+    salvage: Option<bytes::Bytes>,
 }
 
 /// Verify the stanza (`only`: check just that backup's chunks; every object is still read).
@@ -167,6 +170,7 @@ pub async fn verify(
                 good: HashSet::new(),
                 damage: Some(d),
                 unreadable: false,
+                salvage: None,
             };
             let Some(id) = crate::keys::parse_pack(&meta.key) else {
                 return (key, None, damaged("not named by a pack id".into()), 0);
@@ -181,9 +185,15 @@ pub async fn verify(
             };
             let len = bytes.len() as u64;
             let k2 = key.clone();
-            let state = tokio::task::spawn_blocking(move || check_pack(&k2, &id, &bytes))
-                .await
-                .unwrap_or_else(|e| damaged(format!("check failed: {e}")));
+            let state = tokio::task::spawn_blocking(move || {
+                let mut state = check_pack(&k2, &id, &bytes);
+                if state.damage.is_some() && state.trailer.is_empty() {
+                    state.salvage = Some(bytes);
+                }
+                state
+            })
+            .await
+            .unwrap_or_else(|e| damaged(format!("check failed: {e}")));
             (key, Some(id), state, len)
         });
     }
@@ -205,15 +215,13 @@ pub async fn verify(
             }
         }
     }
-    // What is unusable in packs that are present: whole packs whose trailer cannot be read,
-    // and chunks whose blob fails its checks. The damage register records it (below).
+    // What is unusable in packs that are present: chunks whose blob fails its checks, and
+    // (below, once the index is read) packs whose trailer cannot be read. The damage register
+    // records it.
     let mut damage = Damage::default();
     for (id, (_, state)) in &packs {
         if state.damage.is_none() || state.unreadable {
             continue;
-        }
-        if state.trailer.is_empty() {
-            damage.whole_pack(*id);
         }
         for chunk in state.trailer.keys().filter(|c| !state.good.contains(*c)) {
             damage.chunk(*id, *chunk);
@@ -255,6 +263,7 @@ pub async fn verify(
             }
         }
     }
+    salvage(&segments, &mut packs, &mut damage, &mut report);
     // A chunk is usable when some record places it, as its trailer says, in a present pack
     // where it is intact: a copy stored again after damage was found serves every backup.
     let whole_damaged: HashMap<PackId, Vec<ChunkId>> = damaged_pack_records(&segments, &damage);
@@ -464,6 +473,61 @@ fn damaged_pack_records(segments: &[Segment], damage: &Damage) -> HashMap<PackId
     out
 }
 
+/// A pack whose trailer cannot be read still holds chunks that restore reaches through the
+/// index: check each where the index places it (length, decompression, BLAKE3), so that a
+/// damaged trailer alone does not make intact chunks unusable. A pack none of whose chunks
+/// pass is unusable whole.
+fn salvage(
+    segments: &[Segment],
+    packs: &mut HashMap<PackId, (String, PackState)>,
+    damage: &mut Damage,
+    report: &mut VerifyReport,
+) {
+    let mut failed: HashMap<PackId, Vec<ChunkId>> = HashMap::new();
+    for seg in segments {
+        for (id, loc) in &seg.entries {
+            let Some(pack) = seg.packs.get(loc.pack as usize) else {
+                continue;
+            };
+            let Some((key, state)) = packs.get_mut(pack) else {
+                continue;
+            };
+            let Some(bytes) = &state.salvage else {
+                continue;
+            };
+            let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.stored_len as u64);
+            let intact = bytes
+                .get(start as usize..end as usize)
+                .is_some_and(|stored| restore::open_chunk(key, id, loc, stored).is_ok());
+            if intact {
+                if state.good.insert(*id) {
+                    report.chunks += 1;
+                }
+            } else {
+                failed.entry(*pack).or_default().push(*id);
+            }
+        }
+    }
+    for (id, (_, state)) in packs.iter_mut() {
+        if state.salvage.take().is_none() {
+            continue;
+        }
+        if state.good.is_empty() {
+            damage.whole_pack(*id);
+        } else {
+            let checked = state.good.len();
+            for chunk in failed.remove(id).unwrap_or_default() {
+                damage.chunk(*id, chunk);
+            }
+            if let Some(d) = &mut state.damage {
+                d.push_str(&format!(
+                    " ({checked} chunk(s) the index places in it are intact and stay usable)"
+                ));
+            }
+        }
+    }
+}
+
 /// Every record of `seg` against the trailer of the pack it names (packs that could not be
 /// read are reported on their own): (chunk, what disagrees).
 fn check_segment(
@@ -519,6 +583,7 @@ fn check_pack(object: &str, id: &PackId, bytes: &[u8]) -> PackState {
         good: HashSet::new(),
         damage: None,
         unreadable: false,
+        salvage: None,
     };
     let n = bytes.len();
     let entries = (|| {
