@@ -134,3 +134,46 @@ fn a_pack_with_a_damaged_trailer_keeps_its_intact_chunks_usable_after_verify() -
     restores_source(&env, &src, "after-repair")?;
     Ok(())
 }
+
+/// Defect: a damaged (not missing) `cairn.repo` made every command fail, stanza-repair
+/// included, with "run `cairn verify`", which failed the same way.
+#[test]
+fn a_damaged_repository_marker_is_written_again_by_stanza_repair() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let marker = env.repo.join("cairn.repo");
+    flip_byte(&marker, 30)?;
+    let out = env.run(&["info"])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stanza-repair"), "{}", stderr(&out));
+    let out = env.run(&["stanza-repair"])?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.labels()?.len(), 2);
+    restores_source(&env, &src, "out")?;
+    // An empty marker too.
+    fs::write(&marker, b"")?;
+    env.ok(&["stanza-repair"])?;
+    assert!(env.run(&["verify"])?.status.success());
+    Ok(())
+}
+
+/// Defect: a damaged (not missing) stanza.info gave "run `cairn verify`", which failed the
+/// same way; it now says that stanza-create writes it again, with the backups' engine.
+#[test]
+fn a_damaged_stanza_info_says_how_to_write_it_again() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let info = env.repo.join("stanza/main/stanza.info");
+    flip_byte(&info, 30)?;
+    let out = env.run(&["verify"])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("stanza-create --engine files"),
+        "{}",
+        stderr(&out)
+    );
+    env.ok(&["stanza-create", "--engine", "files"])?;
+    assert_eq!(env.labels()?.len(), 2);
+    restores_source(&env, &src, "out")?;
+    Ok(())
+}

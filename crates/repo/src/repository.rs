@@ -48,10 +48,16 @@ impl Repository {
     pub async fn open(store: Arc<dyn Storage>) -> Result<Repository> {
         let marker = keys::repo_marker()?;
         match store.get(&marker, None).await {
-            Ok(b) => {
-                codec::open::<RepoInfo>(REPO_MARKER, magic::REPO, &b)?;
-                Ok(Repository { store })
-            }
+            Ok(b) => match codec::open::<RepoInfo>(REPO_MARKER, magic::REPO, &b) {
+                Ok(_) => Ok(Repository { store }),
+                Err(Error::Corrupt { object, detail }) => Err(Error::Corrupt {
+                    object,
+                    detail: format!(
+                        "{detail}; if --repo is right, `cairn --stanza=<name> stanza-repair` writes the marker again"
+                    ),
+                }),
+                Err(e) => Err(e),
+            },
             Err(StorageError::NotFound { .. }) => {
                 if !store.any(&keys::stanzas_prefix()?).await? {
                     Err(Error::NotFound(format!(
@@ -77,11 +83,16 @@ impl Repository {
     /// Returns whether the marker was recreated.
     pub async fn open_repairing_marker(store: Arc<dyn Storage>) -> Result<(Repository, bool)> {
         let marker = keys::repo_marker()?;
-        match store.head(&marker).await {
-            Ok(_) => return Ok((Repository::open(store).await?, false)),
-            Err(StorageError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let mode = match Repository::open(store.clone()).await {
+            Ok(repo) => return Ok((repo, false)),
+            // Missing (open says so as a damaged marker when stanzas remain) or unreadable.
+            Err(Error::Corrupt { .. }) => match store.head(&marker).await {
+                Ok(_) => PutMode::Overwrite,
+                Err(StorageError::NotFound { .. }) => PutMode::Create,
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) => return Err(e),
+        };
         let has_stanzas = store
             .list(&keys::stanzas_prefix()?)
             .await?
@@ -93,11 +104,11 @@ impl Repository {
                 store.location()
             )));
         }
-        Self::write_marker(&store).await?;
+        Self::write_marker(&store, mode).await?;
         Ok((Repository::open(store).await?, true))
     }
 
-    async fn write_marker(store: &Arc<dyn Storage>) -> Result<()> {
+    async fn write_marker(store: &Arc<dyn Storage>, mode: PutMode) -> Result<()> {
         let info = RepoInfo {
             created: crate::time::now_unix(),
             id: blake3::hash(
@@ -110,7 +121,7 @@ impl Repository {
             .put(
                 &keys::repo_marker()?,
                 Bytes::from(codec::seal(magic::REPO, &info, false)),
-                PutMode::Create,
+                mode,
             )
             .await
         {
@@ -133,7 +144,7 @@ impl Repository {
                     ),
                 ));
             }
-            Self::write_marker(&store).await?;
+            Self::write_marker(&store, PutMode::Create).await?;
         }
         Repository::open(store).await
     }
@@ -276,7 +287,21 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        let info: StanzaInfo = codec::open(k.as_str(), magic::STANZA, &bytes)?;
+        let info: StanzaInfo = match codec::open(k.as_str(), magic::STANZA, &bytes) {
+            Ok(info) => info,
+            Err(Error::Corrupt { object, detail }) => {
+                return Err(Error::Corrupt {
+                    object,
+                    detail: format!(
+                        "{detail}; `cairn --stanza={name} stanza-create --engine {}` writes it again (with the engine and, for postgres, the cluster its backups were made with)",
+                        self.engine_of_backups(name)
+                            .await
+                            .unwrap_or_else(|| "<engine>".into())
+                    ),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Stanza {
             store: self.store.clone(),
             info,

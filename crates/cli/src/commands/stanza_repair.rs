@@ -12,7 +12,7 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
     let (repo, marker) = Repository::open_repairing_marker(s.store(false).await?).await?;
     if marker {
         tracing::warn!(
-            "{} had lost its repository marker; it was written again",
+            "{} had lost its repository marker, or it was damaged; it was written again",
             repo.location()
         );
     }
