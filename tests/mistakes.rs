@@ -101,3 +101,34 @@ fn a_lost_stanza_info_is_named_and_written_back_only_with_its_engine() -> TestRe
     assert!(env.run(&["verify"])?.status.success());
     Ok(())
 }
+
+/// Defect: `info` without --stanza failed outright (exit 3) when one stanza's catalogs were
+/// damaged, hiding every healthy stanza of the repository.
+#[test]
+fn info_of_the_whole_repository_lists_healthy_stanzas_beside_a_damaged_one() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    let mut other = Env::new("files")?;
+    other.stanza = "other".into();
+    other.repo = env.repo.clone();
+    other.ok(&["stanza-create", "--engine", "files"])?;
+    for f in ["catalog", "catalog.copy"] {
+        flip_byte(&env.repo.join("stanza/main").join(f), 20)?;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--repo")
+        .arg(&env.repo)
+        .args(["info", "--output", "json"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("main"), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let by_name = |n: &str| {
+        json.as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == n))
+            .map(|s| s["status"]["code"].clone())
+    };
+    assert_eq!(by_name("other"), Some(serde_json::json!(2)), "{json}");
+    assert_eq!(by_name("main"), Some(serde_json::json!(99)), "{json}");
+    Ok(())
+}

@@ -27,9 +27,29 @@ pub struct StanzaReport {
     pub facts: std::collections::BTreeMap<String, BackupFacts>,
     /// What the last verify found (its damage register), or why it cannot be read.
     pub damage: Result<Option<cairn_repo::damage::DamageRegister>, String>,
+    /// Why the stanza could not be read at all (the rest is then empty).
+    pub unreadable: Option<String>,
 }
 
 impl StanzaReport {
+    /// A stanza that could not be read, listed among the others with why.
+    pub fn unreadable(name: &str, why: String) -> StanzaReport {
+        StanzaReport {
+            name: name.to_string(),
+            engine: "unknown".into(),
+            catalog: Catalog::default(),
+            packs: 0,
+            pack_bytes: 0,
+            locked: false,
+            stale_lock: None,
+            archives: Vec::new(),
+            meta: Default::default(),
+            facts: Default::default(),
+            damage: Ok(None),
+            unreadable: Some(why),
+        }
+    }
+
     pub async fn gather(stanza: &Stanza) -> Result<StanzaReport> {
         let catalog = stanza.catalog().await?;
         let packs = stanza.store().list(&stanza.pack_prefix()?).await?;
@@ -72,6 +92,7 @@ impl StanzaReport {
         Ok(StanzaReport {
             damage,
             facts,
+            unreadable: None,
             name: stanza.name().to_string(),
             engine: stanza.info.engine.clone(),
             packs: packs.len(),
@@ -100,6 +121,9 @@ impl StanzaReport {
     /// when the last verify found problems, so monitoring that alerts on a non-zero code
     /// notices damage that only verify can see.
     fn status(&self) -> (i32, String) {
+        if let Some(why) = &self.unreadable {
+            return (99, format!("cannot be read: {why}"));
+        }
         match &self.damage {
             Ok(Some(r)) if r.problems > 0 => {
                 return (
