@@ -132,3 +132,59 @@ fn info_of_the_whole_repository_lists_healthy_stanzas_beside_a_damaged_one() -> 
     assert_eq!(by_name("main"), Some(serde_json::json!(99)), "{json}");
     Ok(())
 }
+
+/// Defect: `cairn info --output json | true` ended "internal error: failed printing to
+/// stdout" with exit 70, and an error with a closed stderr exited 101.
+#[test]
+fn a_closed_stdout_or_stderr_does_not_change_the_exit_code() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    for (args, code) in [(vec!["info", "--output", "json"], 0), (vec!["verify"], 0)] {
+        let mut child = env
+            .cmd(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        drop(child.stdout.take());
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().ok_or("stderr")?, &mut err)?;
+        assert_eq!(child.wait()?.code(), Some(code), "{args:?}: {err}");
+        assert!(!err.contains("internal error"), "{err}");
+    }
+    let mut child = env
+        .cmd(&["restore", "--set", "nosuch"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    drop(child.stderr.take());
+    let code = child.wait()?.code();
+    assert!(
+        code != Some(101) && code != Some(70) && code != Some(0),
+        "{code:?}"
+    );
+    Ok(())
+}
+
+/// Defect: a producer that wrote 100 MB to stderr without a newline made cairn hold it all
+/// (405 MB peak) and quote all of it in its error.
+#[test]
+fn a_producers_endless_stderr_line_is_quoted_cut_short() -> TestResult {
+    let env = Env::new("stream")?;
+    let out = env.run(&[
+        "backup",
+        "--",
+        "sh",
+        "-c",
+        "echo data; head -c 20000000 /dev/zero | tr '\\0' x >&2; exit 1",
+    ])?;
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    // The producer's stderr is passed through as is (without a final newline here).
+    let (_, line) = err.rsplit_once("cairn: error:").ok_or("no error line")?;
+    assert!(
+        line.contains("exited with status 1"),
+        "{}",
+        &line[..line.len().min(300)]
+    );
+    assert!(line.len() < 5_000, "the error line is {} bytes", line.len());
+    Ok(())
+}

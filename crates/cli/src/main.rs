@@ -6,6 +6,25 @@
 //! option, bad value); 3 the operation failed; 4 `verify` found damage; 5 the stanza is locked;
 //! 6 completed with warnings (see `exit`).
 
+/// `println!` that ignores a closed stdout (`cairn info | head -1`, `cairn verify | true`):
+/// the command's outcome decides its exit code, not whether anyone read its report (a
+/// panic there ended as "internal error", exit 70).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout (see `say!`).
+macro_rules! say_raw {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = write!(out, $($t)*).and_then(|()| out.flush());
+    }};
+}
+
 mod commands;
 mod config;
 mod exit;
@@ -264,7 +283,9 @@ fn main() -> ExitCode {
         Err(e) => {
             let code = exit::exit_code(&e);
             if !exit::is_broken_pipe(&e) {
-                eprintln!("cairn: error: {}", exit::describe(&e));
+                // A closed stderr is no reason to change the exit code (or to panic).
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "cairn: error: {}", exit::describe(&e));
             }
             code
         }

@@ -10,6 +10,6 @@ use std::process::ExitCode;
 pub(crate) async fn check_cmd(s: &Settings, opts: &EngineOptions<'_>) -> Result<ExitCode> {
     let (stanza, archive) = log_archive(s).await?;
     let line = archive.check(&stanza, opts).await?;
-    println!("{line}");
+    say!("{line}");
     Ok(ExitCode::SUCCESS)
 }

@@ -39,9 +39,9 @@ pub(crate) async fn info_cmd(s: &Settings, output: Option<String>) -> Result<Exi
         }
     }
     if output == "json" {
-        println!("{}", serde_json::to_string_pretty(&info::json(&stanzas))?);
+        say!("{}", serde_json::to_string_pretty(&info::json(&stanzas))?);
     } else {
-        print!("{}", info::text(&stanzas));
+        say_raw!("{}", info::text(&stanzas));
     }
     if !failed.is_empty() {
         return Err(anyhow::Error::new(cairn_repo::Error::Invalid(format!(

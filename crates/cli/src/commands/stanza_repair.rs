@@ -19,19 +19,20 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
     let stanza = repo.stanza(&name).await?;
     let report = cairn_repo::repair::rebuild_catalog(&stanza).await?;
     if report.reindexed_packs > 0 {
-        println!(
+        say!(
             "indexed again: {} pack(s) that no index segment named ({} chunk(s)), from their own trailers",
-            report.reindexed_packs, report.reindexed_chunks
+            report.reindexed_packs,
+            report.reindexed_chunks
         );
     }
     for seg in &report.removed_segments {
-        println!("removed: damaged index segment {seg} (its packs are indexed again)");
+        say!("removed: damaged index segment {seg} (its packs are indexed again)");
     }
     for (pack, why) in &report.unreadable_packs {
         tracing::warn!("cannot index {pack} again: {why}");
     }
     for (label, why) in &report.skipped {
-        println!("left out: backup {label}: {why}");
+        say!("left out: backup {label}: {why}");
     }
     let before: Option<std::collections::BTreeSet<_>> =
         report.before.as_ref().map(|b| b.iter().collect());
@@ -41,16 +42,16 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
             None => " (recovered)",
             _ => "",
         };
-        println!("listed: backup {label}{note}");
+        say!("listed: backup {label}{note}");
     }
     let mut removed = 0;
     if let Some(b) = &report.before {
         for label in b.iter().filter(|l| !report.listed.contains(l)) {
-            println!("removed: backup {label} (see 'left out' above)");
+            say!("removed: backup {label} (see 'left out' above)");
             removed += 1;
         }
     }
-    println!(
+    say!(
         "stanza-repair: the catalog of stanza '{}' lists {} backup(s); run `cairn verify` to re-read their data",
         stanza.name(),
         report.listed.len()

@@ -50,9 +50,9 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         } else {
             affects.join(", ")
         };
-        println!("damaged: {}: {} (affects: {affects})", p.object, p.detail);
+        say!("damaged: {}: {} (affects: {affects})", p.object, p.detail);
     }
-    println!(
+    say!(
         "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{note}; {} problem(s); {} unreferenced pack(s) left by interrupted backups",
         report.backups,
         report.packs,
@@ -68,7 +68,7 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
             .all(|p| !p.object.ends_with("/catalog"))
     {
         let labels: Vec<&str> = report.unlisted.iter().map(|l| l.as_str()).collect();
-        println!(
+        say!(
             "verify: {} manifest(s) that the catalog does not list, so not backups: {} (a backup interrupted before it was listed, one running now, or one stanza-repair left out; `cairn --stanza={} stanza-repair` lists those that are complete)",
             labels.len(),
             labels.join(", "),
@@ -79,7 +79,7 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         Ok(left) if !left.is_empty() => {
             let bytes: u64 = left.iter().filter_map(|l| l.size).sum();
             let oldest = left.iter().map(|l| l.age).max().unwrap_or_default();
-            println!(
+            say!(
                 "verify: {} leftover(s) of interrupted writes ({} known, the oldest {} old): temporary files or unfinished uploads; not part of any backup",
                 left.len(),
                 info::human(bytes),
@@ -87,21 +87,21 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
             );
         }
         Ok(_) => {}
-        Err(e) => println!("verify: cannot list leftovers of interrupted writes: {e}"),
+        Err(e) => say!("verify: cannot list leftovers of interrupted writes: {e}"),
     }
     if report.superseded_packs > 0 {
-        println!(
+        say!(
             "verify: {} damaged pack(s) are no longer needed: every chunk in them that is damaged was stored again intact",
             report.superseded_packs
         );
     }
     match &report.register {
-        verify::Register::Saved { changed: true } if !report.damage.is_empty() => println!(
+        verify::Register::Saved { changed: true } if !report.damage.is_empty() => say!(
             "verify: recorded {} damaged chunk(s) or pack(s) in the damage register: the next backup stores that data again where the source still has it",
             report.damage.count()
         ),
         verify::Register::Saved { changed: true } if report.problems.is_empty() => {
-            println!("verify: the damage register is cleared: no damage remains")
+            say!("verify: the damage register is cleared: no damage remains")
         }
         verify::Register::NotSaved(e) => tracing::warn!(
             "could not record the damage found in the damage register ({e}); until a verify can, new backups may deduplicate against damaged chunks"

@@ -11,7 +11,7 @@
 
 use cairn_repo::{Error, Result};
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 /// Lines of a failed command's stderr quoted in the error.
 const TAIL_LINES: usize = 5;
+/// Bytes of each quoted line kept.
+const TAIL_LINE_MAX: usize = 500;
 
 /// The running producer or consumer, for `stop_running` (0: none).
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
@@ -86,16 +88,7 @@ fn start(argv: &[String], role: &str, stdin: Stdio, stdout: Stdio) -> Result<Run
     let stderr = child.stderr.take().map(|err| {
         let (tail, done) = (tail.clone(), stderr_done.clone());
         std::thread::spawn(move || {
-            for line in BufReader::new(err).split(b'\n').map_while(|l| l.ok()) {
-                let line = String::from_utf8_lossy(&line).into_owned();
-                eprintln!("{line}");
-                if let Ok(mut t) = tail.lock() {
-                    if t.len() == TAIL_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            }
+            pass_stderr(err, &tail);
             done.store(true, Ordering::SeqCst);
         })
     });
@@ -106,6 +99,44 @@ fn start(argv: &[String], role: &str, stdin: Stdio, stdout: Stdio) -> Result<Run
         stderr_done,
         _stderr: stderr,
     })
+}
+
+/// Copy a command's stderr to cairn's as it comes (a closed stderr is ignored), keeping its
+/// last `TAIL_LINES` lines, each cut to `TAIL_LINE_MAX` bytes: a command that writes 100 MB
+/// without a newline (or a progress bar redrawn with `\r`) must not be held in memory.
+fn pass_stderr(mut err: impl Read, tail: &Mutex<VecDeque<String>>) {
+    let mut buf = [0u8; 8192];
+    let mut line: Vec<u8> = Vec::new();
+    let push = |line: &mut Vec<u8>| {
+        if line.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(line).into_owned();
+        line.clear();
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(text);
+        }
+    };
+    loop {
+        let n = match err.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let _ = io::stderr().write_all(&buf[..n]);
+        for &b in &buf[..n] {
+            if b == b'\n' || b == b'\r' {
+                push(&mut line);
+            } else if line.len() < TAIL_LINE_MAX {
+                line.push(b);
+            }
+        }
+    }
+    push(&mut line);
 }
 
 impl Running {
