@@ -43,6 +43,15 @@ fn a_repository_inside_the_source_is_refused() -> TestResult {
         stderr(&out)
     );
     assert!(env.labels()?.is_empty());
+    // Nor a source inside the repository.
+    let inside = env.repo.join("stanza");
+    let out = env.run(&["backup", "--source", inside.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is inside the repository"),
+        "{}",
+        stderr(&out)
+    );
     // The source beside it is fine.
     env.ok(&[
         "backup",

@@ -59,14 +59,11 @@ impl std::error::Error for Internal {}
 
 /// Stopped by a signal (exit code 128 + signal number).
 #[derive(Debug)]
-pub struct Interrupted(pub i32);
+pub struct Interrupted(pub i32, pub &'static str);
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = if self.0 == 2 { "SIGINT" } else { "SIGTERM" };
-        write!(
-            f,
-            "interrupted by {name}: the command stopped; a backup that did not finish is not listed"
-        )
+        write!(f, "interrupted by {name}: the command stopped; {}", self.1)
     }
 }
 impl std::error::Error for Interrupted {}
@@ -105,7 +102,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     if e.downcast_ref::<Internal>().is_some() {
         return ExitCode::from(70);
     }
-    if let Some(Interrupted(sig)) = e.downcast_ref::<Interrupted>() {
+    if let Some(Interrupted(sig, _)) = e.downcast_ref::<Interrupted>() {
         return ExitCode::from(128 + *sig as u8);
     }
     match e.downcast_ref::<cairn_repo::Error>() {

@@ -92,7 +92,7 @@ fn plan(
                 .unwrap_or_default();
             Error::corrupt(
                 format!("chunk {id}"),
-                format!("needed by {file} but not in the repository index (if index segments were lost or damaged, `cairn stanza-repair` indexes the packs again)"),
+                format!("needed by {file}, but the repository has no usable copy of it (its pack is missing or was found damaged by verify, or the index that places it is lost); `cairn verify` says which, and `cairn stanza-repair` indexes packs again if only the index is lost"),
             )
         })?;
         by_pack.entry(pack).or_default().push((*id, loc));
@@ -280,7 +280,7 @@ pub async fn fetch_ordered(
             let (pack, loc) = index.get(&c.id).ok_or_else(|| {
                 Error::corrupt(
                     format!("chunk {}", c.id),
-                    "needed by the stream but not in the repository index (if index segments were lost or damaged, `cairn stanza-repair` indexes the packs again)",
+                    "needed by the stream, but the repository has no usable copy of it (its pack is missing or was found damaged by verify, or the index that places it is lost); `cairn verify` says which, and `cairn stanza-repair` indexes packs again if only the index is lost",
                 )
             })?;
             check_len(&c, &loc).map_err(|why| Error::corrupt("the stream's manifest", why))?;

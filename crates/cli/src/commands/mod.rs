@@ -45,7 +45,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             cli.command,
             Command::Backup { .. } | Command::Restore { .. }
         );
-        let result = guarded(dispatch(cli, &settings, quiet)).await;
+        let aftermath = match cli.command {
+            Command::Backup { .. } => "a backup that did not finish is not listed",
+            Command::Restore { .. } => {
+                "the restore is not complete: what it wrote to the destination is partial; restore again into an empty destination (postgres: or with --delta)"
+            }
+            Command::ArchivePush { .. } => {
+                "the WAL file was not acknowledged, so PostgreSQL keeps it and tries again"
+            }
+            _ => "it did not finish",
+        };
+        let result = guarded(dispatch(cli, &settings, quiet), aftermath).await;
         for line in settings.request_summaries() {
             if heavy {
                 tracing::info!("{line}");
@@ -85,7 +95,10 @@ fn install_panic_hook() {
 
 /// Run a command so that every way out releases the locks it holds: success, error, panic,
 /// SIGINT or SIGTERM.
-async fn guarded(command: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+async fn guarded(
+    command: impl std::future::Future<Output = Result<ExitCode>>,
+    aftermath: &'static str,
+) -> Result<ExitCode> {
     use futures_util::FutureExt;
     use tokio::signal::unix::{SignalKind, signal};
     install_panic_hook();
@@ -105,11 +118,11 @@ async fn guarded(command: impl std::future::Future<Output = Result<ExitCode>>) -
         },
         _ = int.recv() => {
             cairn_engines::stream::command::stop_running(2);
-            Err(anyhow::Error::new(crate::exit::Interrupted(2)))
+            Err(anyhow::Error::new(crate::exit::Interrupted(2, aftermath)))
         }
         _ = term.recv() => {
             cairn_engines::stream::command::stop_running(15);
-            Err(anyhow::Error::new(crate::exit::Interrupted(15)))
+            Err(anyhow::Error::new(crate::exit::Interrupted(15, aftermath)))
         }
     };
     let released = cairn_repo::lock::release_all_held().await;

@@ -91,6 +91,13 @@ fn refuse_repository_inside(stanza: &Stanza, source: &std::path::Path) -> Result
     let Ok(repo) = std::fs::canonicalize(&location) else {
         return Ok(()); // not a local path (s3://...)
     };
+    if source.starts_with(&repo) {
+        return Err(Error::Usage(format!(
+            "--source {} is inside the repository {}: back up the data, not the repository (`cairn restore` brings a backup back)",
+            source.display(),
+            repo.display()
+        )));
+    }
     if repo.starts_with(source) {
         return Err(Error::Usage(format!(
             "the repository {} is inside --source {}: the backup would include the repository itself; keep the repository outside the tree you back up",
