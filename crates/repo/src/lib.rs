@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod repair;
 pub mod repository;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod time;
 pub mod verify;
