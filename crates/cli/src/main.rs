@@ -118,6 +118,26 @@ pub struct PgClusterArgs {
     pub pg_user: Option<String>,
 }
 
+/// Retention (pgBackRest's names and meanings); also read by `backup`, which expires after it
+/// succeeds when one is set (unless --no-expire).
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Retention options")]
+pub struct RetentionArgs {
+    /// Full backups to keep (count), or days to keep them (with --retention-full-type time).
+    #[arg(long, env = "CAIRN_RETENTION_FULL")]
+    pub retention_full: Option<u32>,
+    /// count (default) or time.
+    #[arg(long, env = "CAIRN_RETENTION_FULL_TYPE")]
+    pub retention_full_type: Option<String>,
+    /// Differential backups to keep (full backups count as differential ones here).
+    #[arg(long, env = "CAIRN_RETENTION_DIFF")]
+    pub retention_diff: Option<u32>,
+    /// Seconds a condemned pack waits before garbage collection deletes it (default 3600);
+    /// see docs/format.md, "Condemned packs".
+    #[arg(long, env = "CAIRN_GC_MARGIN")]
+    pub gc_margin: Option<u64>,
+}
+
 #[derive(Debug, Args)]
 #[command(next_help_heading = "PostgreSQL options")]
 pub struct PgBackupArgs {
@@ -209,6 +229,11 @@ pub enum Command {
         /// unmounted file system, a producer that wrote nothing).
         #[arg(long)]
         allow_empty: bool,
+        /// Do not expire after the backup even though a retention is set.
+        #[arg(long)]
+        no_expire: bool,
+        #[command(flatten)]
+        retention: RetentionArgs,
         #[command(flatten)]
         pg: PgBackupArgs,
         #[command(flatten)]
@@ -239,6 +264,18 @@ pub enum Command {
     },
     /// Rebuild the stanza's catalog from its backup manifests (and a lost repository marker).
     StanzaRepair,
+    /// Remove the backups the retention selects (or --set and its dependents), then the data
+    /// and WAL no kept backup needs.
+    Expire {
+        /// Expire this backup and every backup that depends on it.
+        #[arg(long, env = "CAIRN_SET")]
+        set: Option<String>,
+        /// Print what would be expired and the space it would free; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        retention: RetentionArgs,
+    },
     /// Confirm archive_command works: switch WAL and wait for the segment to arrive.
     Check {
         /// Seconds to wait for the segment (default 60).

@@ -142,6 +142,13 @@ impl Settings {
         }
     }
 
+    pub(crate) fn integer(&self, flag: Option<u64>, key: &str) -> Result<Option<i64>> {
+        match flag {
+            Some(v) => Ok(Some(v.min(i64::MAX as u64) as i64)),
+            None => self.file.integer(key),
+        }
+    }
+
     pub(crate) fn flag(&self, flag: bool, key: &str) -> Result<bool> {
         Ok(flag || self.file.boolean(key)?.unwrap_or(false))
     }

@@ -372,6 +372,22 @@ impl BackupJob {
                 .or_else(|| self.index.get(id).map(|(_, l)| l.stored_len as u64))
                 .unwrap_or(0)
         };
+        // A pack this backup reuses may have been condemned since it read the index (only
+        // when the stanza lock failed to keep an expire out): listing the backup is safe while
+        // the pack's deletion is far enough ahead (format.md, "Condemned packs").
+        let condemned = self.stanza.condemned_or_warn().await;
+        if !condemned.is_empty() {
+            let soon = crate::time::now_unix() + crate::gc::REUSE_SLACK;
+            for id in all_chunks.iter().filter(|id| !new_stored.contains_key(*id)) {
+                if let Some((pack, _)) = self.index.get(id)
+                    && condemned.get(&pack).is_some_and(|c| c.delete_after <= soon)
+                {
+                    return Err(Error::Invalid(format!(
+                        "pack {pack}, which this backup reuses, is about to be deleted by an expire that ran while this backup did (the stanza lock did not keep them apart); the backup is not listed: run it again"
+                    )));
+                }
+            }
+        }
         let repo_size = all_chunks.iter().map(stored).sum();
         let repo_delta = new_stored.values().sum();
         let mut references = Vec::new();

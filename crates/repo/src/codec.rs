@@ -32,6 +32,8 @@ pub fn max_body(magic: &[u8; 8]) -> u64 {
         magic::CATALOG => 64 << 20,
         // 32 bytes per damaged chunk: room for some two million.
         magic::DAMAGE => 64 << 20,
+        // 48 bytes per condemned pack: room for over a million.
+        magic::CONDEMNED => 64 << 20,
         // A WAL segment is at most 1 GiB (PostgreSQL's largest --wal-segsize).
         magic::WAL => (1 << 30) + (1 << 20),
         // Manifests and index segments grow with the cluster (tens of bytes per chunk).
@@ -50,6 +52,7 @@ pub mod magic {
     pub const LOCK: &[u8; 8] = b"CAIRNLCK";
     pub const WAL: &[u8; 8] = b"CAIRNWAL";
     pub const DAMAGE: &[u8; 8] = b"CAIRNDMG";
+    pub const CONDEMNED: &[u8; 8] = b"CAIRNGCP";
 }
 
 type BaseConfig = bincode::config::Configuration<

@@ -40,6 +40,44 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// The records of `segments` that `keep` accepts (pack, chunk), as few segments as
+    /// garbage collection rewrites the index into. Unlike `Index`, every copy of a chunk is
+    /// kept (one may be damaged, another intact); a segment lists a chunk once, so a second
+    /// copy goes into a second segment, and so on (usually there is one).
+    pub fn merged(segments: &[&Segment], keep: impl Fn(&PackId, &ChunkId) -> bool) -> Vec<Segment> {
+        let mut records: Vec<(ChunkId, PackId, Location)> = Vec::new();
+        for seg in segments {
+            for (id, loc) in &seg.entries {
+                if let Some(pack) = seg.packs.get(loc.pack as usize)
+                    && keep(pack, id)
+                {
+                    records.push((*id, *pack, *loc));
+                }
+            }
+        }
+        records.sort_by_key(|(id, p, l)| (*id, *p, l.offset, l.stored_len, l.raw_len));
+        records.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1 && a.2.offset == b.2.offset);
+        let mut layers: Vec<(Segment, HashMap<PackId, u32>)> = Vec::new();
+        let mut copy = 0;
+        for (i, (id, pack, loc)) in records.iter().enumerate() {
+            copy = if i > 0 && records[i - 1].0 == *id {
+                copy + 1
+            } else {
+                0
+            };
+            if layers.len() == copy {
+                layers.push(Default::default());
+            }
+            let (seg, ords) = &mut layers[copy];
+            let ord = *ords.entry(*pack).or_insert_with(|| {
+                seg.packs.push(*pack);
+                seg.packs.len() as u32 - 1
+            });
+            seg.entries.push((*id, Location { pack: ord, ..*loc }));
+        }
+        layers.into_iter().map(|(s, _)| s).collect()
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Writing into a Vec cannot fail.
@@ -217,6 +255,32 @@ impl Index {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn merged_keeps_every_copy_drops_what_keep_refuses_and_decodes() {
+        let (a, b, c) = (PackId([1; 32]), PackId([2; 32]), PackId([3; 32]));
+        let s1 = segment(&[1, 2, 3], a);
+        let s2 = segment(&[2, 3, 4], b);
+        let s3 = segment(&[5], c);
+        let out = Segment::merged(&[&s1, &s2, &s3, &s1], |p, _| *p != c);
+        // Chunks 2 and 3 are in a and b: a second layer holds the second copies.
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].entries.len(), 4);
+        assert_eq!(out[1].entries.len(), 2);
+        for seg in &out {
+            let mut bytes = Vec::new();
+            seg.write_sealed(&mut bytes)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let back = Segment::decode("s", &bytes).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&back, seg);
+            assert!(!back.packs.contains(&c));
+        }
+        let idx = Index::from_segments(out);
+        for b in [1u8, 2, 3, 4] {
+            assert!(idx.contains(&ChunkId::of(&[b])));
+        }
+        assert!(!idx.contains(&ChunkId::of(&[5])));
+    }
 
     fn segment(ids: &[u8], pack: PackId) -> Segment {
         let mut entries: Vec<_> = ids

@@ -44,6 +44,12 @@ pub fn catalog_copy(s: &StanzaName) -> Result<Key> {
     key(format!("{}/catalog.copy", stanza(s)))
 }
 
+/// `stanza/<s>/condemned`: the packs garbage collection will delete (format.md, "Condemned
+/// packs").
+pub fn condemned(s: &StanzaName) -> Result<Key> {
+    key(format!("{}/condemned", stanza(s)))
+}
+
 /// `stanza/<s>/damaged`: the damage register (format.md, "Damage register").
 pub fn damage_register(s: &StanzaName) -> Result<Key> {
     key(format!("{}/damaged", stanza(s)))

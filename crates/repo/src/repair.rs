@@ -202,6 +202,19 @@ async fn remove_damaged_segments(
     Ok(())
 }
 
+/// The chunks a pack's trailer lists (two ranged reads).
+pub(crate) async fn pack_chunks(stanza: &Stanza, id: &PackId, size: u64) -> Result<Vec<ChunkId>> {
+    let meta = ObjectMeta {
+        key: stanza.pack_key(id)?,
+        size,
+    };
+    Ok(read_trailer(stanza, &meta)
+        .await?
+        .into_iter()
+        .map(|e| e.id)
+        .collect())
+}
+
 async fn read_trailer(stanza: &Stanza, meta: &ObjectMeta) -> Result<Vec<pack::PackEntry>> {
     let object = meta.key.as_str();
     let n = meta.size;

@@ -584,8 +584,10 @@ impl Stanza {
     /// The index as backup and restore use it: every segment merged (up to 16 fetched at
     /// once), keeping only usable records (see `usable_index`), so a chunk that was stored
     /// again after its first copy was lost or damaged is found at its new place.
+    /// Restore reads condemned packs too: a backup listed while they were condemned may need
+    /// them, and they stay until a later expire finds them still dead.
     pub async fn index(&self) -> Result<Index> {
-        Ok(self.usable_index().await?.index)
+        Ok(self.merged_index(false).await?.index)
     }
 
     /// Every index segment merged, whether or not the packs it names are present.
@@ -598,6 +600,10 @@ impl Stanza {
     /// not name. A chunk of a lost pack, or one verify found damaged, is stored again rather
     /// than referenced.
     pub async fn usable_index(&self) -> Result<UsableIndex> {
+        self.merged_index(true).await
+    }
+
+    async fn merged_index(&self, for_backup: bool) -> Result<UsableIndex> {
         let present: std::collections::HashSet<PackId> = self
             .store
             .list(&self.pack_prefix()?)
@@ -618,6 +624,13 @@ impl Stanza {
         };
         let damaged_records = damage.count();
         let damage = damage.lookup();
+        // Packs garbage collection has condemned are treated as absent (format.md, "Condemned
+        // packs"): a new backup stores their chunks again rather than reuse them.
+        let condemned = if for_backup {
+            self.condemned_or_warn().await
+        } else {
+            Default::default()
+        };
         let segments = self.index_segments().await?;
         let missing: std::collections::HashSet<PackId> = segments
             .iter()
@@ -625,8 +638,9 @@ impl Stanza {
             .filter(|p| !present.contains(p))
             .copied()
             .collect();
-        let index =
-            Index::from_segments_where(segments, |p, c| present.contains(p) && damage.usable(p, c));
+        let index = Index::from_segments_where(segments, |p, c| {
+            present.contains(p) && !condemned.contains_key(p) && damage.usable(p, c)
+        });
         Ok(UsableIndex {
             index,
             missing_packs: missing.len(),
@@ -663,7 +677,8 @@ impl Stanza {
 
     /// Write an index segment, named by the hash of its bytes: encoded once to learn the name
     /// and again as it is uploaded, never whole in memory.
-    pub async fn put_index_segment(&self, seg: Arc<Segment>) -> Result<()> {
+    /// Write an index segment under its content name (create-only); returns its key.
+    pub async fn put_index_segment(&self, seg: Arc<Segment>) -> Result<Key> {
         let named = Arc::clone(&seg);
         let name = tokio::task::spawn_blocking(move || named.stream_name())
             .await
@@ -672,7 +687,7 @@ impl Stanza {
         let k = keys::index_segment(&self.info.name, &name)?;
         let body = storage::pieces_from_writer(&k, move |w| seg.write_sealed(w));
         match self.store.put_stream(&k, body, PutMode::Create).await {
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
+            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(k),
             Err(e) => Err(e.into()),
         }
     }

@@ -58,7 +58,7 @@ fn fulls(catalog: &Catalog) -> Vec<&BackupRecord> {
 /// The backups `policy` expires from `catalog` at time `now` (Unix seconds), oldest first.
 pub fn select(catalog: &Catalog, policy: &Policy, now: i64) -> Vec<Expired> {
     let mut out: Vec<Expired> = Vec::new();
-    let mut add = |root: &BackupLabel, why: String, out: &mut Vec<Expired>| {
+    let add = |root: &BackupLabel, why: String, out: &mut Vec<Expired>| {
         for label in with_dependents(catalog, root) {
             if !out.iter().any(|e| e.label == label) {
                 let reason = if &label == root {
@@ -76,7 +76,7 @@ pub fn select(catalog: &Catalog, policy: &Policy, now: i64) -> Vec<Expired> {
             for f in &fulls[..fulls.len() - n as usize] {
                 add(
                     &f.label,
-                    format!("retention-full={n}: {} newer full backup(s)", fulls.len() - 1),
+                    format!("retention-full={n} keeps the {n} newest full backup(s)"),
                     &mut out,
                 );
             }
@@ -185,8 +185,8 @@ mod tests {
                 BackupType::Diff => full.clone(),
                 BackupType::Incr => backups.last().map(|b| b.label.clone()),
             };
-            let label = BackupLabel::new(&stamp, kind, full.as_ref())
-                .unwrap_or_else(|e| panic!("{e}"));
+            let label =
+                BackupLabel::new(&stamp, kind, full.as_ref()).unwrap_or_else(|e| panic!("{e}"));
             let references = match &parent {
                 None => vec![],
                 Some(p) => {

@@ -2,8 +2,8 @@
 //! repository and stanza, and calls into the repo and engines crates.
 
 use self::{
-    archive_get::*, archive_push::*, backup::*, check::*, info::*, restore::*, stanza_create::*,
-    stanza_repair::*, verify::*,
+    archive_get::*, archive_push::*, backup::*, check::*, expire::*, info::*, restore::*,
+    stanza_create::*, stanza_repair::*, verify::*,
 };
 use crate::Cli;
 use crate::Command;
@@ -20,6 +20,7 @@ mod archive_get;
 mod archive_push;
 mod backup;
 mod check;
+mod expire;
 mod info;
 mod restore;
 mod stanza_create;
@@ -144,13 +145,16 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
             kind,
             delta,
             allow_empty,
+            no_expire,
+            retention,
             pg: pg_backup,
             files,
             stream,
         } => {
             let empty = vec![("allow-empty", options::Given::FlagOnly(allow_empty))];
             let given = vec![pg, pg_backup.given(), files.given(), stream.given(), empty];
-            backup(s, kind, delta, &opts(given), quiet).await
+            let code = backup(s, kind, delta, &opts(given), quiet).await?;
+            after_backup(s, &retention, no_expire, code).await
         }
         Command::Restore {
             set,
@@ -167,6 +171,11 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         }
         Command::Info { output } => info_cmd(s, output).await,
         Command::StanzaRepair => stanza_repair(s).await,
+        Command::Expire {
+            set,
+            dry_run,
+            retention,
+        } => expire_cmd(s, set, dry_run, &retention).await,
         Command::Check { archive_timeout } => {
             let timeout = vec![options::archive_timeout(archive_timeout)];
             check_cmd(s, &opts(vec![pg, timeout])).await

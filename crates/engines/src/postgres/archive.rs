@@ -10,9 +10,10 @@
 use super::identity::Identity;
 use super::wal::WalFileName;
 use super::{backup, options};
-use crate::engine::{LogArchive, Options};
+use crate::engine::{LogArchive, LogExpired, Options};
 use async_trait::async_trait;
 use cairn_repo::archive::PushOutcome;
+use cairn_repo::catalog::Catalog;
 use cairn_repo::{Error, Result, Stanza};
 use std::path::{Path, PathBuf};
 
@@ -81,6 +82,41 @@ impl LogArchive for WalArchive {
             .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", dest.display())))?;
         tracing::info!("found {} in the archive", name.name);
         Ok(true)
+    }
+
+    async fn expire(&self, stanza: &Stanza, kept: &Catalog, dry_run: bool) -> Result<LogExpired> {
+        // Every kept backup must say where its WAL starts; the oldest start bounds what stays.
+        let mut starts = Vec::new();
+        for b in &kept.backups {
+            match b.meta.get("wal-start") {
+                Some(s) if WalFileName::parse(s).is_some() => starts.push(s.clone()),
+                _ => return Ok(LogExpired::default()),
+            }
+        }
+        let Some(cutoff) = starts.into_iter().min() else {
+            return Ok(LogExpired::default());
+        };
+        let mut out = LogExpired {
+            kept_from: Some(cutoff.clone()),
+            ..LogExpired::default()
+        };
+        let mut doomed = Vec::new();
+        for id in stanza.archive_ids().await? {
+            for a in stanza.archive_list(&id).await? {
+                // Segments, .partial and .backup files before the cutoff (by name: timeline,
+                // then position); timeline histories stay, as pgBackRest keeps them.
+                if a.name.ends_with(".history") || a.name.len() < 24 || a.name[..24] >= *cutoff {
+                    continue;
+                }
+                out.files += 1;
+                out.bytes += a.size;
+                doomed.push(stanza.archive_key(&id, a.timeline, &a.name)?);
+            }
+        }
+        if !dry_run && !doomed.is_empty() {
+            stanza.store().delete_many(&doomed).await?;
+        }
+        Ok(out)
     }
 
     async fn check(&self, stanza: &Stanza, opts: &dyn Options) -> Result<String> {

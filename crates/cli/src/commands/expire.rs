@@ -1,0 +1,157 @@
+//! `expire`: apply the retention (or remove `--set` and its dependents), then collect what no
+//! kept backup needs: packs (two-step, see docs/format.md "Condemned packs") and WAL (the
+//! engine's log archive). `backup` calls `after_backup` to expire once it succeeded.
+
+use super::{engine_of, open_stanza};
+use crate::RetentionArgs;
+use crate::exit::usage;
+use crate::info::human;
+use crate::settings::Settings;
+use anyhow::Result;
+use cairn_repo::BackupLabel;
+use cairn_repo::expire::{self, Selection};
+use cairn_repo::retention::{FullType, Policy};
+use std::process::ExitCode;
+
+/// Default `--gc-margin`, in seconds.
+const DEFAULT_GC_MARGIN: i64 = 3600;
+
+/// The retention from flags, environment and config file; None when none is set.
+fn policy(s: &Settings, r: &RetentionArgs) -> Result<Option<Policy>> {
+    let count = |flag: Option<u32>, key: &str| -> Result<Option<u32>> {
+        match s.integer(flag.map(u64::from), key)? {
+            None => Ok(None),
+            Some(n) if (1..=9_999_999).contains(&n) => Ok(Some(n as u32)),
+            Some(n) => Err(usage(format!(
+                "--{key} {n} is out of range: give 1 or more (leave it unset to keep every backup)"
+            ))),
+        }
+    };
+    let full = count(r.retention_full, "retention-full")?;
+    let diff = count(r.retention_diff, "retention-diff")?;
+    let full_type = match s
+        .string(&r.retention_full_type, "retention-full-type")?
+        .as_deref()
+    {
+        None | Some("count") => FullType::Count,
+        Some("time") => FullType::Time,
+        Some(other) => {
+            return Err(usage(format!(
+                "--retention-full-type '{other}': use count or time"
+            )));
+        }
+    };
+    let p = Policy {
+        full,
+        full_type,
+        diff,
+    };
+    Ok((!p.is_empty()).then_some(p))
+}
+
+fn margin(s: &Settings, r: &RetentionArgs) -> Result<i64> {
+    match s.integer(r.gc_margin, "gc-margin")? {
+        None => Ok(DEFAULT_GC_MARGIN),
+        Some(n) if (0..=30 * 86_400).contains(&n) => Ok(n),
+        Some(n) => Err(usage(format!(
+            "--gc-margin {n} is out of range: use 0 to 2592000 seconds"
+        ))),
+    }
+}
+
+pub(crate) async fn expire_cmd(
+    s: &Settings,
+    set: Option<String>,
+    dry_run: bool,
+    r: &RetentionArgs,
+) -> Result<ExitCode> {
+    let dry_run = s.flag(dry_run, "dry-run")?;
+    let selection = match s.string(&set, "set")? {
+        Some(label) => {
+            let label = BackupLabel::parse(&label).map_err(|e| usage(format!("--set: {e}")))?;
+            Selection::Set(label)
+        }
+        None => match policy(s, r)? {
+            Some(p) => Selection::Policy(p),
+            None => {
+                return Err(usage(
+                    "nothing to expire by: give --retention-full (and/or --retention-diff), set retention-full in the config file, or name a backup with --set",
+                ));
+            }
+        },
+    };
+    run(s, &selection, margin(s, r)?, dry_run).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// After a successful backup: expire when a retention is set and --no-expire is not given. A
+/// failed expire does not undo the backup (it is listed): the backup ends with warnings.
+pub(crate) async fn after_backup(
+    s: &Settings,
+    r: &RetentionArgs,
+    no_expire: bool,
+    code: ExitCode,
+) -> Result<ExitCode> {
+    let Some(p) = policy(s, r)? else {
+        return Ok(code);
+    };
+    if no_expire {
+        return Ok(code);
+    }
+    match run(s, &Selection::Policy(p), margin(s, r)?, false).await {
+        Ok(()) => Ok(code),
+        Err(e) => {
+            tracing::warn!("the backup is listed, but the expire after it failed: {e:#}");
+            Ok(ExitCode::from(crate::exit::WARNINGS))
+        }
+    }
+}
+
+async fn run(s: &Settings, selection: &Selection, margin: i64, dry_run: bool) -> Result<()> {
+    let stanza = open_stanza(s).await?;
+    let engine = engine_of(&stanza)?;
+    let report = expire::expire(&stanza, selection, margin, dry_run).await?;
+    let would = if dry_run { "would expire" } else { "expired" };
+    for e in &report.expired {
+        tracing::info!("{would} backup {} ({})", e.label, e.reason);
+    }
+    if report.expired.is_empty() {
+        tracing::info!("no backup to expire");
+    }
+    let wal = match engine.log_archive() {
+        Some(archive) => Some(archive.expire(&stanza, &report.kept, dry_run).await?),
+        None => None,
+    };
+    let g = &report.gc;
+    let (freed, wal_note) = match &wal {
+        Some(w) if w.files > 0 => (
+            g.deleted_bytes + w.bytes,
+            format!(
+                ", {} WAL file(s) ({}) before {}",
+                w.files,
+                human(w.bytes),
+                w.kept_from.as_deref().unwrap_or("?")
+            ),
+        ),
+        _ => (g.deleted_bytes, String::new()),
+    };
+    let verb = if dry_run { "would free" } else { "freed" };
+    tracing::info!(
+        "expire: {} backup(s); {verb} {}: {} pack(s) ({}){wal_note}; {} pack(s) newly condemned, {} waiting for their margin ({}), {} live",
+        report.expired.len(),
+        human(freed),
+        g.deleted_packs,
+        human(g.deleted_bytes),
+        g.condemned,
+        g.waiting,
+        human(g.waiting_bytes),
+        g.live_packs,
+    );
+    if g.unknown_packs > 0 {
+        tracing::warn!(
+            "{} pack(s) that no index segment names have a trailer that cannot be read: kept; `cairn verify` reports them",
+            g.unknown_packs
+        );
+    }
+    Ok(())
+}

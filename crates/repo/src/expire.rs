@@ -1,0 +1,66 @@
+//! `expire`: remove the backups a retention policy (or `--set`) selects, then collect the
+//! garbage no kept backup needs (`gc`). Under the stanza lock, in an order that a crash at any
+//! point leaves safe: the catalog first (the backups stop existing), then their manifests
+//! (newest first, so that what a crash leaves behind is still a usable chain), then packs.
+
+use crate::catalog::Catalog;
+use crate::error::Result;
+use crate::gc::{self, GcReport};
+use crate::ids::BackupLabel;
+use crate::repository::Stanza;
+use crate::retention::{self, Expired, Policy};
+
+/// What to expire.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    Policy(Policy),
+    Set(BackupLabel),
+}
+
+#[derive(Debug)]
+pub struct ExpireReport {
+    pub expired: Vec<Expired>,
+    pub gc: GcReport,
+    /// The backups that stay, as the catalog now lists them (or would, with dry_run).
+    pub kept: Catalog,
+}
+
+/// Expire what `selection` selects, then collect garbage with `margin` (seconds; see
+/// format.md, "Condemned packs"). With `dry_run`, change nothing and report what would go.
+pub async fn expire(
+    stanza: &Stanza,
+    selection: &Selection,
+    margin: i64,
+    dry_run: bool,
+) -> Result<ExpireReport> {
+    let lock = stanza.lock("expire").await?;
+    let result = expire_locked(stanza, selection, margin, dry_run).await;
+    lock.release().await?;
+    result
+}
+
+async fn expire_locked(
+    stanza: &Stanza,
+    selection: &Selection,
+    margin: i64,
+    dry_run: bool,
+) -> Result<ExpireReport> {
+    let now = crate::time::now_unix();
+    let catalog = stanza.catalog().await?;
+    let expired = match selection {
+        Selection::Policy(p) => retention::select(&catalog, p, now),
+        Selection::Set(label) => retention::select_set(&catalog, label)?,
+    };
+    let kept = retention::remaining(&catalog, &expired);
+    if !dry_run && !expired.is_empty() {
+        stanza.save_catalog(&kept).await?;
+        for e in expired.iter().rev() {
+            stanza
+                .store()
+                .delete(&stanza.manifest_key(&e.label)?)
+                .await?;
+        }
+    }
+    let gc = gc::collect(stanza, &kept, margin, now, dry_run).await?;
+    Ok(ExpireReport { expired, gc, kept })
+}

@@ -1,0 +1,181 @@
+//! `expire` on files and stream stanzas: pgBackRest's retention rules with their dependents,
+//! `--set`, `--dry-run`, garbage collection in two steps (condemn, then delete after the
+//! margin), and a backup that finds a pack it reuses about to be deleted.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::Path;
+
+/// A full of fresh random data (`f`, 3 MB) then an incr that changes a small file.
+fn full_and_incr(env: &Env, src: &Path, seed: u64, extra: &[&str]) -> TestResult {
+    fs::write(src.join("f"), bytes(seed, 3_000_000))?;
+    let s = src.to_str().ok_or("path")?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    fs::write(src.join("small"), format!("{seed}"))?;
+    let mut args = vec!["backup", "--type", "incr", "--source", s];
+    args.extend_from_slice(extra);
+    env.ok(&args)?;
+    Ok(())
+}
+
+fn restores(env: &Env, src: &Path, label: Option<&str>, name: &str) -> TestResult {
+    let dest = env.path(name);
+    let d = dest.to_str().ok_or("path")?;
+    match label {
+        Some(l) => env.ok(&["restore", "--set", l, "--dest", d])?,
+        None => env.ok(&["restore", "--dest", d])?,
+    };
+    assert_eq!(tree_diff(src, &dest), Vec::<String>::new());
+    Ok(())
+}
+
+#[test]
+fn retention_full_expires_the_oldest_full_with_its_dependents_and_frees_its_data() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    full_and_incr(&env, &src, 1, &[])?;
+    full_and_incr(&env, &src, 2, &[])?;
+    let before = du(&env.repo);
+    let labels = env.labels()?;
+    // The third full's incr expires by the retention after it succeeds (margin 0: at once).
+    full_and_incr(
+        &env,
+        &src,
+        3,
+        &["--retention-full", "2", "--gc-margin", "0"],
+    )?;
+    let after = env.labels()?;
+    assert_eq!(after.len(), 4, "{after:?}");
+    assert!(!after.contains(&labels[0]) && !after.contains(&labels[1]));
+    // One full's unique data (3 MB of random bytes) came in and one went out.
+    let now = du(&env.repo);
+    assert!(
+        now < before + 500_000,
+        "the repository grew from {before} to {now} bytes"
+    );
+    assert!(
+        !env.repo
+            .join("stanza/main/backup")
+            .join(&labels[0])
+            .exists()
+    );
+    let v = env.run(&["verify"])?;
+    assert!(v.status.success(), "{}", stdout(&v));
+    assert!(!stdout(&v).contains("not backups"), "{}", stdout(&v));
+    restores(&env, &src, None, "latest")?;
+    Ok(())
+}
+
+#[test]
+fn retention_diff_expires_old_diffs_with_their_incrs_and_keeps_fulls() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    fs::write(src.join("f"), bytes(1, 100_000))?;
+    let s = src.to_str().ok_or("path")?;
+    for kind in ["full", "diff", "incr", "diff", "incr"] {
+        fs::write(src.join(kind), bytes(kind.len() as u64, 1000))?;
+        env.ok(&["backup", "--type", kind, "--source", s])?;
+    }
+    let labels = env.labels()?;
+    // F D1 I1 D2 I2 with retention-diff=2: F counts as a diff, and there are only three.
+    env.ok(&["expire", "--retention-diff", "2", "--gc-margin", "0"])?;
+    assert_eq!(env.labels()?, labels);
+    // With retention-diff=1, D1 goes with its incr (F is counted, never expired by it).
+    env.ok(&["expire", "--retention-diff", "1", "--gc-margin", "0"])?;
+    let kept = env.labels()?;
+    assert_eq!(
+        kept,
+        [labels[0].clone(), labels[3].clone(), labels[4].clone()]
+    );
+    assert!(env.run(&["verify"])?.status.success());
+    restores(&env, &src, None, "latest")?;
+    Ok(())
+}
+
+#[test]
+fn expire_set_dry_run_and_refusals() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    full_and_incr(&env, &src, 1, &[])?;
+    let labels = env.labels()?;
+    // The only full cannot go.
+    let out = env.run(&["expire", "--set", &labels[0]])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("only one"), "{}", stderr(&out));
+    full_and_incr(&env, &src, 2, &[])?;
+    // Dry run: says what would go, changes nothing.
+    let files = files_under(&env.repo);
+    let out = env
+        .cmd(&[
+            "expire",
+            "--set",
+            &labels[0],
+            "--dry-run",
+            "--gc-margin",
+            "0",
+        ])
+        .env("CAIRN_LOG_LEVEL", "info")
+        .output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(files_under(&env.repo), files);
+    assert_eq!(env.labels()?.len(), 4);
+    // --set takes the incr that depends on it.
+    env.ok(&["expire", "--set", &labels[0], "--gc-margin", "0"])?;
+    assert_eq!(env.labels()?.len(), 2);
+    assert!(env.run(&["verify"])?.status.success());
+    restores(&env, &src, None, "latest")?;
+    // Mistakes: an unknown label, no policy at all, a zero or bad retention.
+    let out = env.run(&["expire", "--set", &labels[0]])?;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    for args in [
+        vec!["expire"],
+        vec!["expire", "--retention-full", "0"],
+        vec![
+            "expire",
+            "--retention-full",
+            "2",
+            "--retention-full-type",
+            "days",
+        ],
+        vec!["expire", "--set", "yesterday"],
+    ] {
+        let out = env.run(&args)?;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(env.labels()?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn condemned_packs_wait_for_their_margin_and_are_not_reused_meanwhile() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    full_and_incr(&env, &src, 1, &[])?;
+    let old = fs::read(src.join("f"))?;
+    full_and_incr(&env, &src, 2, &[])?;
+    let packs = files_under(&env.repo.join("stanza/main/pack")).len();
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "2"])?;
+    // Condemned, not deleted.
+    assert!(env.repo.join("stanza/main/condemned").exists());
+    assert_eq!(files_under(&env.repo.join("stanza/main/pack")).len(), packs);
+    // A new backup of the expired data stores it again instead of reusing the condemned pack.
+    fs::write(src.join("f"), &old)?;
+    let s = src.to_str().ok_or("path")?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    let rec = env.last_backup()?;
+    assert!(
+        rec["info"]["repository"]["delta"].as_u64().unwrap_or(0) > 2_000_000,
+        "the backup reused a condemned pack: {rec}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "2"])?;
+    assert!(env.run(&["verify"])?.status.success());
+    restores(&env, &src, None, "latest")?;
+    Ok(())
+}
