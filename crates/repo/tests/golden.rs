@@ -283,3 +283,31 @@ fn damage_register_v1() -> TestResult {
     assert_eq!(DamageRegister::decode("golden", &frozen)?, r);
     Ok(())
 }
+
+#[test]
+fn condemned_v1() -> TestResult {
+    use cairn_repo::gc::{CondemnedList, CondemnedPack};
+    let l = CondemnedList {
+        packs: vec![
+            CondemnedPack {
+                pack: PackId([0x55; 32]),
+                since: 1_700_000_000,
+                delete_after: 1_700_003_600,
+            },
+            CondemnedPack {
+                pack: PackId([0x66; 32]),
+                since: 1_700_000_100,
+                delete_after: 1_700_000_100,
+            },
+        ],
+    };
+    golden("condemned-v1.body", &codec::encode_body(&l))?;
+    if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {
+        golden("condemned-v1.bin", &l.encode())?;
+    }
+    let frozen = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/condemned-v1.bin"),
+    )?;
+    assert_eq!(CondemnedList::decode("golden", &frozen)?, l);
+    Ok(())
+}
