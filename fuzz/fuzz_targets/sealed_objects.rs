@@ -1,6 +1,5 @@
 //! Every sealed object decoder (manifest, catalog, damage register, condemned packs, and the
-//! raw envelope) on arbitrary bytes:
-//! errors are fine, panics and unbounded allocations are not.
+//! raw envelope) on arbitrary bytes: errors are fine, panics and unbounded allocations are not.
 #![no_main]
 
 use cairn_repo::catalog::Catalog;
