@@ -179,3 +179,48 @@ fn condemned_packs_wait_for_their_margin_and_are_not_reused_meanwhile() -> TestR
     restores(&env, &src, None, "latest")?;
     Ok(())
 }
+
+/// The deletion protocol's last guard (format.md, "Condemned packs"): a backup that reuses a
+/// pack condemned while it ran (an expire the stanza lock did not keep out) and due to be
+/// deleted refuses to list itself, rather than list a backup whose data is about to go.
+#[test]
+fn a_backup_reusing_a_pack_condemned_while_it_ran_is_not_listed() -> TestResult {
+    use cairn_repo::gc::{CondemnedList, CondemnedPack};
+    let env = Env::new("stream")?;
+    let data = env.path("data");
+    fs::write(&data, bytes(5, 4_000_000))?;
+    env.ok_stdin(&["backup"], &fs::read(&data)?)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let packs = files_under(&env.repo.join("stanza/main/pack"))
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str().map(String::from))
+        .map(|name| {
+            let id = cairn_repo::ids::PackId::parse(&name)?;
+            Ok(CondemnedPack {
+                pack: id,
+                since: now,
+                delete_after: now,
+            })
+        })
+        .collect::<Result<Vec<_>, cairn_repo::Error>>()?;
+    let list = env.path("condemned");
+    fs::write(&list, CondemnedList { packs }.encode())?;
+    // The producer condemns every pack after cairn has read the index, before it commits.
+    let script = format!(
+        "cat '{}'; cp '{}' '{}'",
+        data.display(),
+        list.display(),
+        env.repo.join("stanza/main/condemned").display()
+    );
+    let out = env.run(&["backup", "--", "sh", "-c", &script])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("about to be deleted"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.labels()?.len(), 1);
+    Ok(())
+}
