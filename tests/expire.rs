@@ -224,3 +224,23 @@ fn a_backup_reusing_a_pack_condemned_while_it_ran_is_not_listed() -> TestResult 
     assert_eq!(env.labels()?.len(), 1);
     Ok(())
 }
+
+/// One index segment per backup would make every job read as many segments as backups ever
+/// taken: an expire merges them once there are more than `gc::MAX_SEGMENTS`.
+#[test]
+fn expire_merges_index_segments_when_there_are_many() -> TestResult {
+    let env = Env::new("stream")?;
+    for i in 0..(cairn_repo::gc::MAX_SEGMENTS as u64 + 3) {
+        env.ok_stdin(&["backup", "--type", "full"], &bytes(100 + i, 20_000))?;
+    }
+    let segments = || files_under(&env.repo.join("stanza/main/index")).len();
+    assert!(segments() > cairn_repo::gc::MAX_SEGMENTS);
+    let labels = env.labels()?;
+    env.ok(&["expire", "--retention-full", "100", "--gc-margin", "0"])?;
+    assert_eq!(segments(), 1);
+    assert_eq!(env.labels()?, labels);
+    assert!(env.run(&["verify"])?.status.success());
+    let last = env.ok(&["restore", "--dest", "-"])?;
+    assert!(last == bytes(100 + cairn_repo::gc::MAX_SEGMENTS as u64 + 2, 20_000));
+    Ok(())
+}

@@ -20,6 +20,10 @@ use std::sync::Arc;
 /// How long before its deletion a backup refuses to rely on a condemned pack it reuses.
 pub const REUSE_SLACK: i64 = 600;
 
+/// Above this many index segments (one per backup), a collection merges them all into one
+/// (or a few), so that opening the index does not cost one read per backup ever taken.
+pub const MAX_SEGMENTS: usize = 16;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CondemnedList {
     pub packs: Vec<CondemnedPack>,
@@ -220,14 +224,13 @@ pub async fn collect(
     }
     // 1. The condemnations, durable before anything is deleted.
     stanza.save_condemned(&condemned).await?;
-    if due.is_empty() {
-        return Ok(report);
-    }
-    // 2. One segment with every record of the packs that stay, then the segments it replaces.
+    // 2. One segment with every record of the packs that stay, then the segments it replaces:
+    //    those naming a pack that goes, or all of them when there are many.
     let gone: HashSet<PackId> = due.iter().map(|(id, _)| *id).collect();
+    let many = segments.len() > MAX_SEGMENTS;
     let touched: Vec<&Key> = segments
         .iter()
-        .filter(|(_, s)| s.packs.iter().any(|p| gone.contains(p)))
+        .filter(|(_, s)| many || s.packs.iter().any(|p| gone.contains(p)))
         .map(|(k, _)| k)
         .collect();
     if !touched.is_empty() {
@@ -246,6 +249,9 @@ pub async fn collect(
                 report.merged_segments += 1;
             }
         }
+    }
+    if due.is_empty() {
+        return Ok(report);
     }
     // 3. The packs.
     let keys: Vec<Key> = due
