@@ -80,6 +80,27 @@ fn retention_full_on_postgres_expires_backups_data_and_wal() -> Res<()> {
     let v = c.cairn(&["verify"])?;
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 
+    // A stopped stanza refuses archive-push (PostgreSQL keeps the segment and retries), and
+    // stanza-delete refuses while the cluster runs.
+    c.cairn_ok(&["stop"])?;
+    let wal = c.data.join("pg_wal").join(&last);
+    let out = c.archive_push(&wal)?;
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = c.cairn(&["stanza-delete"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is running"));
+    c.cairn_ok(&["start"])?;
+
     // The oldest kept backup restores and replays to the end of the archive.
     c.stop()?;
     let dest = c.dir.path().join("restored");

@@ -264,6 +264,16 @@ pub enum Command {
     },
     /// Rebuild the stanza's catalog from its backup manifests (and a lost repository marker).
     StanzaRepair,
+    /// Stop the stanza: backups, expires, repairs and archive-push refuse until `start`.
+    Stop,
+    /// Start a stopped stanza again.
+    Start,
+    /// Delete the stanza and everything in it (it must be stopped first).
+    StanzaDelete {
+        /// Delete even though the PostgreSQL cluster at pg-path is running.
+        #[arg(long)]
+        force: bool,
+    },
     /// Remove the backups the retention selects (or --set and its dependents), then the data
     /// and WAL no kept backup needs.
     Expire {

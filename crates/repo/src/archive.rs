@@ -43,6 +43,7 @@ impl Stanza {
         data: &[u8],
         level: i32,
     ) -> Result<PushOutcome> {
+        self.refuse_if_stopped("archive-push").await?;
         let key = self.archive_key(archive_id, timeline, name)?;
         let sealed = Bytes::from(codec::seal_raw_level(magic::WAL, data, Some(level)));
         match self.store().put(&key, sealed, PutMode::Create).await {

@@ -55,6 +55,11 @@ pub fn damage_register(s: &StanzaName) -> Result<Key> {
     key(format!("{}/damaged", stanza(s)))
 }
 
+/// `stanza/<s>/stop`: present while the stanza is stopped (`cairn stop`).
+pub fn stop(s: &StanzaName) -> Result<Key> {
+    key(format!("{}/stop", stanza(s)))
+}
+
 pub fn lock(s: &StanzaName) -> Result<Key> {
     key(format!("{}/lock", stanza(s)))
 }

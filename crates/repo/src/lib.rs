@@ -10,6 +10,7 @@ pub mod backup;
 pub mod catalog;
 pub mod chunker;
 pub mod codec;
+pub mod control;
 pub mod damage;
 pub mod error;
 pub mod expire;

@@ -400,7 +400,12 @@ impl Stanza {
     }
 
     /// Take the stanza's exclusive lock (backup, expire): one writer of catalog and index.
+    /// Take the stanza lock for `command` (refused while the stanza is stopped, except to
+    /// delete it).
     pub async fn lock(&self, command: &str) -> Result<Lock> {
+        if command != "stanza-delete" {
+            self.refuse_if_stopped(command).await?;
+        }
         Lock::acquire(
             self.store.clone(),
             self.lock_key()?,

@@ -2,8 +2,8 @@
 //! repository and stanza, and calls into the repo and engines crates.
 
 use self::{
-    archive_get::*, archive_push::*, backup::*, check::*, expire::*, info::*, restore::*,
-    stanza_create::*, stanza_repair::*, verify::*,
+    archive_get::*, archive_push::*, backup::*, check::*, control::*, expire::*, info::*,
+    restore::*, stanza_create::*, stanza_repair::*, verify::*,
 };
 use crate::Cli;
 use crate::Command;
@@ -20,6 +20,7 @@ mod archive_get;
 mod archive_push;
 mod backup;
 mod check;
+mod control;
 mod expire;
 mod info;
 mod restore;
@@ -171,6 +172,9 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         }
         Command::Info { output } => info_cmd(s, output).await,
         Command::StanzaRepair => stanza_repair(s).await,
+        Command::Stop => stop_cmd(s).await,
+        Command::Start => start_cmd(s).await,
+        Command::StanzaDelete { force } => stanza_delete_cmd(s, force, &opts(vec![pg])).await,
         Command::Expire {
             set,
             dry_run,

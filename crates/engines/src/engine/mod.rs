@@ -125,6 +125,12 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Refuse `stanza-delete` while the source still writes into the stanza (postgres: the
+    /// cluster at pg-path is running). `--force` skips this.
+    fn refuse_delete(&self, _opts: &dyn Options) -> Result<()> {
+        Ok(())
+    }
+
     /// Refuse a backup's resolved entries that this engine could not restore (stream: one
     /// entry, the stream). Restore applies it through its own reading of the entries; verify
     /// calls it on every backup, so the two agree.

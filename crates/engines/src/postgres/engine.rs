@@ -54,6 +54,18 @@ impl Engine for Postgres {
         Ok(())
     }
 
+    fn refuse_delete(&self, opts: &dyn Options) -> Result<()> {
+        if let Some(pg_path) = opts.path("pg-path")?
+            && pg_path.join("postmaster.pid").exists()
+        {
+            return Err(Error::Usage(format!(
+                "the cluster at pg-path {} is running (it has a postmaster.pid) and may still archive into this stanza; stop it first, or give --force if it archives elsewhere now",
+                pg_path.display()
+            )));
+        }
+        Ok(())
+    }
+
     async fn backup(&self, stanza: &Stanza, req: BackupRequest<'_>) -> Result<BackupOutcome> {
         // A relation file dropped while the backup runs is normal for a live cluster: WAL
         // replay recreates what it needs.
