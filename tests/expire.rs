@@ -161,9 +161,26 @@ fn condemned_packs_wait_for_their_margin_and_are_not_reused_meanwhile() -> TestR
     full_and_incr(&env, &src, 2, &[])?;
     let packs = files_under(&env.repo.join("stanza/main/pack")).len();
     env.ok(&["expire", "--retention-full", "1", "--gc-margin", "2"])?;
-    // Condemned, not deleted.
+    // Condemned, not deleted: info shows what the next expire frees.
     assert!(env.repo.join("stanza/main/condemned").exists());
     assert_eq!(files_under(&env.repo.join("stanza/main/pack")).len(), packs);
+    let info = env.info()?;
+    let repo = &info[0]["cairn"]["repository"];
+    assert!(
+        repo["condemned"]["size"].as_u64().unwrap_or(0) > 2_000_000,
+        "{repo}"
+    );
+    assert_eq!(repo["condemned"]["packs"], 1, "{repo}");
+    // Random data: no compression; the two backups of the kept full share everything but
+    // the small file, and the expired full's data is still stored (condemned).
+    let (dedup, comp) = (
+        repo["dedup-ratio"].as_f64().unwrap_or(0.0),
+        repo["compression-ratio"].as_f64().unwrap_or(0.0),
+    );
+    assert!((0.9..1.1).contains(&comp), "{repo}");
+    assert!((0.9..1.1).contains(&dedup), "{repo}");
+    let text = stdout(&env.cmd(&["info"]).output()?);
+    assert!(text.contains("waiting for deletion"), "{text}");
     // A new backup of the expired data stores it again instead of reusing the condemned pack.
     fs::write(src.join("f"), &old)?;
     let s = src.to_str().ok_or("path")?;

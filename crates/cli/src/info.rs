@@ -29,6 +29,13 @@ pub struct StanzaReport {
     pub damage: Result<Option<cairn_repo::damage::DamageRegister>, String>,
     /// Why the stanza could not be read at all (the rest is then empty).
     pub unreadable: Option<String>,
+    pub wal_files: usize,
+    pub wal_bytes: u64,
+    /// Plaintext bytes of the distinct chunks stored (what deduplication leaves).
+    pub unique_bytes: u64,
+    /// Packs garbage collection has condemned, and their bytes: what expire frees next.
+    pub condemned_packs: usize,
+    pub condemned_bytes: u64,
 }
 
 impl StanzaReport {
@@ -47,6 +54,11 @@ impl StanzaReport {
             facts: Default::default(),
             damage: Ok(None),
             unreadable: Some(why),
+            wal_files: 0,
+            wal_bytes: 0,
+            unique_bytes: 0,
+            condemned_packs: 0,
+            condemned_bytes: 0,
         }
     }
 
@@ -60,9 +72,12 @@ impl StanzaReport {
             LockState::Held(_) | LockState::Unreadable => (true, None),
         };
         let mut archives = Vec::new();
+        let (mut wal_files, mut wal_bytes) = (0, 0);
         for id in stanza.archive_ids().await? {
             let mut by_tli: std::collections::BTreeMap<u32, (String, String)> = Default::default();
             for a in stanza.archive_list(&id).await? {
+                wal_files += 1;
+                wal_bytes += a.size;
                 // Only whole segments bound the archive (not .history, .backup or .partial).
                 if a.name.len() != 24 {
                     continue;
@@ -89,10 +104,24 @@ impl StanzaReport {
             Err(_) => Default::default(),
         };
         let damage = stanza.damage_register().await.map_err(|e| e.to_string());
+        let unique_bytes = stanza.index_all().await?.raw_bytes();
+        let condemned = stanza.condemned_or_warn().await;
+        let condemned_bytes = packs
+            .iter()
+            .filter(|p| {
+                cairn_repo::keys::parse_pack(&p.key).is_some_and(|id| condemned.contains_key(&id))
+            })
+            .map(|p| p.size)
+            .sum();
         Ok(StanzaReport {
             damage,
             facts,
             unreadable: None,
+            wal_files,
+            wal_bytes,
+            unique_bytes,
+            condemned_packs: condemned.len(),
+            condemned_bytes,
             name: stanza.name().to_string(),
             engine: stanza.info.engine.clone(),
             packs: packs.len(),
@@ -109,12 +138,14 @@ impl StanzaReport {
         self.catalog.backups.iter().map(|b| b.size).sum()
     }
 
+    /// Logical bytes of every backup over the plaintext bytes of the distinct chunks.
     fn dedup_ratio(&self) -> f64 {
-        if self.pack_bytes == 0 {
-            0.0
-        } else {
-            self.logical_total() as f64 / self.pack_bytes as f64
-        }
+        ratio(self.logical_total(), self.unique_bytes)
+    }
+
+    /// Plaintext bytes of the distinct chunks over the bytes of the packs holding them.
+    fn compression_ratio(&self) -> f64 {
+        ratio(self.unique_bytes, self.pack_bytes)
     }
 
     /// pgBackRest's status codes where they apply (0 ok, 2 no valid backups); 99 ("other")
@@ -148,6 +179,14 @@ impl StanzaReport {
         } else {
             (0, "ok".into())
         }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        ((a as f64 / b as f64) * 100.0).round() / 100.0
     }
 }
 
@@ -237,10 +276,15 @@ pub fn json(stanzas: &[StanzaReport]) -> Value {
                     "cairn": {
                         "engine": s.engine,
                         "repository": {
+                            "size": s.pack_bytes + s.wal_bytes,
                             "packs": s.packs,
-                            "size": s.pack_bytes,
+                            "pack-size": s.pack_bytes,
+                            "wal": {"files": s.wal_files, "size": s.wal_bytes},
                             "logical-size": s.logical_total(),
-                            "dedup-ratio": (s.dedup_ratio() * 100.0).round() / 100.0,
+                            "unique-size": s.unique_bytes,
+                            "dedup-ratio": s.dedup_ratio(),
+                            "compression-ratio": s.compression_ratio(),
+                            "condemned": {"packs": s.condemned_packs, "size": s.condemned_bytes},
                         },
                     },
                 })
@@ -269,12 +313,30 @@ pub fn text(stanzas: &[StanzaReport]) -> String {
         let _ = writeln!(out, "    engine: {}", s.engine);
         let _ = writeln!(
             out,
-            "    repository: {} in {} packs, {} of backups, dedup ratio {:.2}x",
+            "    repository: {} ({} in {} packs, {} of WAL in {} files)",
+            human(s.pack_bytes + s.wal_bytes),
             human(s.pack_bytes),
             s.packs,
-            human(s.logical_total()),
-            s.dedup_ratio()
+            human(s.wal_bytes),
+            s.wal_files
         );
+        let _ = writeln!(
+            out,
+            "    backups: {} logical, {} after deduplication (ratio {:.2}x), stored in {} (compression ratio {:.2}x)",
+            human(s.logical_total()),
+            human(s.unique_bytes),
+            s.dedup_ratio(),
+            human(s.pack_bytes),
+            s.compression_ratio()
+        );
+        if s.condemned_packs > 0 {
+            let _ = writeln!(
+                out,
+                "    waiting for deletion: {} in {} condemned pack(s) no backup needs (a later expire deletes them)",
+                human(s.condemned_bytes),
+                s.condemned_packs
+            );
+        }
         for (id, tli, min, max) in &s.archives {
             let _ = writeln!(
                 out,

@@ -246,6 +246,11 @@ impl Index {
         self.entries.is_empty()
     }
 
+    /// Plaintext bytes of every distinct chunk the index places.
+    pub fn raw_bytes(&self) -> u64 {
+        self.entries.iter().map(|(_, l)| l.raw_len as u64).sum()
+    }
+
     pub fn packs(&self) -> &[PackId] {
         &self.packs
     }
