@@ -235,7 +235,7 @@ fn item11_a_crafted_catalog_label_is_an_error_not_a_panic_and_frees_the_lock() -
         );
         assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
         assert!(
-            !stanza.join("lock").exists(),
+            files_under(&stanza.join("lease")).is_empty(),
             "{args:?} left the lock behind"
         );
     }
@@ -343,9 +343,12 @@ fn item13_a_lock_whose_holder_is_gone_is_shown_as_stale() -> TestResult {
         pid: dead_pid,
         command: "backup".into(),
         since: 1_700_000_000,
+        // The lease has time left: only the dead pid makes it stale.
+        lease_until: i64::MAX / 2,
     };
+    fs::create_dir_all(env.repo.join("stanza/main/lease"))?;
     fs::write(
-        env.repo.join("stanza/main/lock"),
+        env.repo.join("stanza/main/lease/0000000000000001"),
         codec::seal(magic::LOCK, &info, false),
     )?;
     let json = env.info()?;
@@ -423,7 +426,7 @@ fn item11_a_panic_is_one_error_line_with_exit_70_and_frees_the_lock() -> TestRes
     assert_eq!(out.status.code(), Some(70), "{err}");
     assert!(err.contains("internal error"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(!env.repo.join("stanza/main/lock").exists());
+    assert!(files_under(&env.repo.join("stanza/main/lease")).is_empty());
     env.ok(&["backup", "--type", "incr", "--source", s])?;
     assert_eq!(env.labels()?.len(), 3);
     Ok(())
@@ -441,12 +444,13 @@ fn item11_sigterm_during_a_backup_frees_the_lock_and_lists_nothing() -> TestResu
     use std::io::Write;
     stdin.write_all(&bytes(9, 3_000_000))?;
     // The backup holds the lock while it waits for more input.
-    let lock = env.repo.join("stanza/main/lock");
+    let lease = env.repo.join("stanza/main/lease");
+    let held = || !files_under(&lease).is_empty();
     let start = std::time::Instant::now();
-    while !lock.exists() && start.elapsed() < std::time::Duration::from_secs(20) {
+    while !held() && start.elapsed() < std::time::Duration::from_secs(20) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(lock.exists(), "the backup never took the lock");
+    assert!(held(), "the backup never took the lock");
     // SAFETY: kill only sends a signal to our own child process.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
@@ -456,7 +460,7 @@ fn item11_sigterm_during_a_backup_frees_the_lock_and_lists_nothing() -> TestResu
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(143), "{err}");
     assert!(err.contains("interrupted by SIGTERM"), "{err}");
-    assert!(!lock.exists(), "SIGTERM left the lock behind");
+    assert!(!held(), "SIGTERM left the lock behind");
     assert!(env.labels()?.is_empty());
     Ok(())
 }

@@ -66,11 +66,12 @@ impl StanzaReport {
         let catalog = stanza.catalog().await?;
         let packs = stanza.store().list(&stanza.pack_prefix()?).await?;
         use cairn_repo::lock::{Lock, LockState};
-        let (locked, stale_lock) = match Lock::inspect(stanza.store(), &stanza.lock_key()?).await? {
-            LockState::Free => (false, None),
-            LockState::Stale(h) => (false, Some(h)),
-            LockState::Held(_) | LockState::Unreadable => (true, None),
-        };
+        let (locked, stale_lock) =
+            match Lock::inspect(stanza.store(), &stanza.lock_prefix()?).await? {
+                LockState::Free => (false, None),
+                LockState::Stale(h) => (false, Some(h)),
+                LockState::Held(_) | LockState::Unreadable => (true, None),
+            };
         let mut archives = Vec::new();
         let (mut wal_files, mut wal_bytes) = (0, 0);
         for id in stanza.archive_ids().await? {

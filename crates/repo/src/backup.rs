@@ -415,9 +415,15 @@ impl BackupJob {
             record: record.clone(),
             entries: std::mem::take(&mut self.entries),
         };
+        if let Some(lock) = &self.lock {
+            lock.confirm().await?;
+        }
         self.stanza.put_manifest(Arc::new(manifest)).await?;
 
         // 3. catalog: from here on the backup exists.
+        if let Some(lock) = &self.lock {
+            lock.confirm().await?;
+        }
         let mut catalog = self.stanza.catalog().await?;
         catalog.backups.push(record.clone());
         self.stanza.save_catalog(&catalog).await?;

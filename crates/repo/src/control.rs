@@ -27,6 +27,7 @@ impl Stanza {
                     pid: 0,
                     command: "stop".into(),
                     since: 0,
+                    lease_until: 0,
                 },
             ))),
             Err(StorageError::NotFound { .. }) => Ok(None),
@@ -55,6 +56,7 @@ impl Stanza {
             pid: std::process::id(),
             command: "stop".into(),
             since: crate::time::now_unix(),
+            lease_until: 0,
         };
         let bytes = Bytes::from(codec::seal(magic::LOCK, &me, false));
         match self
@@ -87,16 +89,17 @@ impl Stanza {
             )));
         }
         let lock = self.lock("stanza-delete").await?;
+        lock.confirm().await?;
         let result = self.delete_all_locked().await;
         lock.release().await?;
         result
     }
 
     async fn delete_all_locked(&self) -> Result<usize> {
-        let (info, stop, lock) = (
+        let (info, stop, lease) = (
             keys::stanza_info(self.name())?,
             self.stop_key()?,
-            self.lock_key()?,
+            self.lock_prefix()?,
         );
         let all: Vec<Key> = self
             .store()
@@ -104,7 +107,7 @@ impl Stanza {
             .await?
             .into_iter()
             .map(|m| m.key)
-            .filter(|k| *k != info && *k != stop && *k != lock)
+            .filter(|k| *k != info && *k != stop && !k.as_str().starts_with(lease.as_str()))
             .collect();
         self.store().delete_many(&all).await?;
         self.store().delete(&info).await?;

@@ -7,6 +7,7 @@ use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::gc::{self, GcReport};
 use crate::ids::BackupLabel;
+use crate::lock::Lock;
 use crate::repository::Stanza;
 use crate::retention::{self, Expired, Policy};
 
@@ -34,13 +35,14 @@ pub async fn expire(
     dry_run: bool,
 ) -> Result<ExpireReport> {
     let lock = stanza.lock("expire").await?;
-    let result = expire_locked(stanza, selection, margin, dry_run).await;
+    let result = expire_locked(stanza, &lock, selection, margin, dry_run).await;
     lock.release().await?;
     result
 }
 
 async fn expire_locked(
     stanza: &Stanza,
+    lock: &Lock,
     selection: &Selection,
     margin: i64,
     dry_run: bool,
@@ -53,6 +55,7 @@ async fn expire_locked(
     };
     let kept = retention::remaining(&catalog, &expired);
     if !dry_run && !expired.is_empty() {
+        lock.confirm().await?;
         stanza.save_catalog(&kept).await?;
         for e in expired.iter().rev() {
             stanza
@@ -60,6 +63,9 @@ async fn expire_locked(
                 .delete(&stanza.manifest_key(&e.label)?)
                 .await?;
         }
+    }
+    if !dry_run {
+        lock.confirm().await?;
     }
     let gc = gc::collect(stanza, &kept, margin, now, dry_run).await?;
     Ok(ExpireReport { expired, gc, kept })

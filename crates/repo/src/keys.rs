@@ -60,8 +60,9 @@ pub fn stop(s: &StanzaName) -> Result<Key> {
     key(format!("{}/stop", stanza(s)))
 }
 
-pub fn lock(s: &StanzaName) -> Result<Key> {
-    key(format!("{}/lock", stanza(s)))
+/// `stanza/<s>/lease`: the stanza lock's generations (format.md, "Lock").
+pub fn lease_prefix(s: &StanzaName) -> Result<Key> {
+    key(format!("{}/lease", stanza(s)))
 }
 
 pub fn backups_prefix(s: &StanzaName) -> Result<Key> {

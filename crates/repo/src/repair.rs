@@ -42,12 +42,12 @@ pub struct RepairReport {
 /// Rebuild the stanza's catalog (and its copy) from its manifests, under the stanza lock.
 pub async fn rebuild_catalog(stanza: &Stanza) -> Result<RepairReport> {
     let lock = stanza.lock("stanza-repair").await?;
-    let result = rebuild(stanza).await;
+    let result = rebuild(stanza, &lock).await;
     lock.release().await?;
     result
 }
 
-async fn rebuild(stanza: &Stanza) -> Result<RepairReport> {
+async fn rebuild(stanza: &Stanza, lock: &crate::lock::Lock) -> Result<RepairReport> {
     let mut report = RepairReport {
         before: stanza
             .catalog()
@@ -121,6 +121,7 @@ async fn rebuild(stanza: &Stanza) -> Result<RepairReport> {
     }
     records.sort_by(|a, b| (a.start, &a.label).cmp(&(b.start, &b.label)));
     report.listed = records.iter().map(|r| r.label.clone()).collect();
+    lock.confirm().await?;
     stanza.save_catalog(&Catalog { backups: records }).await?;
     Ok(report)
 }

@@ -395,8 +395,9 @@ impl Stanza {
         keys::index_prefix(&self.info.name)
     }
 
-    pub fn lock_key(&self) -> Result<Key> {
-        keys::lock(&self.info.name)
+    /// Where the stanza lock's generations are (format.md, "Lock").
+    pub fn lock_prefix(&self) -> Result<Key> {
+        keys::lease_prefix(&self.info.name)
     }
 
     /// Take the stanza's exclusive lock (backup, expire): one writer of catalog and index.
@@ -408,7 +409,7 @@ impl Stanza {
         }
         Lock::acquire(
             self.store.clone(),
-            self.lock_key()?,
+            self.lock_prefix()?,
             &format!("stanza '{}'", self.info.name),
             command,
         )
