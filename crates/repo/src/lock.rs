@@ -124,7 +124,7 @@ async fn generations(store: &Arc<dyn Storage>, prefix: &Key) -> Result<Vec<(u64,
         .into_iter()
         .filter_map(|m| parse_gen(prefix, &m.key).map(|g| (g, m.key)))
         .collect();
-    gens.sort_by(|a, b| b.0.cmp(&a.0));
+    gens.sort_by_key(|g| std::cmp::Reverse(g.0));
     Ok(gens)
 }
 
