@@ -24,6 +24,9 @@ pub struct ExpireReport {
     pub gc: GcReport,
     /// The backups that stay, as the catalog now lists them (or would, with dry_run).
     pub kept: Catalog,
+    /// Manifests of backups that were never listed (or whose expire was interrupted),
+    /// removed (or, with dry_run, that would be).
+    pub unlisted: Vec<BackupLabel>,
 }
 
 /// Expire what `selection` selects, then collect garbage with `margin` (seconds; see
@@ -57,6 +60,7 @@ async fn expire_locked(
     if !dry_run && !expired.is_empty() {
         lock.confirm().await?;
         stanza.save_catalog(&kept).await?;
+        crate::failpoint::hit("expire-after-catalog");
         for e in expired.iter().rev() {
             stanza
                 .store()
@@ -64,9 +68,26 @@ async fn expire_locked(
                 .await?;
         }
     }
+    // Manifests the catalog does not list are not backups (format.md, "Commit order"): an
+    // interrupted backup's, or an interrupted expire's. With the stanza locked, nothing is
+    // about to list them; they go, as pgBackRest's expire removes unlisted backup paths.
+    let mut unlisted = Vec::new();
+    for label in stanza.manifest_labels().await? {
+        if kept.get(&label).is_none() && !expired.iter().any(|e| e.label == label) {
+            unlisted.push(label);
+        }
+    }
     if !dry_run {
         lock.confirm().await?;
+        for label in &unlisted {
+            stanza.store().delete(&stanza.manifest_key(label)?).await?;
+        }
     }
     let gc = gc::collect(stanza, &kept, margin, now, dry_run).await?;
-    Ok(ExpireReport { expired, gc, kept })
+    Ok(ExpireReport {
+        expired,
+        gc,
+        kept,
+        unlisted,
+    })
 }

@@ -224,6 +224,7 @@ pub async fn collect(
     }
     // 1. The condemnations, durable before anything is deleted.
     stanza.save_condemned(&condemned).await?;
+    crate::failpoint::hit("gc-after-condemn");
     // 2. One segment with every record of the packs that stay, then the segments it replaces:
     //    those naming a pack that goes, or all of them when there are many.
     let gone: HashSet<PackId> = due.iter().map(|(id, _)| *id).collect();
@@ -243,6 +244,7 @@ pub async fn collect(
         for seg in Segment::merged(&sources, |p, _| !gone.contains(p)) {
             written.push(stanza.put_index_segment(Arc::new(seg)).await?);
         }
+        crate::failpoint::hit("gc-after-new-segments");
         for k in touched {
             if !written.contains(k) {
                 store.delete(k).await?;
@@ -253,14 +255,20 @@ pub async fn collect(
     if due.is_empty() {
         return Ok(report);
     }
+    crate::failpoint::hit("gc-after-old-segments");
     // 3. The packs.
     let keys: Vec<Key> = due
         .iter()
         .map(|(id, _)| stanza.pack_key(id))
         .collect::<Result<_>>()?;
-    store.delete_many(&keys).await?;
+    if let Some((first, rest)) = keys.split_first() {
+        store.delete(first).await?;
+        crate::failpoint::hit("gc-mid-packs");
+        store.delete_many(rest).await?;
+    }
     report.deleted_packs = due.len();
     report.deleted_bytes = due.iter().map(|(_, s)| s).sum();
+    crate::failpoint::hit("gc-after-packs");
     // 4. The list, without them.
     for id in &gone {
         condemned.remove(id);

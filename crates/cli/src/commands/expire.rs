@@ -118,6 +118,12 @@ async fn run(s: &Settings, selection: &Selection, margin: i64, dry_run: bool) ->
     if report.expired.is_empty() {
         tracing::info!("no backup to expire");
     }
+    for l in &report.unlisted {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        tracing::info!(
+            "{verb} the manifest of {l}, which the catalog does not list (an interrupted backup or expire)"
+        );
+    }
     let wal = match engine.log_archive() {
         Some(archive) => Some(archive.expire(&stanza, &report.kept, dry_run).await?),
         None => None,
