@@ -258,8 +258,15 @@ impl Lock {
             .await?
             .first()
             .map(|g| g.0);
-        let until = self.info.lock().map(|i| i.lease_until).unwrap_or(0);
-        if newest != Some(self.generation) || until < now + CONFIRM_MARGIN {
+        let mine = self.info.lock().map(|i| i.clone()).ok();
+        let until = mine.as_ref().map_or(0, |i| i.lease_until);
+        // Still ours: on a store without conditional writes (HEAD, then PUT), another
+        // process may have written the same generation over ours.
+        let ours = match read(&self.store, &self.key).await? {
+            Some(Some(h)) => mine.as_ref().is_some_and(|m| same_holder(&h, m)),
+            _ => false,
+        };
+        if !ours || newest != Some(self.generation) || until < now + CONFIRM_MARGIN {
             return Err(Error::Locked(format!(
                 "this command lost its lock ({}/{}): it stalled past its lease and another command took the lock over; nothing more is written",
                 self.store.location(),
@@ -279,6 +286,10 @@ impl Lock {
     }
 }
 
+fn same_holder(a: &LockInfo, b: &LockInfo) -> bool {
+    a.host == b.host && a.pid == b.pid && a.since == b.since && a.command == b.command
+}
+
 /// Renew the lease every `RENEW_EVERY` until aborted. The holder alone writes its generation,
 /// so an overwrite is safe. A failed renewal is retried at the next tick; `confirm` stops the
 /// command if the lease ran out meanwhile.
@@ -292,6 +303,17 @@ async fn renew_loop(store: Arc<dyn Storage>, key: Key, info: Arc<Mutex<LockInfo>
             },
             Err(_) => return,
         };
+        // Never over another holder's lock (see `confirm`): then this one is lost, and the
+        // command's next confirm says so.
+        match read(&store, &key).await {
+            Ok(Some(Some(h))) if same_holder(&h, &renewed) => {}
+            // Unreachable for now: try again at the next tick.
+            Err(e) => {
+                tracing::warn!("cannot renew the lock {key}: {e}");
+                continue;
+            }
+            _ => return,
+        }
         let bytes = Bytes::from(codec::seal(magic::LOCK, &renewed, false));
         match store.put(&key, bytes, PutMode::Overwrite).await {
             Ok(()) => {
