@@ -120,3 +120,58 @@ fn retention_full_on_postgres_expires_backups_data_and_wal() -> Res<()> {
     r.stop()?;
     Ok(())
 }
+
+/// archive-push never waits on a backup or an expire: under pgbench load, with backups and
+/// expires running back to back, every segment PostgreSQL finishes reaches the archive and no
+/// archive_command call fails.
+#[test]
+fn archive_push_under_load_while_backups_and_expires_run() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    Cluster::check_output(
+        "pgbench -i",
+        c.client("pgbench", &["-i", "-s", "3", "-q", "postgres"])
+            .output()?,
+    )?;
+    let mut load = c
+        .client("pgbench", &["-n", "-c", "2", "-T", "40", "postgres"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    for round in 0..4 {
+        let kind = if round % 2 == 0 { "full" } else { "incr" };
+        c.cairn_ok(&[
+            "backup",
+            "--type",
+            kind,
+            "--retention-full",
+            "1",
+            "--gc-margin",
+            "0",
+        ])?;
+        c.switch_wal()?;
+    }
+    c.cairn_ok(&["expire", "--retention-full", "1", "--gc-margin", "0"])?;
+    let last = c.switch_wal()?;
+    c.wait_archived(&last)?;
+    let failed: u64 = c
+        .sql("select failed_count from pg_stat_archiver")?
+        .parse()?;
+    assert_eq!(
+        failed, 0,
+        "archive_command failed while backups and expires ran"
+    );
+    let _ = load.kill();
+    let _ = load.wait();
+    // Every segment since the oldest kept backup is in the archive, without a hole.
+    let v = c.cairn(&["verify"])?;
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    let wal = wal_files(&c);
+    assert!(
+        wal.iter().any(|w| w.starts_with(&last)),
+        "{last} missing: {wal:?}"
+    );
+    c.stop()?;
+    Ok(())
+}
