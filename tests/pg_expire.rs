@@ -118,6 +118,61 @@ fn retention_full_on_postgres_expires_backups_data_and_wal() -> Res<()> {
     let restored: u32 = r.sql("select count(*) from t")?.parse()?;
     assert_eq!(restored, rows);
     r.stop()?;
+
+    // --retention-archive 1: only the newest full keeps the WAL to replay to any point; the
+    // older one keeps what makes it consistent, and says so.
+    let wal_before = wal_files(&c);
+    c.cairn_ok(&[
+        "expire",
+        "--retention-full",
+        "2",
+        "--retention-archive",
+        "1",
+        "--gc-margin",
+        "0",
+    ])?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    assert_eq!(common::backup_labels(&info), kept);
+    let wal_after = wal_files(&c);
+    assert!(wal_after.len() < wal_before.len(), "{wal_after:?}");
+    let b0 = &info[0]["backup"][0];
+    assert_eq!(b0["cairn"]["meta"]["wal-after-stop"], "expired", "{b0}");
+    let (s0, e0) = (
+        b0["archive"]["start"].as_str().ok_or("start")?,
+        b0["archive"]["stop"].as_str().ok_or("stop")?,
+    );
+    assert!(
+        wal_after.iter().any(|w| w.starts_with(s0)) && wal_after.iter().any(|w| w.starts_with(e0))
+    );
+    let v = c.cairn(&["verify"])?;
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    // Its default restore (to the end of the archive) is refused; to consistency it works.
+    let dest = c.dir.path().join("restored-2");
+    let d = dest.to_str().ok_or("path")?;
+    let out = c.cairn(&["restore", "--set", &kept[0], "--dest", d])?;
+    assert!(
+        !out.status.success(),
+        "a restore through the expired WAL was not refused"
+    );
+    let _ = std::fs::remove_dir_all(&dest);
+    c.cairn_ok(&[
+        "restore",
+        "--set",
+        &kept[0],
+        "--dest",
+        d,
+        "--type",
+        "immediate",
+        "--target-action",
+        "promote",
+    ])?;
+    let mut r = c.sibling(dest);
+    r.set("archive_mode = off")?;
+    r.start()?;
+    r.wait_promoted()?;
+    assert!(r.sql("select count(*) from t")?.parse::<u32>()? > 0);
+    r.stop()?;
     Ok(())
 }
 

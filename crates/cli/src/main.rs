@@ -132,6 +132,13 @@ pub struct RetentionArgs {
     /// Differential backups to keep (full backups count as differential ones here).
     #[arg(long, env = "CAIRN_RETENTION_DIFF")]
     pub retention_diff: Option<u32>,
+    /// Keep the WAL to recover to any point only from the newest N backups of
+    /// --retention-archive-type; older backups keep the WAL that makes them consistent.
+    #[arg(long, env = "CAIRN_RETENTION_ARCHIVE")]
+    pub retention_archive: Option<u32>,
+    /// full (default), diff or incr: which backups --retention-archive counts.
+    #[arg(long, env = "CAIRN_RETENTION_ARCHIVE_TYPE")]
+    pub retention_archive_type: Option<String>,
     /// Seconds a condemned pack waits before garbage collection deletes it (default 3600);
     /// see docs/format.md, "Condemned packs".
     #[arg(long, env = "CAIRN_GC_MARGIN")]

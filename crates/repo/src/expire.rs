@@ -11,6 +11,39 @@ use crate::lock::Lock;
 use crate::repository::Stanza;
 use crate::retention::{self, Expired, Policy};
 
+/// `--retention-archive N` with `--retention-archive-type`: keep the log needed to recover
+/// to any point from the newest N backups of that type (full: fulls; diff: fulls and diffs;
+/// incr: all); older kept backups keep only the log that makes them consistent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiveRetention {
+    pub count: u32,
+    pub kind: crate::ids::BackupType,
+}
+
+/// What an engine's log archive will remove (`LogPruner::plan`): the objects, and the backups
+/// whose log after their end goes (recorded in their catalog records first, so that verify and
+/// restore know the gap is on purpose).
+#[derive(Debug, Default, Clone)]
+pub struct LogPlan {
+    pub delete: Vec<crate::storage::Key>,
+    pub bytes: u64,
+    /// The first log file kept whole (everything after it stays).
+    pub kept_from: Option<String>,
+    /// Backups whose log past their end is removed: (label, meta key, value) to record.
+    pub marks: Vec<(BackupLabel, String, String)>,
+}
+
+/// An engine's log archive, as expire prunes it (postgres: the WAL archive).
+#[async_trait::async_trait]
+pub trait LogPruner: Send + Sync {
+    async fn plan(
+        &self,
+        stanza: &Stanza,
+        kept: &Catalog,
+        retention: Option<ArchiveRetention>,
+    ) -> Result<LogPlan>;
+}
+
 /// What to expire.
 #[derive(Clone, Debug)]
 pub enum Selection {
@@ -27,6 +60,8 @@ pub struct ExpireReport {
     /// Manifests of backups that were never listed (or whose expire was interrupted),
     /// removed (or, with dry_run, that would be).
     pub unlisted: Vec<BackupLabel>,
+    /// What the log archive lost (or would).
+    pub log: LogPlan,
 }
 
 /// Expire what `selection` selects, then collect garbage with `margin` (seconds; see
@@ -34,11 +69,12 @@ pub struct ExpireReport {
 pub async fn expire(
     stanza: &Stanza,
     selection: &Selection,
+    log: Option<(&dyn LogPruner, Option<ArchiveRetention>)>,
     margin: i64,
     dry_run: bool,
 ) -> Result<ExpireReport> {
     let lock = stanza.lock("expire").await?;
-    let result = expire_locked(stanza, &lock, selection, margin, dry_run).await;
+    let result = expire_locked(stanza, &lock, selection, log, margin, dry_run).await;
     lock.release().await?;
     result
 }
@@ -47,6 +83,7 @@ async fn expire_locked(
     stanza: &Stanza,
     lock: &Lock,
     selection: &Selection,
+    log: Option<(&dyn LogPruner, Option<ArchiveRetention>)>,
     margin: i64,
     dry_run: bool,
 ) -> Result<ExpireReport> {
@@ -56,8 +93,21 @@ async fn expire_locked(
         Selection::Policy(p) => retention::select(&catalog, p, now),
         Selection::Set(label) => retention::select_set(&catalog, label)?,
     };
-    let kept = retention::remaining(&catalog, &expired);
-    if !dry_run && !expired.is_empty() {
+    let mut kept = retention::remaining(&catalog, &expired);
+    let log = match log {
+        Some((pruner, keep)) => pruner.plan(stanza, &kept, keep).await?,
+        None => LogPlan::default(),
+    };
+    let mut marked = false;
+    for (label, key, value) in &log.marks {
+        if let Some(b) = kept.backups.iter_mut().find(|b| &b.label == label)
+            && b.meta.get(key) != Some(value)
+        {
+            b.meta.insert(key.clone(), value.clone());
+            marked = true;
+        }
+    }
+    if !dry_run && (!expired.is_empty() || marked) {
         lock.confirm().await?;
         stanza.save_catalog(&kept).await?;
         crate::failpoint::hit("expire-after-catalog");
@@ -82,6 +132,8 @@ async fn expire_locked(
         for label in &unlisted {
             stanza.store().delete(&stanza.manifest_key(label)?).await?;
         }
+        // The log the kept backups do not need (their records say so already).
+        stanza.store().delete_many(&log.delete).await?;
     }
     let gc = gc::collect(stanza, &kept, margin, now, dry_run).await?;
     Ok(ExpireReport {
@@ -89,5 +141,6 @@ async fn expire_locked(
         gc,
         kept,
         unlisted,
+        log,
     })
 }

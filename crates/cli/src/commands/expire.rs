@@ -9,7 +9,8 @@ use crate::info::human;
 use crate::settings::Settings;
 use anyhow::Result;
 use cairn_repo::BackupLabel;
-use cairn_repo::expire::{self, Selection};
+use cairn_repo::BackupType;
+use cairn_repo::expire::{self, ArchiveRetention, Selection};
 use cairn_repo::retention::{FullType, Policy};
 use std::process::ExitCode;
 
@@ -49,6 +50,31 @@ fn policy(s: &Settings, r: &RetentionArgs) -> Result<Option<Policy>> {
     Ok((!p.is_empty()).then_some(p))
 }
 
+/// `--retention-archive` and its type, if set.
+fn archive_retention(s: &Settings, r: &RetentionArgs) -> Result<Option<ArchiveRetention>> {
+    let count = match s.integer(r.retention_archive.map(u64::from), "retention-archive")? {
+        None => return Ok(None),
+        Some(n) if (1..=9_999_999).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(usage(format!(
+                "--retention-archive {n} is out of range: give 1 or more"
+            )));
+        }
+    };
+    let kind = match s
+        .string(&r.retention_archive_type, "retention-archive-type")?
+        .as_deref()
+    {
+        None => BackupType::Full,
+        Some(t) => BackupType::parse(t).map_err(|_| {
+            usage(format!(
+                "--retention-archive-type '{t}': use full, diff or incr"
+            ))
+        })?,
+    };
+    Ok(Some(ArchiveRetention { count, kind }))
+}
+
 fn margin(s: &Settings, r: &RetentionArgs) -> Result<i64> {
     match s.integer(r.gc_margin, "gc-margin")? {
         None => Ok(DEFAULT_GC_MARGIN),
@@ -80,7 +106,8 @@ pub(crate) async fn expire_cmd(
             }
         },
     };
-    run(s, &selection, margin(s, r)?, dry_run).await?;
+    let archive = archive_retention(s, r)?;
+    run(s, &selection, archive, margin(s, r)?, dry_run).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -98,7 +125,8 @@ pub(crate) async fn after_backup(
     if no_expire {
         return Ok(code);
     }
-    match run(s, &Selection::Policy(p), margin(s, r)?, false).await {
+    let archive = archive_retention(s, r)?;
+    match run(s, &Selection::Policy(p), archive, margin(s, r)?, false).await {
         Ok(()) => Ok(code),
         Err(e) => {
             tracing::warn!("the backup is listed, but the expire after it failed: {e:#}");
@@ -107,10 +135,27 @@ pub(crate) async fn after_backup(
     }
 }
 
-async fn run(s: &Settings, selection: &Selection, margin: i64, dry_run: bool) -> Result<()> {
+async fn run(
+    s: &Settings,
+    selection: &Selection,
+    archive: Option<ArchiveRetention>,
+    margin: i64,
+    dry_run: bool,
+) -> Result<()> {
     let stanza = open_stanza(s).await?;
     let engine = engine_of(&stanza)?;
-    let report = expire::expire(&stanza, selection, margin, dry_run).await?;
+    let log = match engine.log_archive() {
+        Some(a) => Some((a.pruner(), archive)),
+        None if archive.is_some() => {
+            return Err(usage(format!(
+                "--retention-archive is for stanzas with a log archive (postgres); stanza '{}' is a {} stanza",
+                stanza.name(),
+                stanza.info.engine
+            )));
+        }
+        None => None,
+    };
+    let report = expire::expire(&stanza, selection, log, margin, dry_run).await?;
     let would = if dry_run { "would expire" } else { "expired" };
     for e in &report.expired {
         tracing::info!("{would} backup {} ({})", e.label, e.reason);
@@ -124,22 +169,25 @@ async fn run(s: &Settings, selection: &Selection, margin: i64, dry_run: bool) ->
             "{verb} the manifest of {l}, which the catalog does not list (an interrupted backup or expire)"
         );
     }
-    let wal = match engine.log_archive() {
-        Some(archive) => Some(archive.expire(&stanza, &report.kept, dry_run).await?),
-        None => None,
-    };
     let g = &report.gc;
-    let (freed, wal_note) = match &wal {
-        Some(w) if w.files > 0 => (
+    let w = &report.log;
+    for (label, _, _) in &w.marks {
+        tracing::info!(
+            "backup {label} keeps only the WAL that makes it consistent (--retention-archive): restore it with --type immediate or a target before its end"
+        );
+    }
+    let (freed, wal_note) = if w.delete.is_empty() {
+        (g.deleted_bytes, String::new())
+    } else {
+        (
             g.deleted_bytes + w.bytes,
             format!(
-                ", {} WAL file(s) ({}) before {}",
-                w.files,
+                ", {} WAL file(s) ({}) not needed from {} on",
+                w.delete.len(),
                 human(w.bytes),
                 w.kept_from.as_deref().unwrap_or("?")
             ),
-        ),
-        _ => (g.deleted_bytes, String::new()),
+        )
     };
     let verb = if dry_run { "would free" } else { "freed" };
     tracing::info!(

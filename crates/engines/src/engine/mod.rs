@@ -177,19 +177,8 @@ pub trait LogArchive: Send + Sync {
     /// Prove the database delivers its log to the archive (check); returns the line to print.
     async fn check(&self, stanza: &Stanza, opts: &dyn Options) -> Result<String>;
 
-    /// Remove the archived log that no backup in `kept` can replay (expire): what comes before
-    /// the oldest kept backup's start. Nothing when `kept` is empty or a backup does not say
-    /// where its log starts. With `dry_run`, only count.
-    async fn expire(&self, stanza: &Stanza, kept: &Catalog, dry_run: bool) -> Result<LogExpired>;
-}
-
-/// What `LogArchive::expire` removed (or would).
-#[derive(Debug, Default, Clone)]
-pub struct LogExpired {
-    pub files: usize,
-    pub bytes: u64,
-    /// The first log file kept, when anything was considered.
-    pub kept_from: Option<String>,
+    /// What `expire` removes from the log archive (see `cairn_repo::expire::LogPruner`).
+    fn pruner(&self) -> &dyn cairn_repo::expire::LogPruner;
 }
 
 #[cfg(test)]

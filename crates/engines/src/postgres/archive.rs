@@ -10,10 +10,12 @@
 use super::identity::Identity;
 use super::wal::WalFileName;
 use super::{backup, options};
-use crate::engine::{LogArchive, LogExpired, Options};
+use crate::engine::{LogArchive, Options};
 use async_trait::async_trait;
+use cairn_repo::BackupType;
 use cairn_repo::archive::PushOutcome;
 use cairn_repo::catalog::Catalog;
+use cairn_repo::expire::{ArchiveRetention, LogPlan, LogPruner};
 use cairn_repo::{Error, Result, Stanza};
 use std::path::{Path, PathBuf};
 
@@ -84,39 +86,8 @@ impl LogArchive for WalArchive {
         Ok(true)
     }
 
-    async fn expire(&self, stanza: &Stanza, kept: &Catalog, dry_run: bool) -> Result<LogExpired> {
-        // Every kept backup must say where its WAL starts; the oldest start bounds what stays.
-        let mut starts = Vec::new();
-        for b in &kept.backups {
-            match b.meta.get("wal-start") {
-                Some(s) if WalFileName::parse(s).is_some() => starts.push(s.clone()),
-                _ => return Ok(LogExpired::default()),
-            }
-        }
-        let Some(cutoff) = starts.into_iter().min() else {
-            return Ok(LogExpired::default());
-        };
-        let mut out = LogExpired {
-            kept_from: Some(cutoff.clone()),
-            ..LogExpired::default()
-        };
-        let mut doomed = Vec::new();
-        for id in stanza.archive_ids().await? {
-            for a in stanza.archive_list(&id).await? {
-                // Segments, .partial and .backup files before the cutoff (by name: timeline,
-                // then position); timeline histories stay, as pgBackRest keeps them.
-                if a.name.ends_with(".history") || a.name.len() < 24 || a.name[..24] >= *cutoff {
-                    continue;
-                }
-                out.files += 1;
-                out.bytes += a.size;
-                doomed.push(stanza.archive_key(&id, a.timeline, &a.name)?);
-            }
-        }
-        if !dry_run && !doomed.is_empty() {
-            stanza.store().delete_many(&doomed).await?;
-        }
-        Ok(out)
+    fn pruner(&self) -> &dyn LogPruner {
+        self
     }
 
     async fn check(&self, stanza: &Stanza, opts: &dyn Options) -> Result<String> {
@@ -151,4 +122,89 @@ fn check_working_directory(stanza: &str, opts: &dyn Options) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The backup meta entry that says the WAL after this backup's end was expired
+/// (`--retention-archive`): it restores to its consistency point (or a target before the gap),
+/// and verify does not call the gap damage.
+pub const WAL_AFTER_STOP: &str = "wal-after-stop";
+
+#[async_trait]
+impl LogPruner for WalArchive {
+    /// Everything before the start of the oldest backup whose WAL stays whole: the oldest
+    /// kept backup, or with `--retention-archive N`, the oldest of the newest N backups of the
+    /// type; older kept backups keep only their own start-to-stop range (and are marked).
+    /// Timeline histories always stay. Nothing when a kept backup does not say its range.
+    async fn plan(
+        &self,
+        stanza: &Stanza,
+        kept: &Catalog,
+        retention: Option<ArchiveRetention>,
+    ) -> Result<LogPlan> {
+        let mut ranges = Vec::new();
+        for b in &kept.backups {
+            match (b.meta.get("wal-start"), b.meta.get("wal-stop")) {
+                (Some(s), Some(e))
+                    if WalFileName::parse(s).is_some() && WalFileName::parse(e).is_some() =>
+                {
+                    ranges.push((b, s.clone(), e.clone()));
+                }
+                _ => return Ok(LogPlan::default()),
+            }
+        }
+        if ranges.is_empty() {
+            return Ok(LogPlan::default());
+        }
+        let anchor = match retention {
+            None => 0,
+            Some(r) => {
+                let counted: Vec<usize> = ranges
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (b, _, _))| match r.kind {
+                        BackupType::Full => b.kind == BackupType::Full,
+                        BackupType::Diff => b.kind != BackupType::Incr,
+                        BackupType::Incr => true,
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if counted.len() > r.count as usize {
+                    counted[counted.len() - r.count as usize]
+                } else {
+                    0
+                }
+            }
+        };
+        let cutoff = ranges[anchor].1.clone();
+        let older = &ranges[..anchor];
+        let mut plan = LogPlan {
+            kept_from: Some(cutoff.clone()),
+            ..LogPlan::default()
+        };
+        for (b, _, _) in older {
+            plan.marks.push((
+                b.label.clone(),
+                WAL_AFTER_STOP.to_string(),
+                "expired".to_string(),
+            ));
+        }
+        for id in stanza.archive_ids().await? {
+            for a in stanza.archive_list(&id).await? {
+                if a.name.ends_with(".history") || a.name.len() < 24 {
+                    continue;
+                }
+                let pos = &a.name[..24];
+                let needed = pos >= cutoff.as_str()
+                    || older
+                        .iter()
+                        .any(|(_, s, e)| pos >= s.as_str() && pos <= e.as_str());
+                if !needed {
+                    plan.bytes += a.size;
+                    plan.delete
+                        .push(stanza.archive_key(&id, a.timeline, &a.name)?);
+                }
+            }
+        }
+        Ok(plan)
+    }
 }

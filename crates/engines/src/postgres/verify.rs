@@ -122,6 +122,10 @@ pub async fn verify_wal(
         if only.is_some_and(|l| l != &b.label) {
             continue;
         }
+        // Its WAL past its end was expired on purpose (--retention-archive): no hole to report.
+        if b.meta.contains_key(super::archive::WAL_AFTER_STOP) {
+            continue;
+        }
         let Some((tli, start, stop)) = reach::backup_position(&b.meta) else {
             continue;
         };
