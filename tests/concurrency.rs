@@ -79,7 +79,7 @@ fn race(repo: &Repo, rounds: u64) -> TestResult {
         for label in repo.labels()? {
             let out = repo.ok(&["restore", "--set", &label, "--dest", "-"])?;
             assert!(
-                datas.iter().any(|d| *d == out.stdout),
+                datas.contains(&out.stdout),
                 "round {round}: backup {label} restored to bytes no backup had"
             );
         }
