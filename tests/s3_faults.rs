@@ -232,7 +232,10 @@ fn a_store_without_conditional_writes_is_used_without_them() -> Res<()> {
     common::make_tree(&src, 5)?;
     let s = src.to_str().ok_or("path")?;
     ok(&repo, &["stanza-create", "--engine", "files"])?;
-    ok(&repo, &["backup", "--type", "full", "--source", s])?;
+    let out = ok(&repo, &["backup", "--type", "full", "--source", s])?;
+    // The lock is only as good as the store's create-only writes: the operator is told.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot keep two hosts apart"), "{err}");
     fs::write(src.join("changed"), b"new file for the incremental")?;
     ok(&repo, &["backup", "--type", "incr", "--source", s])?;
     assert_eq!(

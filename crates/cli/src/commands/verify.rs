@@ -89,6 +89,13 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         Ok(_) => {}
         Err(e) => say!("verify: cannot list leftovers of interrupted writes: {e}"),
     }
+    let condemned = stanza.condemned_or_warn().await;
+    if !condemned.is_empty() {
+        say!(
+            "verify: {} pack(s) condemned by expire, which no listed backup needs, wait for deletion by a later expire",
+            condemned.len()
+        );
+    }
     if report.superseded_packs > 0 {
         say!(
             "verify: {} damaged pack(s) are no longer needed: every chunk in them that is damaged was stored again intact",

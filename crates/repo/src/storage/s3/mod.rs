@@ -151,8 +151,8 @@ impl S3Storage {
             mode == PutMode::Create && !self.no_conditional_put.load(Ordering::Relaxed);
         match self.put_single(key, data.clone(), conditional).await {
             Err(StorageError::Unsupported { .. }) if conditional => {
-                tracing::debug!(
-                    "the store does not implement If-None-Match; HEAD guards create-only puts"
+                tracing::warn!(
+                    "this S3-compatible store does not implement conditional writes (If-None-Match): create-only writes are guarded by a HEAD first, which two writers can race, so the stanza lock cannot keep two hosts apart here; run the commands that write to a stanza (backup, expire, stanza-repair) from one host at a time"
                 );
                 self.no_conditional_put.store(true, Ordering::Relaxed);
                 self.put_single(key, data, false).await
