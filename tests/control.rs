@@ -38,10 +38,7 @@ fn a_stopped_stanza_refuses_backup_expire_and_repair_until_started() -> TestResu
 fn stanza_delete_needs_a_stop_and_removes_only_that_stanza() -> TestResult {
     let env = Env::new("files")?;
     two_backups(&env)?;
-    let mut other = Env::new("files")?;
-    other.stanza = "other".into();
-    other.repo = env.repo.clone();
-    other.ok(&["stanza-create", "--engine", "files"])?;
+    let other = env.stanza_beside("other", "files")?;
     let src = env.path("src");
     other.ok(&["backup", "--source", src.to_str().ok_or("p")?])?;
 

@@ -95,10 +95,7 @@ fn item7_swapped_manifests_are_damage_not_the_wrong_backup() -> TestResult {
     // damage too.
     fs::write(&a, &ma)?;
     fs::write(&b, &mb)?;
-    let mut other = Env::new("files")?;
-    other.stanza = "other".into();
-    other.repo = env.repo.clone();
-    other.ok(&["stanza-create", "--engine", "files"])?;
+    let other = env.stanza_beside("other", "files")?;
     let mut m = Manifest::decode("m", &ma)?;
     m.record.meta.insert("stanza".into(), "main".into());
     let other_src = env.path("src");

@@ -33,6 +33,19 @@ impl Env {
         Ok(env)
     }
 
+    /// Another stanza, `name` of `engine`, created in this environment's repository.
+    pub fn stanza_beside(
+        &self,
+        name: &str,
+        engine: &str,
+    ) -> Result<Env, Box<dyn std::error::Error>> {
+        let mut other = Env::new(engine)?;
+        other.stanza = name.into();
+        other.repo = self.repo.clone();
+        other.ok(&["stanza-create", "--engine", engine])?;
+        Ok(other)
+    }
+
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }

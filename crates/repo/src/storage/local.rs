@@ -181,8 +181,12 @@ impl LocalStorage {
         Ok(Bytes::from(buf))
     }
 
-    fn list_sync(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, StorageError> {
-        let mut out = Vec::new();
+    /// Call `f` on every file under `prefix`, recursively.
+    fn walk_files(
+        &self,
+        prefix: &Key,
+        mut f: impl FnMut(&fs::DirEntry) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         let mut stack = vec![self.path(prefix)];
         while let Some(dir) = stack.pop() {
             let entries = match fs::read_dir(&dir) {
@@ -192,28 +196,37 @@ impl LocalStorage {
             };
             for entry in entries {
                 let entry = entry.map_err(|e| classify(prefix, e))?;
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if name.starts_with(TMP_PREFIX) {
-                    continue;
-                }
                 let ft = entry.file_type().map_err(|e| classify(prefix, e))?;
                 if ft.is_dir() {
                     stack.push(entry.path());
                 } else if ft.is_file() {
-                    let rel = entry
-                        .path()
-                        .strip_prefix(&self.root)
-                        .map(|p| p.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    // Files that are not valid keys were not written by cairn: ignore them.
-                    if let Ok(key) = Key::new(rel) {
-                        let size = entry.metadata().map_err(|e| classify(&key, e))?.len();
-                        out.push(ObjectMeta { key, size });
-                    }
+                    f(&entry)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The key of a file under the root, if it is a valid key (files that are not were not
+    /// written by cairn, and are ignored).
+    fn key_of(&self, path: &Path) -> Option<Key> {
+        let rel = path.strip_prefix(&self.root).ok()?;
+        Key::new(rel.to_string_lossy().into_owned()).ok()
+    }
+
+    fn list_sync(&self, prefix: &Key) -> Result<Vec<ObjectMeta>, StorageError> {
+        let mut out = Vec::new();
+        self.walk_files(prefix, |entry| {
+            let name = entry.file_name();
+            if name.to_str().is_none_or(|n| n.starts_with(TMP_PREFIX)) {
+                return Ok(());
+            }
+            if let Some(key) = self.key_of(&entry.path()) {
+                let size = entry.metadata().map_err(|e| classify(&key, e))?.len();
+                out.push(ObjectMeta { key, size });
+            }
+            Ok(())
+        })?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -221,52 +234,35 @@ impl LocalStorage {
     /// Temporary files under `prefix`: `.tmp-<name>-<pid>-<seq>` next to the object `name`.
     fn leftovers_sync(&self, prefix: &Key) -> Result<Vec<Leftover>, StorageError> {
         let mut out = Vec::new();
-        let mut stack = vec![self.path(prefix)];
         let now = std::time::SystemTime::now();
-        while let Some(dir) = stack.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(classify(prefix, e)),
+        self.walk_files(prefix, |entry| {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
+                return Ok(());
             };
-            for entry in entries {
-                let entry = entry.map_err(|e| classify(prefix, e))?;
-                let ft = entry.file_type().map_err(|e| classify(prefix, e))?;
-                if ft.is_dir() {
-                    stack.push(entry.path());
-                    continue;
-                }
-                let name = entry.file_name();
-                let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
-                    continue;
-                };
-                // The object's name is what precedes `-<pid>-<seq>`.
-                let object = rest.rsplitn(3, '-').nth(2).unwrap_or(rest);
-                let rel = entry
-                    .path()
-                    .with_file_name(object)
-                    .strip_prefix(&self.root)
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let Ok(key) = Key::new(rel) else { continue };
-                let meta = match entry.metadata() {
-                    Ok(m) => m,
-                    // Renamed into place or removed since the listing.
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(classify(&key, e)),
-                };
-                let age = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .unwrap_or_default();
-                out.push(Leftover {
-                    key,
-                    size: Some(meta.len()),
-                    age,
-                });
-            }
-        }
+            // The object's name is what precedes `-<pid>-<seq>`.
+            let object = rest.rsplitn(3, '-').nth(2).unwrap_or(rest);
+            let Some(key) = self.key_of(&entry.path().with_file_name(object)) else {
+                return Ok(());
+            };
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                // Renamed into place or removed since the listing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(classify(&key, e)),
+            };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .unwrap_or_default();
+            out.push(Leftover {
+                key,
+                size: Some(meta.len()),
+                age,
+            });
+            Ok(())
+        })?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
