@@ -117,7 +117,7 @@ fn a_lost_stanza_info_is_named_and_written_back_only_with_its_engine() -> TestRe
 fn info_of_the_whole_repository_lists_healthy_stanzas_beside_a_damaged_one() -> TestResult {
     let env = Env::new("files")?;
     two_backups(&env)?;
-    let other = env.stanza_beside("other", "files")?;
+    env.stanza_beside("other", "files")?;
     for f in ["catalog", "catalog.copy"] {
         flip_byte(&env.repo.join("stanza/main").join(f), 20)?;
     }
