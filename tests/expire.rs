@@ -316,3 +316,158 @@ fn expire_killed_at_any_step_leaves_every_listed_backup_restorable() -> TestResu
     }
     Ok(())
 }
+
+/// Defect: stanza-repair can list a backup whose parent it left out; expire then removed the
+/// parent's manifest as unlisted and deleted the packs of the files the child inherits from
+/// it, and the listed child could no longer be restored.
+#[test]
+fn expire_keeps_the_chain_of_a_listed_backup_whose_parent_is_unlisted() -> TestResult {
+    use cairn_repo::catalog::Catalog;
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    let s = src.to_str().ok_or("path")?;
+    fs::write(src.join("a"), bytes(1, 1_000_000))?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    fs::write(src.join("a2"), bytes(2, 1_000_000))?;
+    env.ok(&["backup", "--type", "incr", "--source", s])?;
+    fs::write(src.join("small"), b"x")?;
+    env.ok(&["backup", "--type", "incr", "--source", s])?;
+    let labels = env.labels()?;
+    // As stanza-repair leaves it when the middle backup lost data only it used: the newest is
+    // listed, its parent is not.
+    let stanza = env.repo.join("stanza/main");
+    let mut catalog = Catalog::decode("c", &fs::read(stanza.join("catalog"))?)?;
+    catalog.backups.retain(|b| b.label.as_str() != labels[1]);
+    fs::write(stanza.join("catalog"), catalog.encode())?;
+    fs::write(stanza.join("catalog.copy"), catalog.encode())?;
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "0"])?;
+    assert!(
+        stanza
+            .join("backup")
+            .join(&labels[1])
+            .join("manifest")
+            .exists()
+    );
+    restores(&env, &src, Some(&labels[2]), "child")?;
+    Ok(())
+}
+
+/// Defect: with `catalog` damaged and an older `catalog.copy`, expire worked from the copy:
+/// it removed the newer backup's manifest as unlisted and deleted its data, which the
+/// stanza-repair it recommended would have recovered.
+#[test]
+fn expire_and_backup_refuse_to_work_from_a_catalog_copy() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    let s = src.to_str().ok_or("path")?;
+    fs::write(src.join("a"), bytes(1, 500_000))?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    let stanza = env.repo.join("stanza/main");
+    let old_copy = fs::read(stanza.join("catalog.copy"))?;
+    fs::write(src.join("b"), bytes(2, 500_000))?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    let labels = env.labels()?;
+    fs::write(stanza.join("catalog.copy"), &old_copy)?;
+    flip_byte(&stanza.join("catalog"), 30)?;
+    for args in [
+        vec!["expire", "--retention-full", "2", "--gc-margin", "0"],
+        vec!["backup", "--type", "full", "--source", s],
+    ] {
+        let out = env.run(&args)?;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("stanza-repair"), "{}", stderr(&out));
+    }
+    assert!(
+        stanza
+            .join("backup")
+            .join(&labels[1])
+            .join("manifest")
+            .exists()
+    );
+    env.ok(&["stanza-repair"])?;
+    assert_eq!(env.labels()?, labels);
+    restores(&env, &src, None, "latest")?;
+    Ok(())
+}
+
+/// Defect: a backup that stored again the chunks of a damaged pack (after verify recorded it)
+/// or of a damaged index segment wrote a byte-identical object under the same name, took
+/// "already exists" for success, left the damaged one in place, and listed a backup that
+/// could not be restored.
+#[test]
+fn a_backup_storing_a_damaged_object_again_under_its_name_restores() -> TestResult {
+    for damaged in ["pack", "index"] {
+        let env = Env::new("stream")?;
+        let data = bytes(3, 700_000);
+        env.ok_stdin(&["backup", "--type", "full"], &data)?;
+        let object = files_under(&env.repo.join("stanza/main").join(damaged))
+            .into_iter()
+            .next()
+            .ok_or("no object")?;
+        flip_byte(
+            &object,
+            5000.min(fs::metadata(&object)?.len() as usize - 40),
+        )?;
+        if damaged == "pack" {
+            assert_eq!(env.run(&["verify"])?.status.code(), Some(4));
+        }
+        env.ok_stdin(&["backup", "--type", "full"], &data)?;
+        for label in env.labels()? {
+            assert!(
+                env.ok(&["restore", "--set", &label, "--dest", "-"])? == data,
+                "{damaged}"
+            );
+        }
+        let v = env.run(&["verify"])?;
+        assert!(v.status.success(), "{damaged}: {}", stdout(&v));
+    }
+    Ok(())
+}
+
+/// Defect: a backup that stored again the chunks of a condemned pack wrote a pack with the
+/// condemned one's name and counted it as new, so the check against packs about to be
+/// deleted never looked at it, and the pack stayed condemned while a listed backup used it.
+#[test]
+fn a_backup_writing_a_condemned_packs_name_takes_it_off_the_list() -> TestResult {
+    let env = Env::new("stream")?;
+    let a = bytes(4, 600_000);
+    env.ok_stdin(&["backup", "--type", "full"], &a)?;
+    env.ok_stdin(
+        &["backup", "--type", "full", "--retention-full", "1"],
+        &bytes(5, 600_000),
+    )?;
+    assert_eq!(
+        env.info()?[0]["cairn"]["repository"]["condemned"]["packs"],
+        1
+    );
+    env.ok_stdin(&["backup", "--type", "full"], &a)?;
+    assert_eq!(
+        env.info()?[0]["cairn"]["repository"]["condemned"]["packs"],
+        0
+    );
+    env.ok(&["expire", "--retention-full", "2", "--gc-margin", "0"])?;
+    assert!(env.ok(&["restore", "--dest", "-"])? == a);
+    assert!(env.run(&["verify"])?.status.success());
+    Ok(())
+}
+
+/// Defect: `CAIRN_SET` (or `set` in the config file, meant for restores) made a plain
+/// `expire` remove that backup and its dependents, even over `--retention-full`.
+#[test]
+fn expire_takes_set_from_the_command_line_only() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    full_and_incr(&env, &src, 1, &[])?;
+    full_and_incr(&env, &src, 2, &[])?;
+    let labels = env.labels()?;
+    let out = env
+        .cmd(&["expire", "--retention-full", "5"])
+        .env("CAIRN_SET", &labels[0])
+        .output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(env.labels()?, labels);
+    Ok(())
+}

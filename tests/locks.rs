@@ -151,3 +151,26 @@ fn a_holder_whose_lock_was_taken_over_writes_nothing() -> TestResult {
     assert!(env.labels()?.is_empty());
     Ok(())
 }
+
+/// Defect: a lease object at the last generation (ffffffffffffffff) made every locking
+/// command panic ("attempt to add with overflow") until it was removed by hand.
+#[test]
+fn a_lease_at_the_last_generation_is_refused_not_a_panic() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let mut dead = std::process::Command::new("true").spawn()?;
+    let dead_pid = dead.id();
+    dead.wait()?;
+    write_lock(
+        &env,
+        u64::MAX,
+        &cairn_repo::lock::hostname(),
+        dead_pid,
+        now() + 600,
+    )?;
+    let out = env.run(&["backup", "--source", src.to_str().ok_or("p")?])?;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("remove it"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("internal error"), "{}", stderr(&out));
+    Ok(())
+}

@@ -284,8 +284,9 @@ pub enum Command {
     /// Remove the backups the retention selects (or --set and its dependents), then the data
     /// and WAL no kept backup needs.
     Expire {
-        /// Expire this backup and every backup that depends on it.
-        #[arg(long, env = "CAIRN_SET")]
+        /// Expire this backup and every backup that depends on it (from the command line
+        /// only: a standing setting would expire a backup at every run).
+        #[arg(long)]
         set: Option<String>,
         /// Print what would be expired and the space it would free; change nothing.
         #[arg(long)]

@@ -7,7 +7,7 @@
 use crate::catalog::BackupRecord;
 use crate::chunker::ChunkPolicy;
 use crate::error::{Error, Result};
-use crate::ids::{BackupLabel, BackupType, ChunkId};
+use crate::ids::{BackupLabel, BackupType, ChunkId, PackId};
 use crate::index::{Index, Location, Segment};
 use crate::lock::Lock;
 use crate::manifest::{self, Content, EntryKind, FileEntry, Manifest};
@@ -109,7 +109,7 @@ impl BackupJob {
         HashMap<Vec<u8>, FileEntry>,
         Index,
     )> {
-        let catalog = stanza.catalog().await?;
+        let catalog = stanza.catalog_for_write().await?;
         let parent = match opts.kind {
             BackupType::Full => None,
             BackupType::Diff => catalog.latest_full().cloned(),
@@ -372,22 +372,43 @@ impl BackupJob {
                 .or_else(|| self.index.get(id).map(|(_, l)| l.stored_len as u64))
                 .unwrap_or(0)
         };
-        // A pack this backup reuses may have been condemned since it read the index (only
-        // when the stanza lock failed to keep an expire out): listing the backup is safe while
-        // the pack's deletion is far enough ahead (format.md, "Condemned packs").
-        let condemned = self.stanza.condemned_or_warn().await;
-        if !condemned.is_empty() {
-            let soon = crate::time::now_unix() + crate::gc::REUSE_SLACK;
-            for id in all_chunks.iter().filter(|id| !new_stored.contains_key(*id)) {
-                if let Some((pack, _)) = self.index.get(id)
-                    && condemned.get(&pack).is_some_and(|c| c.delete_after <= soon)
-                {
-                    return Err(Error::Invalid(format!(
-                        "pack {pack}, which this backup reuses, is about to be deleted by an expire that ran while this backup did (the stanza lock did not keep them apart); the backup is not listed: run it again"
-                    )));
-                }
+        // Every pack this backup names: those it wrote, and those it reuses.
+        let mut named: HashSet<PackId> = self.packs.iter().map(|(id, _)| *id).collect();
+        for id in all_chunks.iter().filter(|id| !new_stored.contains_key(*id)) {
+            if let Some((pack, _)) = self.index.get(id) {
+                named.insert(pack);
             }
         }
+        // One of them may be condemned: reused after an expire condemned it while this backup
+        // ran (only when the stanza lock failed to keep them apart), or written again under
+        // the name of a condemned pack (the same chunks make the same pack). Listing the
+        // backup is safe while the pack's deletion is far enough ahead, once it is no longer
+        // condemned (format.md, "Condemned packs").
+        let condemned = self.stanza.condemned_or_warn().await;
+        let hit: Vec<PackId> = named
+            .iter()
+            .filter(|p| condemned.contains_key(p))
+            .copied()
+            .collect();
+        let soon = crate::time::now_unix() + crate::gc::REUSE_SLACK;
+        if let Some(p) = hit
+            .iter()
+            .find(|p| condemned.get(p).is_some_and(|c| c.delete_after <= soon))
+        {
+            return Err(Error::Invalid(format!(
+                "pack {p}, which this backup needs, is about to be deleted by an expire (the stanza lock did not keep them apart); the backup is not listed: run it again"
+            )));
+        }
+        if !hit.is_empty() {
+            if let Some(lock) = &self.lock {
+                lock.confirm().await?;
+            }
+            self.stanza.uncondemn(&hit).await?;
+        }
+        // Packs this backup wrote again under a name the damage register lists hold intact
+        // bytes now: their records are usable again.
+        let rewritten: Vec<PackId> = self.packs.iter().map(|(id, _)| *id).collect();
+        self.stanza.forget_damaged_packs(&rewritten).await?;
         let repo_size = all_chunks.iter().map(stored).sum();
         let repo_delta = new_stored.values().sum();
         let mut references = Vec::new();
@@ -424,7 +445,7 @@ impl BackupJob {
         if let Some(lock) = &self.lock {
             lock.confirm().await?;
         }
-        let mut catalog = self.stanza.catalog().await?;
+        let mut catalog = self.stanza.catalog_for_write().await?;
         catalog.backups.push(record.clone());
         self.stanza.save_catalog(&catalog).await?;
         Ok(record)

@@ -180,6 +180,25 @@ impl Stanza {
             .unwrap_or_default())
     }
 
+    /// Drop the register's records of `packs`, which a backup has just written again in full
+    /// (same name, so the same bytes, now intact). A register that cannot be read is left for
+    /// verify to rewrite.
+    pub async fn forget_damaged_packs(&self, packs: &[PackId]) -> Result<()> {
+        let Ok(Some(mut reg)) = self.damage_register().await else {
+            return Ok(());
+        };
+        let before = reg.packs.len();
+        reg.packs.retain(|d| !packs.contains(&d.pack));
+        if reg.packs.len() == before {
+            return Ok(());
+        }
+        let bytes = Bytes::from(reg.encode());
+        self.store()
+            .put(&self.damage_key()?, bytes, PutMode::Overwrite)
+            .await?;
+        Ok(())
+    }
+
     /// Record what a verify found as the stanza's register (removing it when there is
     /// nothing to record). Returns whether anything changed.
     pub async fn save_damage(&self, damage: &Damage, problems: u64) -> Result<bool> {

@@ -73,22 +73,26 @@ pub async fn expire(
     margin: i64,
     dry_run: bool,
 ) -> Result<ExpireReport> {
+    // A dry run changes nothing, so it needs no lock (and runs on a stopped or busy stanza).
+    if dry_run {
+        return expire_locked(stanza, None, selection, log, margin, true).await;
+    }
     let lock = stanza.lock("expire").await?;
-    let result = expire_locked(stanza, &lock, selection, log, margin, dry_run).await;
+    let result = expire_locked(stanza, Some(&lock), selection, log, margin, false).await;
     lock.release().await?;
     result
 }
 
 async fn expire_locked(
     stanza: &Stanza,
-    lock: &Lock,
+    lock: Option<&Lock>,
     selection: &Selection,
     log: Option<(&dyn LogPruner, Option<ArchiveRetention>)>,
     margin: i64,
     dry_run: bool,
 ) -> Result<ExpireReport> {
     let now = crate::time::now_unix();
-    let catalog = stanza.catalog().await?;
+    let catalog = stanza.catalog_for_write().await?;
     let expired = match selection {
         Selection::Policy(p) => retention::select(&catalog, p, now),
         Selection::Set(label) => retention::select_set(&catalog, label)?,
@@ -108,7 +112,9 @@ async fn expire_locked(
         }
     }
     if !dry_run && (!expired.is_empty() || marked) {
-        lock.confirm().await?;
+        if let Some(lock) = lock {
+            lock.confirm().await?;
+        }
         stanza.save_catalog(&kept).await?;
         crate::failpoint::hit("expire-after-catalog");
         for e in expired.iter().rev() {
@@ -121,14 +127,26 @@ async fn expire_locked(
     // Manifests the catalog does not list are not backups (format.md, "Commit order"): an
     // interrupted backup's, or an interrupted expire's. With the stanza locked, nothing is
     // about to list them; they go, as pgBackRest's expire removes unlisted backup paths.
+    // Not one a kept backup depends on, though: stanza-repair may list a backup whose parent
+    // it left out, and the child's restore still reads the parent's manifest.
+    let needed: std::collections::HashSet<&BackupLabel> = kept
+        .backups
+        .iter()
+        .flat_map(|b| b.references.iter())
+        .collect();
     let mut unlisted = Vec::new();
     for label in stanza.manifest_labels().await? {
-        if kept.get(&label).is_none() && !expired.iter().any(|e| e.label == label) {
+        if kept.get(&label).is_none()
+            && !needed.contains(&label)
+            && !expired.iter().any(|e| e.label == label)
+        {
             unlisted.push(label);
         }
     }
     if !dry_run {
-        lock.confirm().await?;
+        if let Some(lock) = lock {
+            lock.confirm().await?;
+        }
         for label in &unlisted {
             stanza.store().delete(&stanza.manifest_key(label)?).await?;
         }

@@ -98,6 +98,19 @@ impl Stanza {
         }
     }
 
+    /// Take `packs` off the condemned list (a backup about to list itself names them).
+    pub async fn uncondemn(&self, packs: &[PackId]) -> Result<()> {
+        let mut list = self.condemned_or_warn().await;
+        let before = list.len();
+        for p in packs {
+            list.remove(p);
+        }
+        if list.len() != before {
+            self.save_condemned(&list).await?;
+        }
+        Ok(())
+    }
+
     async fn save_condemned(&self, packs: &BTreeMap<PackId, CondemnedPack>) -> Result<()> {
         let k = self.condemned_key()?;
         if packs.is_empty() {
@@ -116,15 +129,21 @@ impl Stanza {
     }
 }
 
-/// Every chunk a manifest of a listed backup names. A manifest that cannot be read stops
-/// the collection: deleting on incomplete knowledge could delete what it needs.
+/// Every chunk named by the manifest of a listed backup or of a backup one depends on (its
+/// whole chain: a listed backup's parent may be unlisted after a repair, and the child still
+/// inherits its files). A manifest that cannot be read stops the collection: deleting on
+/// incomplete knowledge could delete what it needs.
 async fn live_chunks(stanza: &Stanza, catalog: &Catalog) -> Result<HashSet<ChunkId>> {
     let mut live = HashSet::new();
-    for b in &catalog.backups {
-        let m = stanza.manifest(&b.label).await.map_err(|e| {
+    let labels: std::collections::BTreeSet<&crate::ids::BackupLabel> = catalog
+        .backups
+        .iter()
+        .flat_map(|b| b.references.iter().chain(std::iter::once(&b.label)))
+        .collect();
+    for label in labels {
+        let m = stanza.manifest(label).await.map_err(|e| {
             Error::Invalid(format!(
-                "garbage collection stopped before deleting anything: {e} (run `cairn verify`; until the manifest of {} can be read, nothing it may need is deleted)",
-                b.label
+                "garbage collection stopped before deleting anything: {e} (run `cairn verify`; until the manifest of {label} can be read, nothing it may need is deleted)"
             ))
         })?;
         for e in &m.entries {

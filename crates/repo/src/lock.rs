@@ -210,7 +210,12 @@ impl Lock {
                             )));
                         }
                     }
-                    g + 1
+                    g.checked_add(1).ok_or_else(|| {
+                        Error::Locked(format!(
+                            "the lock object {}/{key} has the last possible generation, so it was not written by cairn: if no cairn process is running, remove it",
+                            store.location()
+                        ))
+                    })?
                 }
             };
             let info = LockInfo {

@@ -510,9 +510,16 @@ fn pack_all(
         let store = store.clone();
         pending.push(rt.spawn(async move {
             let _permit = permit;
-            match store.put(&key, Bytes::from(bytes), PutMode::Create).await {
-                // Same name, same bytes: another backup stored this exact pack.
-                Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(()),
+            let bytes = Bytes::from(bytes);
+            match store.put(&key, bytes.clone(), PutMode::Create).await {
+                Ok(()) => Ok(()),
+                // Same name, so these are the bytes that belong there; the object in place may
+                // be a damaged copy (verify found it, and this backup stores its chunks
+                // again): write them over it.
+                Err(StorageError::AlreadyExists { .. }) => store
+                    .put(&key, bytes, PutMode::Overwrite)
+                    .await
+                    .map_err(Error::from),
                 Err(e) => Err(Error::from(e)),
             }
         }));

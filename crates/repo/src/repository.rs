@@ -426,6 +426,24 @@ impl Stanza {
     /// backup has an empty one; a stanza whose catalog and copy are both gone while backup
     /// manifests exist is damage (never an empty list: the next backup would then write a
     /// fresh catalog and orphan every backup for good).
+    /// The catalog for a command that rewrites it (backup, expire): only the catalog itself.
+    /// Its copy is written after it, so when the catalog cannot be read the copy may be older
+    /// than it was; writing on top of the copy would drop the newer records (and expire would
+    /// delete their backups as unlisted). Such commands stop and ask for `stanza-repair`.
+    pub async fn catalog_for_write(&self) -> Result<Catalog> {
+        match self.read_catalog(&self.catalog_key()?).await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) if self.manifest_labels().await?.is_empty() => {
+                // Nothing was ever listed (and the copy must agree).
+                self.catalog().await
+            }
+            Ok(None) | Err(_) => Err(Error::Invalid(format!(
+                "the catalog of stanza '{}' is missing or damaged, and its copy may be older than it was; run `cairn --stanza={} stanza-repair` (it rebuilds the catalog from the backups' manifests) before backing up or expiring",
+                self.info.name, self.info.name
+            ))),
+        }
+    }
+
     pub async fn catalog(&self) -> Result<Catalog> {
         let primary = match self.read_catalog(&self.catalog_key()?).await {
             Ok(Some(c)) => return Ok(c),
@@ -691,9 +709,17 @@ impl Stanza {
             .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?
             .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?;
         let k = keys::index_segment(&self.info.name, &name)?;
+        let again = Arc::clone(&seg);
         let body = storage::pieces_from_writer(&k, move |w| seg.write_sealed(w));
         match self.store.put_stream(&k, body, PutMode::Create).await {
-            Ok(()) | Err(StorageError::AlreadyExists { .. }) => Ok(k),
+            Ok(()) => Ok(k),
+            // Same name, so these are the bytes that belong there; the segment in place may
+            // be damaged (then its records were skipped, and this write restores them).
+            Err(StorageError::AlreadyExists { .. }) => {
+                let body = storage::pieces_from_writer(&k, move |w| again.write_sealed(w));
+                self.store.put_stream(&k, body, PutMode::Overwrite).await?;
+                Ok(k)
+            }
             Err(e) => Err(e.into()),
         }
     }

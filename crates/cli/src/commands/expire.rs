@@ -92,9 +92,14 @@ pub(crate) async fn expire_cmd(
     r: &RetentionArgs,
 ) -> Result<ExitCode> {
     let dry_run = s.flag(dry_run, "dry-run")?;
-    let selection = match s.string(&set, "set")? {
+    let selection = match set {
         Some(label) => {
             let label = BackupLabel::parse(&label).map_err(|e| usage(format!("--set: {e}")))?;
+            if policy(s, r)?.is_some() {
+                tracing::warn!(
+                    "expire --set removes {label} and the backups that depend on it; the retention settings are not applied in this run"
+                );
+            }
             Selection::Set(label)
         }
         None => match policy(s, r)? {

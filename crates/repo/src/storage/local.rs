@@ -222,8 +222,12 @@ impl LocalStorage {
                 return Ok(());
             }
             if let Some(key) = self.key_of(&entry.path()) {
-                let size = entry.metadata().map_err(|e| classify(&key, e))?.len();
-                out.push(ObjectMeta { key, size });
+                match entry.metadata() {
+                    Ok(m) => out.push(ObjectMeta { key, size: m.len() }),
+                    // Deleted since the directory was read: not there any more.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(classify(&key, e)),
+                }
             }
             Ok(())
         })?;
