@@ -390,13 +390,16 @@ impl BackupJob {
             .filter(|p| condemned.contains_key(p))
             .copied()
             .collect();
+        // A reused pack was not condemned when this backup read the index (backups never
+        // reuse condemned packs), so its condemnation is an expire that ran meanwhile; one
+        // this backup wrote has just been written again, whatever its list entry says.
         let soon = crate::time::now_unix() + crate::gc::REUSE_SLACK;
-        if let Some(p) = hit
-            .iter()
-            .find(|p| condemned.get(p).is_some_and(|c| c.delete_after <= soon))
-        {
+        let written: HashSet<PackId> = self.packs.iter().map(|(id, _)| *id).collect();
+        if let Some(p) = hit.iter().find(|p| {
+            !written.contains(p) && condemned.get(p).is_some_and(|c| c.delete_after <= soon)
+        }) {
             return Err(Error::Invalid(format!(
-                "pack {p}, which this backup needs, is about to be deleted by an expire (the stanza lock did not keep them apart); the backup is not listed: run it again"
+                "pack {p}, which this backup reuses, is about to be deleted by an expire that ran while this backup did (the stanza lock did not keep them apart); the backup is not listed: run it again"
             )));
         }
         if !hit.is_empty() {

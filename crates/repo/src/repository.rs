@@ -437,10 +437,16 @@ impl Stanza {
                 // Nothing was ever listed (and the copy must agree).
                 self.catalog().await
             }
-            Ok(None) | Err(_) => Err(Error::Invalid(format!(
-                "the catalog of stanza '{}' is missing or damaged, and its copy may be older than it was; run `cairn --stanza={} stanza-repair` (it rebuilds the catalog from the backups' manifests) before backing up or expiring",
-                self.info.name, self.info.name
-            ))),
+            other => {
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    _ => "it is missing".to_string(),
+                };
+                Err(Error::Invalid(format!(
+                    "the catalog of stanza '{}' cannot be used ({why}), and its copy may be older than it was; run `cairn --stanza={} stanza-repair` (it rebuilds the catalog from the backups' manifests) before backing up or expiring",
+                    self.info.name, self.info.name
+                )))
+            }
         }
     }
 
