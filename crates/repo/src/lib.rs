@@ -27,6 +27,7 @@ pub mod repair;
 pub mod repository;
 pub mod restore;
 pub mod retention;
+pub mod stanza_index;
 pub mod storage;
 pub mod time;
 pub mod verify;

@@ -1,0 +1,144 @@
+//! A stanza's index as jobs read and write it (format.md, "Index segment"): every segment
+//! merged, with the records a job may not use left out, and new segments written under their
+//! content name.
+
+use crate::error::{Error, Result};
+use crate::ids::PackId;
+use crate::index::{Index, Segment};
+use crate::keys;
+use crate::repository::Stanza;
+use crate::storage::{self, Key, PutMode, StorageError};
+use std::sync::Arc;
+
+/// The index a job may use, and what was left out of it.
+#[derive(Debug)]
+pub struct UsableIndex {
+    pub index: Index,
+    /// Packs the index names that are not in the repository.
+    pub missing_packs: usize,
+    /// Records (or whole packs) the damage register names.
+    pub damaged_records: usize,
+}
+
+impl Stanza {
+    /// The index as backup and restore use it: every segment merged (up to 16 fetched at
+    /// once), keeping only usable records (see `usable_index`), so a chunk that was stored
+    /// again after its first copy was lost or damaged is found at its new place.
+    /// Restore reads condemned packs too: a backup listed while they were condemned may need
+    /// them, and they stay until a later expire finds them still dead.
+    pub async fn index(&self) -> Result<Index> {
+        Ok(self.merged_index(false).await?.index)
+    }
+
+    /// Every index segment merged, whether or not the packs it names are present.
+    pub async fn index_all(&self) -> Result<Index> {
+        Ok(Index::from_segments(self.index_segments().await?))
+    }
+
+    /// The index as a new backup may use it: only records whose pack is present (one listing
+    /// of the packs per job) and that the damage register (format.md, "Damage register") does
+    /// not name. A chunk of a lost pack, or one verify found damaged, is stored again rather
+    /// than referenced.
+    pub async fn usable_index(&self) -> Result<UsableIndex> {
+        self.merged_index(true).await
+    }
+
+    async fn merged_index(&self, for_backup: bool) -> Result<UsableIndex> {
+        let present: std::collections::HashSet<PackId> = self
+            .store()
+            .list(&self.pack_prefix()?)
+            .await?
+            .into_iter()
+            .filter_map(|m| keys::parse_pack(&m.key))
+            .collect();
+        let damage = match self.damage().await {
+            Ok(d) => d,
+            Err(e) => {
+                // Advisory: every chunk read is still checked, so an unreadable register costs
+                // deduplication against damaged data being noticed, not wrong bytes.
+                tracing::warn!(
+                    "{e}; chunks verify found damaged may be deduplicated against: run `cairn verify` to rewrite the damage register"
+                );
+                crate::damage::Damage::default()
+            }
+        };
+        let damaged_records = damage.count();
+        let damage = damage.lookup();
+        // Packs garbage collection has condemned are treated as absent (format.md, "Condemned
+        // packs"): a new backup stores their chunks again rather than reuse them.
+        let condemned = if for_backup {
+            self.condemned_or_warn().await
+        } else {
+            Default::default()
+        };
+        let segments = self.index_segments().await?;
+        let missing: std::collections::HashSet<PackId> = segments
+            .iter()
+            .flat_map(|seg| seg.packs.iter())
+            .filter(|p| !present.contains(p))
+            .copied()
+            .collect();
+        let index = Index::from_segments_where(segments, |p, c| {
+            present.contains(p) && !condemned.contains_key(p) && damage.usable(p, c)
+        });
+        Ok(UsableIndex {
+            index,
+            missing_packs: missing.len(),
+            damaged_records,
+        })
+    }
+
+    async fn index_segments(&self) -> Result<Vec<Segment>> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let metas = self.store().list(&self.index_prefix()?).await?;
+        let segments: Vec<Option<Segment>> = futures_util::stream::iter(metas)
+            .map(|meta| async move {
+                let b = self.store().get(&meta.key, None).await?;
+                match Segment::decode(meta.key.as_str(), &b) {
+                    Ok(seg) => Ok(Some(seg)),
+                    // One damaged segment must not stop every backup and restore: its chunks
+                    // count as absent (a backup stores them again) until stanza-repair indexes
+                    // its packs again from their trailers.
+                    Err(e @ Error::Corrupt { .. }) => {
+                        tracing::warn!(
+                            "{e}; its chunks are treated as absent: run `cairn --stanza={} stanza-repair` to index their packs again",
+                            self.name()
+                        );
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok(segments.into_iter().flatten().collect())
+    }
+
+    /// Write an index segment, named by the hash of its bytes: encoded once to learn the name
+    /// and again as it is uploaded, never whole in memory.
+    /// Write an index segment under its content name (create-only); returns its key.
+    pub async fn put_index_segment(&self, seg: Arc<Segment>) -> Result<Key> {
+        let named = Arc::clone(&seg);
+        let name = tokio::task::spawn_blocking(move || named.stream_name())
+            .await
+            .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?
+            .map_err(|e| Error::Invalid(format!("naming an index segment failed: {e}")))?;
+        let k = keys::index_segment(self.name(), &name)?;
+        let again = Arc::clone(&seg);
+        let body = storage::pieces_from_writer(&k, move |w| seg.write_sealed(w));
+        match self.store().put_stream(&k, body, PutMode::Create).await {
+            Ok(()) => Ok(k),
+            // Same name, so these are the bytes that belong there; the segment in place may
+            // be damaged (then its records were skipped, and this write restores them).
+            Err(StorageError::AlreadyExists { .. }) => {
+                let body = storage::pieces_from_writer(&k, move |w| again.write_sealed(w));
+                self.store()
+                    .put_stream(&k, body, PutMode::Overwrite)
+                    .await?;
+                Ok(k)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
