@@ -12,7 +12,8 @@ CHUNKS=${1:-1000000}
 BACKUPS=${2:-1000}
 EXPIRE=${3:-100}
 ADD_MIB=${4:-64}
-cargo build --release -q -p cairn-cli -p cairn-repo --example synth_repo
+cargo build --release -q -p cairn-cli
+cargo build --release -q -p cairn-repo --example synth_repo
 BIN=$PWD/target/release/cairn
 WORK=$(mktemp -d /var/tmp/cairn-scale.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
