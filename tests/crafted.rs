@@ -515,11 +515,7 @@ fn item9_a_forged_chunk_length_or_file_size_fails_restore_and_verify_alike() -> 
     let env = Env::new("files")?;
     two_backups(&env)?;
     let label = env.labels()?.remove(0);
-    let key = env
-        .repo
-        .join("stanza/main/backup")
-        .join(&label)
-        .join("manifest");
+    let key = env.manifest_path(&label);
     let original = fs::read(&key)?;
     type Forge = fn(&mut cairn_repo::manifest::FileEntry);
     let forgeries: [(&str, Forge); 3] = [
@@ -570,11 +566,7 @@ fn item9_a_stream_manifest_without_its_stream_entry_fails_verify_too() -> TestRe
     let env = Env::new("stream")?;
     env.ok_stdin(&["backup"], b"some stream bytes")?;
     let label = env.labels()?.remove(0);
-    let key = env
-        .repo
-        .join("stanza/main/backup")
-        .join(&label)
-        .join("manifest");
+    let key = env.manifest_path(&label);
     let mut m = Manifest::decode("m", &fs::read(&key)?)?;
     let e = m
         .entries

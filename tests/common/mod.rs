@@ -46,6 +46,16 @@ impl Env {
         Ok(other)
     }
 
+    /// Where the manifest of backup `label` of this stanza is.
+    pub fn manifest_path(&self, label: &str) -> PathBuf {
+        self.repo
+            .join("stanza")
+            .join(&self.stanza)
+            .join("backup")
+            .join(label)
+            .join("manifest")
+    }
+
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
