@@ -68,11 +68,7 @@ fn an_incr_on_a_damaged_chain_suggests_a_full_backup() -> TestResult {
     let env = Env::new("files")?;
     let src = two_backups(&env)?;
     let full = env.labels()?.remove(0);
-    let manifest = env
-        .repo
-        .join("stanza/main/backup")
-        .join(&full)
-        .join("manifest");
+    let manifest = env.manifest_path(&full);
     fs::remove_file(&manifest)?;
     let s = src.to_str().ok_or("path")?;
     let out = env.run(&["backup", "--type", "incr", "--source", s])?;
