@@ -19,12 +19,21 @@ fn item6_a_deleted_catalog_loses_no_backup() -> TestResult {
     assert_eq!(labels.len(), 2);
     let stanza = env.repo.join("stanza/main");
 
-    // The catalog alone gone: its copy still lists both backups.
+    // The newest generation gone: its copy still lists both backups.
+    let saved = env.save_catalogs()?;
+    fs::remove_file(&env.catalog_generations()?[0])?;
+    assert_eq!(env.labels()?, labels);
+    // The copy alone gone: the newest generation lists both.
+    env.put_back_catalogs(&saved)?;
     fs::remove_file(stanza.join("catalog"))?;
     assert_eq!(env.labels()?, labels);
 
-    // Both gone: nothing pretends the stanza is empty.
-    fs::remove_file(stanza.join("catalog.copy"))?;
+    // All gone: nothing pretends the stanza is empty.
+    for f in env.catalog_objects()? {
+        if f.exists() {
+            fs::remove_file(f)?;
+        }
+    }
     let info = env.run(&["info"])?;
     assert_eq!(info.status.code(), Some(3), "{}", stderr(&info));
     assert!(stderr(&info).contains("stanza-repair"), "{}", stderr(&info));
@@ -38,6 +47,7 @@ fn item6_a_deleted_catalog_loses_no_backup() -> TestResult {
     let b = env.run(&["backup", "--type", "full", "--source", s])?;
     assert_eq!(b.status.code(), Some(3), "{}", stderr(&b));
     assert!(!stanza.join("catalog").exists());
+    assert!(env.catalog_generations()?.is_empty());
 
     // stanza-repair rebuilds the catalog from the manifests; everything restores again.
     let out = env.ok(&["stanza-repair"])?;
@@ -188,15 +198,48 @@ struct RawRecord {
 
 #[derive(serde::Serialize)]
 struct RawCatalog {
+    generation: u64,
     backups: Vec<RawRecord>,
+}
+
+/// Seal `raw` as version 2 of the catalog (format.md, "Catalog").
+fn seal_catalog(raw: &RawCatalog) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let mut out = Vec::new();
+    codec::seal_to_version(&mut out, magic::CATALOG, 2, true, &|w| {
+        codec::encode_body_to(w, raw)
+    })?;
+    Ok(out)
+}
+
+/// Put `backups` in every catalog object, each generation under its own number.
+fn write_raw_catalogs(env: &Env, backups: impl Fn() -> Vec<RawRecord>) -> TestResult {
+    let gens = env.catalog_generations()?;
+    let number = |p: &std::path::Path| -> Result<u64, Box<dyn std::error::Error>> {
+        let name = p.file_name().and_then(|n| n.to_str()).ok_or("name")?;
+        Ok(u64::from_str_radix(name, 16)?)
+    };
+    for g in &gens {
+        let raw = RawCatalog {
+            generation: number(g)?,
+            backups: backups(),
+        };
+        fs::write(g, seal_catalog(&raw)?)?;
+    }
+    let newest = gens.first().ok_or("no catalog")?;
+    let raw = RawCatalog {
+        generation: number(newest)?,
+        backups: backups(),
+    };
+    fs::write(env.stanza_dir().join("catalog"), seal_catalog(&raw)?)?;
+    Ok(())
 }
 
 #[test]
 fn item11_a_crafted_catalog_label_is_an_error_not_a_panic_and_frees_the_lock() -> TestResult {
     let env = Env::new("files")?;
     let src = two_backups(&env)?;
-    let catalog = RawCatalog {
-        backups: vec![RawRecord {
+    write_raw_catalogs(&env, || {
+        vec![RawRecord {
             label: "x".into(),
             kind: cairn_repo::BackupType::Full,
             parent: None,
@@ -211,12 +254,9 @@ fn item11_a_crafted_catalog_label_is_an_error_not_a_panic_and_frees_the_lock() -
             chunk_count: 0,
             new_chunk_count: 0,
             meta: Default::default(),
-        }],
-    };
-    let bytes = codec::seal(magic::CATALOG, &catalog, true);
+        }]
+    })?;
     let stanza = env.repo.join("stanza/main");
-    fs::write(stanza.join("catalog"), &bytes)?;
-    fs::write(stanza.join("catalog.copy"), &bytes)?;
     let s = src.to_str().ok_or("path")?;
     for args in [
         vec!["backup", "--type", "incr", "--source", s],
@@ -288,9 +328,9 @@ fn item11_a_catalog_bomb_is_refused_within_a_small_memory_budget() -> TestResult
         Ok(())
     })?;
     assert!(bomb.len() < 1 << 20, "{}", bomb.len());
-    let stanza = env.repo.join("stanza/main");
-    fs::write(stanza.join("catalog"), &bomb)?;
-    fs::write(stanza.join("catalog.copy"), &bomb)?;
+    for f in env.catalog_objects()? {
+        fs::write(f, &bomb)?;
+    }
     // GNU time reports the peak resident set of the command it runs, in KiB.
     let cmd = env.cmd(&["info"]);
     let mut timed = std::process::Command::new("/usr/bin/time");
@@ -379,9 +419,9 @@ fn crafted_catalog_unit_check_round_trips() -> TestResult {
     // The raw layout above must stay the catalog's layout, or the item 11 test proves nothing.
     let env = Env::new("files")?;
     two_backups(&env)?;
-    let bytes = fs::read(env.repo.join("stanza/main/catalog"))?;
-    let c = Catalog::decode("c", &bytes)?;
+    let c = env.read_catalog()?;
     let raw = RawCatalog {
+        generation: 7,
         backups: c
             .backups
             .iter()
@@ -404,8 +444,8 @@ fn crafted_catalog_unit_check_round_trips() -> TestResult {
             .collect(),
     };
     assert_eq!(
-        Catalog::decode("c", &codec::seal(magic::CATALOG, &raw, true))?,
-        c
+        Catalog::decode_versioned("c", &seal_catalog(&raw)?)?,
+        (c, Some(7))
     );
     Ok(())
 }

@@ -370,10 +370,19 @@ fn item15_source_on_a_stream_stanza_is_refused() -> TestResult {
 /// could be lost without a word.
 #[test]
 fn item6_verify_reports_a_damaged_catalog_or_copy() -> TestResult {
-    for name in ["catalog", "catalog.copy"] {
+    for which in 0..3 {
         let env = Env::new("files")?;
         two_backups(&env)?;
-        let path = env.repo.join("stanza/main").join(name);
+        // The newest generation, the one before it, and the copy.
+        let path = match which {
+            2 => env.stanza_dir().join("catalog"),
+            n => env.catalog_generations()?[n].clone(),
+        };
+        let name = path
+            .strip_prefix(env.stanza_dir())?
+            .to_str()
+            .ok_or("path")?
+            .to_string();
         flip_byte(&path, 30)?;
         let out = env.run(&["verify"])?;
         assert_eq!(out.status.code(), Some(4), "{name}: {}", stdout(&out));
@@ -422,17 +431,12 @@ fn item6_a_manifest_the_catalog_does_not_list_yet_is_listed_not_damage() -> Test
     fs::write(src.join("a"), bytes(1, 300_000))?;
     let s = src.to_str().ok_or("path")?;
     env.ok(&["backup", "--type", "full", "--source", s])?;
-    let dir = env.repo.join("stanza/main");
-    let (cat, copy) = (
-        fs::read(dir.join("catalog"))?,
-        fs::read(dir.join("catalog.copy"))?,
-    );
+    let saved = env.save_catalogs()?;
     fs::write(src.join("b"), bytes(2, 300_000))?;
     env.ok(&["backup", "--type", "incr", "--source", s])?;
     let interrupted = env.labels()?.last().cloned().ok_or("no backup")?;
     // The state a crash between the manifest and the catalog write leaves.
-    fs::write(dir.join("catalog"), &cat)?;
-    fs::write(dir.join("catalog.copy"), &copy)?;
+    env.put_back_catalogs(&saved)?;
     let out = env.run(&["verify"])?;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains(&interrupted), "{}", stdout(&out));
@@ -454,10 +458,7 @@ fn item6_a_leftover_manifest_does_not_block_the_next_backup() -> TestResult {
     let s = src.to_str().ok_or("path")?;
     env.ok(&["backup", "--type", "full", "--source", s])?;
     let dir = env.repo.join("stanza/main");
-    let (cat, copy) = (
-        fs::read(dir.join("catalog"))?,
-        fs::read(dir.join("catalog.copy"))?,
-    );
+    let saved = env.save_catalogs()?;
     // Leftovers of many "interrupted" fulls, one per second from now on: whichever second
     // the next backup starts in, its first choice of label is taken.
     let first = env.labels()?[0].clone();
@@ -470,8 +471,7 @@ fn item6_a_leftover_manifest_does_not_block_the_next_backup() -> TestResult {
         fs::create_dir_all(dir.join("backup").join(&label))?;
         fs::write(dir.join("backup").join(&label).join("manifest"), &manifest)?;
     }
-    fs::write(dir.join("catalog"), &cat)?;
-    fs::write(dir.join("catalog.copy"), &copy)?;
+    env.put_back_catalogs(&saved)?;
     let out = env.run(&["backup", "--type", "full", "--source", s])?;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.labels()?.len(), 2);

@@ -322,7 +322,6 @@ fn expire_killed_at_any_step_leaves_every_listed_backup_restorable() -> TestResu
 /// it, and the listed child could no longer be restored.
 #[test]
 fn expire_keeps_the_chain_of_a_listed_backup_whose_parent_is_unlisted() -> TestResult {
-    use cairn_repo::catalog::Catalog;
     let env = Env::new("files")?;
     let src = env.path("src");
     fs::create_dir(&src)?;
@@ -337,10 +336,9 @@ fn expire_keeps_the_chain_of_a_listed_backup_whose_parent_is_unlisted() -> TestR
     // As stanza-repair leaves it when the middle backup lost data only it used: the newest is
     // listed, its parent is not.
     let stanza = env.repo.join("stanza/main");
-    let mut catalog = Catalog::decode("c", &fs::read(stanza.join("catalog"))?)?;
+    let mut catalog = env.read_catalog()?;
     catalog.backups.retain(|b| b.label.as_str() != labels[1]);
-    fs::write(stanza.join("catalog"), catalog.encode())?;
-    fs::write(stanza.join("catalog.copy"), catalog.encode())?;
+    env.write_catalog(&catalog)?;
     env.ok(&["expire", "--retention-full", "1", "--gc-margin", "0"])?;
     assert!(
         stanza
@@ -365,12 +363,18 @@ fn expire_and_backup_refuse_to_work_from_a_catalog_copy() -> TestResult {
     fs::write(src.join("a"), bytes(1, 500_000))?;
     env.ok(&["backup", "--type", "full", "--source", s])?;
     let stanza = env.repo.join("stanza/main");
-    let old_copy = fs::read(stanza.join("catalog.copy"))?;
     fs::write(src.join("b"), bytes(2, 500_000))?;
     env.ok(&["backup", "--type", "full", "--source", s])?;
     let labels = env.labels()?;
-    fs::write(stanza.join("catalog.copy"), &old_copy)?;
+    // The newest generation damaged, the one before it lacks the newest backup; and the
+    // copy damaged too (else readers take the copy, which is as new).
+    flip_byte(&env.catalog_generations()?[0], 30)?;
     flip_byte(&stanza.join("catalog"), 30)?;
+    assert_eq!(
+        env.labels()?,
+        labels[..1],
+        "readers fall back to the older generation"
+    );
     for args in [
         vec!["expire", "--retention-full", "2", "--gc-margin", "0"],
         vec!["backup", "--type", "full", "--source", s],

@@ -114,8 +114,8 @@ fn info_of_the_whole_repository_lists_healthy_stanzas_beside_a_damaged_one() -> 
     let env = Env::new("files")?;
     two_backups(&env)?;
     env.stanza_beside("other", "files")?;
-    for f in ["catalog", "catalog.copy"] {
-        flip_byte(&env.repo.join("stanza/main").join(f), 20)?;
+    for f in env.catalog_objects()? {
+        flip_byte(&f, 20)?;
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("--repo")

@@ -47,9 +47,10 @@ fn stanza_create_after_losing_the_catalogs_too_keeps_the_backups_engine() -> Tes
     let env = Env::new("files")?;
     let src = two_backups(&env)?;
     let stanza = env.repo.join("stanza/main");
-    for f in ["stanza.info", "catalog", "catalog.copy"] {
-        fs::remove_file(stanza.join(f))?;
+    for f in env.catalog_objects()? {
+        fs::remove_file(f)?;
     }
+    fs::remove_file(stanza.join("stanza.info"))?;
     let out = env.run(&["stanza-create", "--engine", "stream"])?;
     assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(

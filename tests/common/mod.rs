@@ -46,6 +46,79 @@ impl Env {
         Ok(other)
     }
 
+    /// This stanza's directory in the repository.
+    pub fn stanza_dir(&self) -> PathBuf {
+        self.repo.join("stanza").join(&self.stanza)
+    }
+
+    /// The catalog's generations (format.md, "Catalog"), newest first.
+    pub fn catalog_generations(&self) -> std::io::Result<Vec<PathBuf>> {
+        let dir = self.stanza_dir().join("catalogs");
+        let mut gens: Vec<PathBuf> = fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        gens.sort();
+        gens.reverse();
+        Ok(gens)
+    }
+
+    /// Every object a reader may take the catalog from: each generation and the copy.
+    pub fn catalog_objects(&self) -> std::io::Result<Vec<PathBuf>> {
+        let mut all = self.catalog_generations()?;
+        all.push(self.stanza_dir().join("catalog"));
+        Ok(all)
+    }
+
+    /// The catalog objects as they are now, to put back with `put_back_catalogs` (the state a
+    /// crash before a later catalog write would have left).
+    pub fn save_catalogs(&self) -> std::io::Result<Vec<(PathBuf, Vec<u8>)>> {
+        self.catalog_objects()?
+            .into_iter()
+            .map(|p| fs::read(&p).map(|b| (p, b)))
+            .collect()
+    }
+
+    pub fn put_back_catalogs(&self, saved: &[(PathBuf, Vec<u8>)]) -> std::io::Result<()> {
+        for p in self.catalog_generations()? {
+            fs::remove_file(p)?;
+        }
+        for (p, b) in saved {
+            fs::write(p, b)?;
+        }
+        Ok(())
+    }
+
+    /// Replace the catalog's list (newest generation and its copy) as a crafted or repaired
+    /// repository would hold it.
+    pub fn write_catalog(
+        &self,
+        c: &cairn_repo::catalog::Catalog,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let newest = self
+            .catalog_generations()?
+            .into_iter()
+            .next()
+            .ok_or("no catalog")?;
+        let name = newest.file_name().and_then(|n| n.to_str()).ok_or("name")?;
+        let bytes = c.encode_generation(u64::from_str_radix(name, 16)?);
+        fs::write(&newest, &bytes)?;
+        fs::write(self.stanza_dir().join("catalog"), &bytes)?;
+        Ok(())
+    }
+
+    /// The catalog's list as the newest generation holds it.
+    pub fn read_catalog(&self) -> Result<cairn_repo::catalog::Catalog, Box<dyn std::error::Error>> {
+        let newest = self
+            .catalog_generations()?
+            .into_iter()
+            .next()
+            .ok_or("no catalog")?;
+        Ok(cairn_repo::catalog::Catalog::decode(
+            "catalog",
+            &fs::read(newest)?,
+        )?)
+    }
+
     /// Where the manifest of backup `label` of this stanza is.
     pub fn manifest_path(&self, label: &str) -> PathBuf {
         self.repo

@@ -108,7 +108,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     match e.downcast_ref::<cairn_repo::Error>() {
         Some(cairn_repo::Error::NotFound(_)) => ExitCode::from(1),
         Some(cairn_repo::Error::Usage(_)) => ExitCode::from(2),
-        Some(cairn_repo::Error::Locked(_)) => ExitCode::from(5),
+        Some(cairn_repo::Error::Locked(_) | cairn_repo::Error::Conflict(_)) => ExitCode::from(5),
         _ => ExitCode::from(3),
     }
 }

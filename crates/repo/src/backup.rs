@@ -109,7 +109,7 @@ impl BackupJob {
         HashMap<Vec<u8>, FileEntry>,
         Index,
     )> {
-        let catalog = stanza.catalog_for_write().await?;
+        let catalog = stanza.catalog_for_write().await?.catalog;
         let parent = match opts.kind {
             BackupType::Full => None,
             BackupType::Diff => catalog.latest_full().cloned(),
@@ -448,10 +448,46 @@ impl BackupJob {
         if let Some(lock) = &self.lock {
             lock.confirm().await?;
         }
-        let mut catalog = self.stanza.catalog_for_write().await?;
-        catalog.backups.push(record.clone());
-        self.stanza.save_catalog(&catalog).await?;
+        self.list_in_catalog(&record).await?;
         Ok(record)
+    }
+
+    /// Append `record` to the catalog as its next generation (format.md, "Catalog"). When
+    /// another process wrote a generation first, read it again and append again: its record
+    /// stays, and so does this one. The backups this one needs must still be listed (an
+    /// expire that removed them in between would leave this one unrestorable).
+    async fn list_in_catalog(&self, record: &BackupRecord) -> Result<()> {
+        let mut attempts = 0;
+        loop {
+            let at = self.stanza.catalog_for_write().await?;
+            let mut catalog = at.catalog;
+            if catalog.get(&record.label).is_some() {
+                return Err(Error::Invalid(format!(
+                    "backup {} is already listed in the catalog of stanza '{}'; another process took a backup with the same label",
+                    record.label,
+                    self.stanza.name()
+                )));
+            }
+            if let Some(gone) = record.references.iter().find(|r| catalog.get(r).is_none()) {
+                return Err(Error::Invalid(format!(
+                    "backup {} needs backup {gone}, which another process removed from the catalog of stanza '{}' while this backup ran; it is not listed: take the backup again",
+                    record.label,
+                    self.stanza.name()
+                )));
+            }
+            catalog.backups.push(record.clone());
+            match self.stanza.commit_catalog(&catalog, at.generation).await {
+                Ok(_) => return Ok(()),
+                Err(Error::Conflict(why)) if attempts < 20 => {
+                    tracing::warn!("{why}; appending this backup's record to the new catalog");
+                    attempts += 1;
+                    if let Some(lock) = &self.lock {
+                        lock.confirm().await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Give up: release the lock. What was written stays unreferenced until expire.

@@ -44,13 +44,52 @@ pub struct Catalog {
     pub backups: Vec<BackupRecord>,
 }
 
+/// The body of a version-2 catalog (format.md, "Catalog"): the list and its generation.
+#[derive(Serialize)]
+struct GenerationRef<'a> {
+    generation: u64,
+    backups: &'a [BackupRecord],
+}
+
+#[derive(Deserialize)]
+struct Generation {
+    generation: u64,
+    backups: Vec<BackupRecord>,
+}
+
 impl Catalog {
+    /// Version 1 (no generation): what stanzas written before catalog generations hold.
     pub fn encode(&self) -> Vec<u8> {
         codec::seal(magic::CATALOG, self, true)
     }
 
+    /// Version 2: the catalog as generation `generation`.
+    pub fn encode_generation(&self, generation: u64) -> Vec<u8> {
+        let body = GenerationRef {
+            generation,
+            backups: &self.backups,
+        };
+        let mut out = Vec::new();
+        codec::seal_to_version(&mut out, magic::CATALOG, 2, true, &|w| {
+            codec::encode_body_to(w, &body)
+        })
+        .unwrap_or_else(|e| panic!("encoding a catalog failed: {e}"));
+        out
+    }
+
+    /// Either version; the generation is None for version 1.
+    pub fn decode_versioned(object: &str, bytes: &[u8]) -> Result<(Catalog, Option<u64>)> {
+        let (version, body) = codec::open_raw_versioned(object, magic::CATALOG, bytes)?;
+        if version >= 2 {
+            let g: Generation = codec::decode_body(object, &body)?;
+            Ok((Catalog { backups: g.backups }, Some(g.generation)))
+        } else {
+            Ok((codec::decode_body(object, &body)?, None))
+        }
+    }
+
     pub fn decode(object: &str, bytes: &[u8]) -> Result<Catalog> {
-        codec::open(object, magic::CATALOG, bytes)
+        Self::decode_versioned(object, bytes).map(|(c, _)| c)
     }
 
     pub fn get(&self, label: &BackupLabel) -> Option<&BackupRecord> {
@@ -69,44 +108,187 @@ impl Catalog {
     }
 }
 
-/// A stanza's catalog in the repository: `catalog`, then `catalog.copy` (format.md, "Catalog").
+/// A catalog as read for rewriting: the list and the generation it was read at (0: a
+/// version-1 stanza, or one with no catalog yet). `Stanza::commit_catalog` writes the next.
+#[derive(Clone, Debug, Default)]
+pub struct CatalogAt {
+    pub catalog: Catalog,
+    pub generation: u64,
+}
+
+/// How many generations stay after a write: the newest and two it can fall back to.
+const KEEP_GENERATIONS: u64 = 3;
+
+/// A stanza's catalog in the repository: `catalogs/<gen>` (version 2) or, on a stanza not yet
+/// upgraded, `catalog` then `catalog.copy` (format.md, "Catalog").
 impl Stanza {
-    /// The copy of the catalog, written after it (pgBackRest keeps `backup.info.copy` for the
-    /// same reason): a lost or damaged catalog must not lose every backup.
+    /// Version 1's copy of the catalog (pgBackRest keeps `backup.info.copy` for the same
+    /// reason); version 2 keeps older generations instead.
     pub fn catalog_copy_key(&self) -> Result<Key> {
         keys::catalog_copy(self.name())
     }
 
-    /// The catalog, or its copy when the catalog is missing or damaged. A stanza with no
-    /// backup has an empty one; a stanza whose catalog and copy are both gone while backup
-    /// manifests exist is damage (never an empty list: the next backup would then write a
-    /// fresh catalog and orphan every backup for good).
-    /// The catalog for a command that rewrites it (backup, expire): only the catalog itself.
-    /// Its copy is written after it, so when the catalog cannot be read the copy may be older
-    /// than it was; writing on top of the copy would drop the newer records (and expire would
-    /// delete their backups as unlisted). Such commands stop and ask for `stanza-repair`.
-    pub async fn catalog_for_write(&self) -> Result<Catalog> {
-        match self.read_catalog(&self.catalog_key()?).await {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) if self.manifest_labels().await?.is_empty() => {
-                // Nothing was ever listed (and the copy must agree).
-                self.catalog().await
-            }
-            other => {
-                let why = match other {
-                    Err(e) => e.to_string(),
-                    _ => "it is missing".to_string(),
-                };
-                Err(Error::Invalid(format!(
-                    "the catalog of stanza '{}' cannot be used ({why}), and its copy may be older than it was; run `cairn --stanza={} stanza-repair` (it rebuilds the catalog from the backups' manifests) before backing up or expiring",
-                    self.name(),
-                    self.name()
-                )))
-            }
+    pub fn catalog_generations_prefix(&self) -> Result<Key> {
+        keys::catalog_generations(self.name())
+    }
+
+    /// The catalog generations present, newest first.
+    pub async fn catalog_generations(&self) -> Result<Vec<(u64, Key)>> {
+        crate::lock::generations(self.store(), &self.catalog_generations_prefix()?).await
+    }
+
+    /// Generation `generation` at `key`: None when it is gone (removed since the listing).
+    async fn read_generation(&self, generation: u64, key: &Key) -> Result<Option<Catalog>> {
+        let bytes = match self.store().get(key, None).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match Catalog::decode_versioned(key.as_str(), &bytes)? {
+            (c, Some(g)) if g == generation => Ok(Some(c)),
+            (_, found) => Err(Error::corrupt(
+                key.as_str(),
+                format!(
+                    "it holds generation {}, not the {generation} its name says (a catalog copied or moved here)",
+                    found.map_or("none".to_string(), |g| g.to_string())
+                ),
+            )),
         }
     }
 
+    /// `catalog` as version 2 keeps it: a copy of the newest generation, written after it
+    /// (format.md, "Catalog"). None when it is missing, damaged or a version-1 catalog.
+    async fn mirror(&self) -> Result<Option<(Catalog, u64)>> {
+        let key = self.catalog_key()?;
+        match self.store().get(&key, None).await {
+            Ok(b) => match Catalog::decode_versioned(key.as_str(), &b) {
+                Ok((c, Some(g))) => Ok(Some((c, g))),
+                _ => Ok(None),
+            },
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The catalog for a command that rewrites it (backup, expire), with its generation. Only
+    /// the newest: when it cannot be read, the one before may lack its newest record, and
+    /// writing on top of that would drop the record (and expire would delete that backup as
+    /// unlisted). Such commands stop and ask for `stanza-repair`.
+    pub async fn catalog_for_write(&self) -> Result<CatalogAt> {
+        let gens = self.catalog_generations().await?;
+        let refuse = |why: String| {
+            Error::Invalid(format!(
+                "the catalog of stanza '{}' cannot be used ({why}), and the one before it may be older than it was; run `cairn --stanza={} stanza-repair` (it rebuilds the catalog from the backups' manifests) before backing up or expiring",
+                self.name(),
+                self.name()
+            ))
+        };
+        let mirror = self.mirror().await?;
+        if let Some((generation, key)) = gens.first() {
+            if let Some((_, m)) = &mirror
+                && m > generation
+            {
+                return Err(refuse(format!(
+                    "its generation {m} is missing from {}",
+                    self.catalog_generations_prefix()?
+                )));
+            }
+            return match self.read_generation(*generation, key).await {
+                Ok(Some(catalog)) => Ok(CatalogAt {
+                    catalog,
+                    generation: *generation,
+                }),
+                // Pruned between listing and reading: a newer one exists.
+                Ok(None) => Err(Error::Conflict(format!(
+                    "the catalog of stanza '{}' changed while it was read; run the command again",
+                    self.name()
+                ))),
+                Err(e) => Err(refuse(e.to_string())),
+            };
+        }
+        if let Some((_, m)) = mirror {
+            return Err(refuse(format!(
+                "its generations are missing from {}, the newest was {m}",
+                self.catalog_generations_prefix()?
+            )));
+        }
+        match self.read_catalog(&self.catalog_key()?).await {
+            Ok(Some(catalog)) => Ok(CatalogAt {
+                catalog,
+                generation: 0,
+            }),
+            Ok(None) if self.manifest_labels().await?.is_empty() => Ok(CatalogAt {
+                // Nothing was ever listed (and the copy must agree).
+                catalog: self.catalog().await?,
+                generation: 0,
+            }),
+            Ok(None) => Err(refuse("it is missing".to_string())),
+            Err(e) => Err(refuse(e.to_string())),
+        }
+    }
+
+    /// The catalog: the newest generation, or its copy in `catalog` when the newest cannot be
+    /// read or is missing, or else the newest older generation that can be read (each with a
+    /// warning); on a version-1 stanza `catalog` or else its copy. A stanza with no backup has
+    /// an empty one; a stanza whose catalogs are all gone while backup manifests exist is
+    /// damage (never an empty list: the next backup would then write a fresh catalog and
+    /// orphan every backup for good).
     pub async fn catalog(&self) -> Result<Catalog> {
+        let gens = self.catalog_generations().await?;
+        let mirror = self.mirror().await?;
+        let warn = |why: &str| {
+            tracing::warn!(
+                "the newest catalog of stanza '{}' cannot be used ({why}); run `cairn --stanza={} stanza-repair` to write it again",
+                self.name(),
+                self.name()
+            )
+        };
+        let newest = gens.first().map(|g| g.0);
+        if let Some((c, m)) = &mirror
+            && newest.is_none_or(|g| *m > g)
+        {
+            warn(&format!(
+                "generation {m} is missing from {}; using its copy {}",
+                self.catalog_generations_prefix()?,
+                self.catalog_key()?
+            ));
+            return Ok(c.clone());
+        }
+        let mut first_error = None;
+        for (generation, key) in &gens {
+            match self.read_generation(*generation, key).await {
+                Ok(Some(c)) => {
+                    if let Some(e) = &first_error {
+                        warn(&format!(
+                            "{e}; using generation {generation}, which may lack the newest backup"
+                        ));
+                    }
+                    return Ok(c);
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    if let Some((c, m)) = &mirror
+                        && Some(*m) == newest
+                    {
+                        warn(&format!("{e}; using its copy {}", self.catalog_key()?));
+                        return Ok(c.clone());
+                    }
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        if !gens.is_empty() {
+            // Every generation listed was removed before it was read: a writer moved on.
+            return Box::pin(self.catalog()).await;
+        }
+        self.catalog_v1().await
+    }
+
+    /// A version-1 stanza's catalog: `catalog`, or its copy.
+    async fn catalog_v1(&self) -> Result<Catalog> {
         let primary = match self.read_catalog(&self.catalog_key()?).await {
             Ok(Some(c)) => return Ok(c),
             Ok(None) => Ok(()),
@@ -122,7 +304,7 @@ impl Stanza {
                     Err(Error::corrupt(
                         self.catalog_key()?.to_string(),
                         format!(
-                            "the catalog of stanza '{}' and its copy are missing, but {} backup manifest(s) exist; run `cairn --stanza={} stanza-repair` to rebuild the catalog from them",
+                            "the catalog of stanza '{}' is missing, but {} backup manifest(s) exist; run `cairn --stanza={} stanza-repair` to rebuild the catalog from them",
                             self.name(),
                             manifests.len(),
                             self.name()
@@ -147,6 +329,7 @@ impl Stanza {
         }
     }
 
+    /// A catalog object of either version at `k` (the version-1 keys).
     pub(crate) async fn read_catalog(&self, k: &Key) -> Result<Option<Catalog>> {
         match self.store().get(k, None).await {
             Ok(b) => Catalog::decode(k.as_str(), &b).map(Some),
@@ -155,15 +338,89 @@ impl Stanza {
         }
     }
 
-    /// Write the catalog, then its copy, each an atomic overwrite.
-    pub async fn save_catalog(&self, catalog: &Catalog) -> Result<()> {
-        let bytes = Bytes::from(catalog.encode());
-        self.store()
-            .put(&self.catalog_key()?, bytes.clone(), PutMode::Overwrite)
-            .await?;
-        self.store()
-            .put(&self.catalog_copy_key()?, bytes, PutMode::Overwrite)
-            .await?;
-        Ok(())
+    /// Write `catalog` as the generation after `read_at` (the one it was built from),
+    /// create-only: `Error::Conflict` when another writer wrote that generation first (the
+    /// caller reads again, or gives up), so no writer ever loses another's record. Returns the
+    /// generation written. The first write to a version-1 stanza upgrades it.
+    pub async fn commit_catalog(&self, catalog: &Catalog, read_at: u64) -> Result<u64> {
+        let next = read_at.checked_add(1).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the catalog of stanza '{}' has the last possible generation, so it was not written by cairn; run `cairn --stanza={} stanza-repair`",
+                self.name(),
+                self.name()
+            ))
+        })?;
+        let prefix = self.catalog_generations_prefix()?;
+        let key = prefix.join(&format!("{next:016x}"))?;
+        let bytes = Bytes::from(catalog.encode_generation(next));
+        match self.store().put(&key, bytes.clone(), PutMode::Create).await {
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                return Err(Error::Conflict(format!(
+                    "another process wrote generation {next} of the catalog of stanza '{}' first",
+                    self.name()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Its copy, which also makes an older cairn refuse the stanza's catalog as newer
+        // rather than read a version-1 list no longer kept up to date (format.md, "Catalog").
+        // A writer that lost the race to a newer generation must not put its older copy
+        // over the newer one's: written only when this is still the newest.
+        if self
+            .catalog_generations()
+            .await?
+            .first()
+            .is_none_or(|g| g.0 == next)
+        {
+            self.store()
+                .put(&self.catalog_key()?, bytes, PutMode::Overwrite)
+                .await?;
+        }
+        if read_at == 0 {
+            match self.store().delete(&self.catalog_copy_key()?).await {
+                Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Older generations are history: keep the newest and two to fall back to.
+        for (g, k) in self.catalog_generations().await? {
+            if g.saturating_add(KEEP_GENERATIONS) <= next {
+                match self.store().delete(&k).await {
+                    Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                    Err(e) => tracing::warn!("removing an old catalog generation failed: {e}"),
+                }
+            }
+        }
+        Ok(next)
+    }
+
+    /// Write `catalog` as the next generation whatever the newest holds (stanza-create,
+    /// stanza-repair: they build the list from scratch, under the lock), and remove older
+    /// generations that cannot be read.
+    pub async fn save_catalog(&self, catalog: &Catalog) -> Result<u64> {
+        let mut attempts = 0;
+        loop {
+            let listed = self.catalog_generations().await?.first().map_or(0, |g| g.0);
+            // The copy may be newer than every generation left (the newest lost).
+            let newest = listed.max(self.mirror().await?.map_or(0, |m| m.1));
+            match self.commit_catalog(catalog, newest).await {
+                Err(Error::Conflict(_)) if attempts < 10 => attempts += 1,
+                Ok(written) => {
+                    // A damaged older generation is no fallback; what verify reported goes.
+                    for (g, k) in self.catalog_generations().await? {
+                        if g < written && !matches!(self.read_generation(g, &k).await, Ok(Some(_)))
+                        {
+                            match self.store().delete(&k).await {
+                                Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                    return Ok(written);
+                }
+                other => return other,
+            }
+        }
     }
 }

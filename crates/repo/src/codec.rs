@@ -18,6 +18,9 @@ pub const FORMAT_VERSION: u16 = 1;
 /// The newest manifest version: 2 when a manifest holds hard links or special files (only
 /// then, so that such manifests alone are refused by an older cairn, as newer).
 pub const MANIFEST_FORMAT_VERSION: u16 = 2;
+/// The newest catalog version: 2, a generation written compare-and-swap (format.md,
+/// "Catalog").
+pub const CATALOG_FORMAT_VERSION: u16 = 2;
 
 pub const ENVELOPE_HEADER_LEN: usize = 24;
 /// The largest decompressed body accepted for each kind of sealed object: what a sane object
@@ -135,6 +138,11 @@ pub fn seal_raw_level(magic: &[u8; 8], body: &[u8], level: Option<i32>) -> Vec<u
 
 /// Check the envelope (length, magic, CRC, version) and return the plain body.
 pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> {
+    open_raw_versioned(object, magic, bytes).map(|(_, body)| body)
+}
+
+/// `open_raw`, with the format version the envelope carries.
+pub fn open_raw_versioned(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<(u16, Vec<u8>)> {
     if bytes.len() < ENVELOPE_HEADER_LEN + 4 {
         return Err(Error::corrupt(
             object,
@@ -177,10 +185,10 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
         ));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    let supported = if magic == magic::MANIFEST {
-        MANIFEST_FORMAT_VERSION
-    } else {
-        FORMAT_VERSION
+    let supported = match magic {
+        magic::MANIFEST => MANIFEST_FORMAT_VERSION,
+        magic::CATALOG => CATALOG_FORMAT_VERSION,
+        _ => FORMAT_VERSION,
     };
     if version > supported {
         return Err(Error::NewerFormat {
@@ -209,9 +217,9 @@ pub fn open_raw(object: &str, magic: &[u8; 8], bytes: &[u8]) -> Result<Vec<u8>> 
                 ),
             ));
         }
-        Ok(out)
+        Ok((version, out))
     } else {
-        Ok(body.to_vec())
+        Ok((version, body.to_vec()))
     }
 }
 

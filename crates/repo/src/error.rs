@@ -49,6 +49,11 @@ pub enum Error {
     #[error("{0}")]
     Locked(String),
 
+    /// Another process changed an object between this one reading and rewriting it (a
+    /// catalog generation written first): nothing of either was lost; run again.
+    #[error("{0}")]
+    Conflict(String),
+
     #[error("{what}: {source}")]
     Io {
         what: String,

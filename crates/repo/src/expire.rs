@@ -4,7 +4,7 @@
 //! (newest first, so that what a crash leaves behind is still a usable chain), then packs.
 
 use crate::catalog::Catalog;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gc::{self, GcReport};
 use crate::ids::BackupLabel;
 use crate::lock::Lock;
@@ -92,7 +92,8 @@ async fn expire_locked(
     dry_run: bool,
 ) -> Result<ExpireReport> {
     let now = crate::time::now_unix();
-    let catalog = stanza.catalog_for_write().await?;
+    let at = stanza.catalog_for_write().await?;
+    let catalog = at.catalog;
     let expired = match selection {
         Selection::Policy(p) => retention::select(&catalog, p, now),
         Selection::Set(label) => retention::select_set(&catalog, label)?,
@@ -115,7 +116,17 @@ async fn expire_locked(
         if let Some(lock) = lock {
             lock.confirm().await?;
         }
-        stanza.save_catalog(&kept).await?;
+        // Compare-and-swap on the generation read above: the deletions below were planned
+        // from it, so if anyone wrote the catalog since, nothing is deleted.
+        match stanza.commit_catalog(&kept, at.generation).await {
+            Ok(_) => {}
+            Err(Error::Conflict(why)) => {
+                return Err(Error::Conflict(format!(
+                    "{why} while expire ran: nothing was expired or deleted; run expire again"
+                )));
+            }
+            Err(e) => return Err(e),
+        }
         crate::failpoint::hit("expire-after-catalog");
         for e in expired.iter().rev() {
             stanza

@@ -40,6 +40,11 @@ pub fn catalog(s: &StanzaName) -> Result<Key> {
     key(format!("{}/catalog", stanza(s)))
 }
 
+/// `stanza/<s>/catalogs`: the catalog's generations (format.md, "Catalog").
+pub fn catalog_generations(s: &StanzaName) -> Result<Key> {
+    key(format!("{}/catalogs", stanza(s)))
+}
+
 pub fn catalog_copy(s: &StanzaName) -> Result<Key> {
     key(format!("{}/catalog.copy", stanza(s)))
 }

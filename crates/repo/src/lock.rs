@@ -117,7 +117,7 @@ fn parse_gen(prefix: &Key, key: &Key) -> Option<u64> {
 }
 
 /// The generations under `prefix`, newest first.
-async fn generations(store: &Arc<dyn Storage>, prefix: &Key) -> Result<Vec<(u64, Key)>> {
+pub(crate) async fn generations(store: &Arc<dyn Storage>, prefix: &Key) -> Result<Vec<(u64, Key)>> {
     let mut gens: Vec<(u64, Key)> = store
         .list(prefix)
         .await?
