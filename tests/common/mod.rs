@@ -140,6 +140,7 @@ impl Env {
                 c.env_remove(k);
             }
         }
+        c.env("CAIRN_CACHE_PATH", self.dir.path().join("cache"));
         c.arg("--repo")
             .arg(&self.repo)
             .arg("--stanza")

@@ -156,6 +156,13 @@ impl Cluster {
         )?;
         let repo_args =
             repo_args.unwrap_or_else(|| vec!["--repo".into(), repo.display().to_string()]);
+        // The index cache in the test's directory (the dir is the postgres user's), not in
+        // the postgres user's home, where every test would leave one.
+        let mut env = env;
+        env.push((
+            "CAIRN_CACHE_PATH".into(),
+            dir.path().join("cache").display().to_string(),
+        ));
         let c = Cluster {
             dir: dir.into(),
             data,

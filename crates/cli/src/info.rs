@@ -105,7 +105,7 @@ impl StanzaReport {
             Err(_) => Default::default(),
         };
         let damage = stanza.damage_register().await.map_err(|e| e.to_string());
-        let unique_bytes = stanza.index_all().await?.raw_bytes();
+        let unique_bytes = stanza.index_all().await?.raw_bytes()?;
         let condemned = stanza.condemned_or_warn().await;
         let condemned_bytes = packs
             .iter()

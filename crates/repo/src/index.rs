@@ -12,8 +12,11 @@
 use crate::codec::{self, le4, le8, magic};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
+use crate::index_cache::SegmentCache;
+use crate::segment_file::{Merged, SegmentFile};
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 pub const INDEX_RECORD_LEN: usize = 48;
 
@@ -177,12 +180,29 @@ impl Segment {
     }
 }
 
-/// All segments merged: one sorted table and one pack table.
-#[derive(Debug, Default)]
+/// Which records a job may use: (pack, chunk) -> usable.
+pub type Keep = Arc<dyn Fn(&PackId, &ChunkId) -> bool + Send + Sync>;
+
+/// The index a job looks chunks up in: segment files of the local cache, looked up in place
+/// (`SegmentFile`), and segments merged in memory (verify, tests, and before any file).
+/// `keep` leaves out records a job may not use (a lost, condemned or damaged pack's).
+#[derive(Clone, Default)]
 pub struct Index {
-    packs: Vec<PackId>,
-    pack_ords: HashMap<PackId, u32>,
-    entries: Vec<(ChunkId, Location)>,
+    mem: Arc<MemIndex>,
+    files: Arc<Vec<SegmentFile>>,
+    keep: Option<Keep>,
+    /// The cache the files are in, kept while they are read (a temporary one is removed
+    /// when dropped).
+    _cache: Option<Arc<SegmentCache>>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("in_memory", &self.mem.entries.len())
+            .field("files", &self.files.len())
+            .finish()
+    }
 }
 
 impl Index {
@@ -190,14 +210,115 @@ impl Index {
         Self::from_segments_where(segments, |_, _| true)
     }
 
-    /// Merge `segments`, keeping only records `keep` accepts (pack, chunk): a backup builds its
-    /// index from the packs that are really there and the records verify did not find
-    /// damaged, so it never reuses a chunk of a lost or damaged pack (it stores it again).
+    /// Merge `segments` in memory, keeping only records `keep` accepts (pack, chunk).
     pub fn from_segments_where(
         segments: impl IntoIterator<Item = Segment>,
         keep: impl Fn(&PackId, &ChunkId) -> bool,
     ) -> Index {
-        let mut idx = Index::default();
+        Index {
+            mem: Arc::new(MemIndex::from_segments_where(segments, keep)),
+            ..Default::default()
+        }
+    }
+
+    /// The segment files `files`, using only records `keep` accepts.
+    pub fn from_files(
+        files: Vec<SegmentFile>,
+        keep: Option<Keep>,
+        cache: Arc<SegmentCache>,
+    ) -> Index {
+        Index {
+            mem: Default::default(),
+            files: Arc::new(files),
+            keep,
+            _cache: Some(cache),
+        }
+    }
+
+    /// Where a usable copy of `id` is. A cache file that cannot be read counts as not placing
+    /// the chunk (a backup stores it again; a restore says it is missing), with a warning.
+    pub fn get(&self, id: &ChunkId) -> Option<(PackId, Location)> {
+        if let Some(found) = self.mem.get(id) {
+            return Some(found);
+        }
+        for f in self.files.iter() {
+            match f.get(id) {
+                Ok(Some((pack, loc))) if self.keep.as_ref().is_none_or(|k| k(&pack, id)) => {
+                    return Some((pack, loc));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("reading the cached copy of {}: {e}", f.name()),
+            }
+        }
+        None
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Records (a chunk listed in two segment files counts twice).
+    pub fn len(&self) -> usize {
+        self.mem.entries.len() + self.files.iter().map(|f| f.len() as usize).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Plaintext bytes of every distinct chunk the index places (the files streamed, in
+    /// chunk id order).
+    pub fn raw_bytes(&self) -> Result<u64> {
+        let mut total: u64 = self.mem.entries.iter().map(|(_, l)| l.raw_len as u64).sum();
+        let files: Vec<&SegmentFile> = self.files.iter().collect();
+        let io = |e: std::io::Error| Error::Io {
+            what: "reading the index cache".into(),
+            source: e,
+        };
+        let mut last: Option<ChunkId> = None;
+        for r in Merged::new(&files).map_err(io)? {
+            let (id, pack, loc) = r.map_err(io)?;
+            if last == Some(id) || !self.keep.as_ref().is_none_or(|k| k(&pack, &id)) {
+                continue;
+            }
+            last = Some(id);
+            total += loc.raw_len as u64;
+        }
+        Ok(total)
+    }
+
+    /// Every pack a record names.
+    pub fn packs(&self) -> Vec<PackId> {
+        let mut all: std::collections::BTreeSet<PackId> = self.mem.packs.iter().copied().collect();
+        for f in self.files.iter() {
+            all.extend(f.packs().iter().copied());
+        }
+        all.into_iter().collect()
+    }
+
+    /// The segment files.
+    pub fn files(&self) -> &[SegmentFile] {
+        &self.files
+    }
+}
+
+/// Segments merged in memory: one sorted table and one pack table.
+#[derive(Debug, Default)]
+struct MemIndex {
+    packs: Vec<PackId>,
+    pack_ords: HashMap<PackId, u32>,
+    entries: Vec<(ChunkId, Location)>,
+}
+
+impl MemIndex {
+    /// Merge `segments`, keeping only records `keep` accepts (pack, chunk): a backup builds its
+    /// index from the packs that are really there and the records verify did not find
+    /// damaged, so it never reuses a chunk of a lost or damaged pack (it stores it again).
+    fn from_segments_where(
+        segments: impl IntoIterator<Item = Segment>,
+        keep: impl Fn(&PackId, &ChunkId) -> bool,
+    ) -> MemIndex {
+        let mut idx = MemIndex::default();
         for seg in segments {
             let remap: Vec<u32> = seg.packs.iter().map(|p| idx.pack_ord(*p)).collect();
             let packs = &seg.packs;
@@ -228,31 +349,10 @@ impl Index {
         })
     }
 
-    pub fn get(&self, id: &ChunkId) -> Option<(PackId, Location)> {
+    fn get(&self, id: &ChunkId) -> Option<(PackId, Location)> {
         let i = self.entries.binary_search_by(|e| e.0.cmp(id)).ok()?;
         let loc = self.entries[i].1;
         Some((self.packs[loc.pack as usize], loc))
-    }
-
-    pub fn contains(&self, id: &ChunkId) -> bool {
-        self.entries.binary_search_by(|e| e.0.cmp(id)).is_ok()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Plaintext bytes of every distinct chunk the index places.
-    pub fn raw_bytes(&self) -> u64 {
-        self.entries.iter().map(|(_, l)| l.raw_len as u64).sum()
-    }
-
-    pub fn packs(&self) -> &[PackId] {
-        &self.packs
     }
 }
 

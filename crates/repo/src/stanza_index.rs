@@ -4,10 +4,13 @@
 
 use crate::error::{Error, Result};
 use crate::ids::PackId;
-use crate::index::{Index, Segment};
+use crate::index::{Index, Keep, Segment};
+use crate::index_cache::SegmentCache;
 use crate::keys;
 use crate::repository::Stanza;
+use crate::segment_file::SegmentFile;
 use crate::storage::{self, Key, PutMode, StorageError};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The index a job may use, and what was left out of it.
@@ -21,18 +24,19 @@ pub struct UsableIndex {
 }
 
 impl Stanza {
-    /// The index as backup and restore use it: every segment merged (up to 16 fetched at
-    /// once), keeping only usable records (see `usable_index`), so a chunk that was stored
-    /// again after its first copy was lost or damaged is found at its new place.
-    /// Restore reads condemned packs too: a backup listed while they were condemned may need
-    /// them, and they stay until a later expire finds them still dead.
+    /// The index as restore uses it: every segment, keeping only usable records (see
+    /// `usable_index`), so a chunk that was stored again after its first copy was lost or
+    /// damaged is found at its new place. Restore reads condemned packs too: a backup listed
+    /// while they were condemned may need them, and they stay until a later expire finds them
+    /// still dead.
     pub async fn index(&self) -> Result<Index> {
         Ok(self.merged_index(false).await?.index)
     }
 
-    /// Every index segment merged, whether or not the packs it names are present.
+    /// Every index segment, whether or not the packs it names are present.
     pub async fn index_all(&self) -> Result<Index> {
-        Ok(Index::from_segments(self.index_segments().await?))
+        let (cache, files) = self.segment_files().await?;
+        Ok(Index::from_files(files, None, cache))
     }
 
     /// The index as a new backup may use it: only records whose pack is present (one listing
@@ -44,7 +48,7 @@ impl Stanza {
     }
 
     async fn merged_index(&self, for_backup: bool) -> Result<UsableIndex> {
-        let present: std::collections::HashSet<PackId> = self
+        let present: HashSet<PackId> = self
             .store()
             .list(&self.pack_prefix()?)
             .await?
@@ -66,29 +70,70 @@ impl Stanza {
         let damage = damage.lookup();
         // Packs garbage collection has condemned are treated as absent (format.md, "Condemned
         // packs"): a new backup stores their chunks again rather than reuse them.
-        let condemned = if for_backup {
-            self.condemned_or_warn().await
+        let condemned: HashSet<PackId> = if for_backup {
+            self.condemned_or_warn().await.into_keys().collect()
         } else {
             Default::default()
         };
-        let segments = self.index_segments().await?;
-        let missing: std::collections::HashSet<PackId> = segments
+        let (cache, files) = self.segment_files().await?;
+        let missing: HashSet<PackId> = files
             .iter()
-            .flat_map(|seg| seg.packs.iter())
+            .flat_map(|f| f.packs().iter())
             .filter(|p| !present.contains(p))
             .copied()
             .collect();
-        let index = Index::from_segments_where(segments, |p, c| {
-            present.contains(p) && !condemned.contains_key(p) && damage.usable(p, c)
+        let keep: Keep = Arc::new(move |p, c| {
+            present.contains(p) && !condemned.contains(p) && damage.usable(p, c)
         });
         Ok(UsableIndex {
-            index,
+            index: Index::from_files(files, Some(keep), cache),
             missing_packs: missing.len(),
             damaged_records,
         })
     }
 
-    async fn index_segments(&self) -> Result<Vec<Segment>> {
+    /// Every index segment as a file of the local cache (format.md, "The local index cache"),
+    /// fetched when not there yet; cached segments the repository no longer lists go.
+    pub async fn segment_files(&self) -> Result<(Arc<SegmentCache>, Vec<SegmentFile>)> {
+        use futures_util::{StreamExt, TryStreamExt};
+        let cache = SegmentCache::open(&self.store().location(), self.name().as_str());
+        let mut attempts = 0;
+        loop {
+            let metas = self.store().list(&self.index_prefix()?).await?;
+            cache.prune(&metas.iter().map(|m| m.key.name().to_string()).collect());
+            let cache2 = &cache;
+            let fetched: Result<Vec<Option<SegmentFile>>> = futures_util::stream::iter(metas)
+                .map(|meta| async move {
+                    match cache2.segment(self.store(), &meta).await {
+                        Ok(f) => Ok(Some(f)),
+                        // One damaged segment must not stop every backup and restore: its
+                        // chunks count as absent (a backup stores them again) until
+                        // stanza-repair indexes its packs again from their trailers.
+                        Err(e @ Error::Corrupt { .. }) => {
+                            tracing::warn!(
+                                "{e}; its chunks are treated as absent: run `cairn --stanza={} stanza-repair` to index their packs again",
+                                self.name()
+                            );
+                            Ok(None)
+                        }
+                        Err(e) => Err(e),
+                    }
+                })
+                .buffered(4)
+                .try_collect()
+                .await;
+            match fetched {
+                Ok(files) => return Ok((cache, files.into_iter().flatten().collect())),
+                // A segment merged away between the listing and its fetch: what replaced it
+                // was written first, so a new listing has it.
+                Err(Error::Storage(StorageError::NotFound { .. })) if attempts < 3 => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Every index segment decoded in memory (verify, stanza-repair).
+    pub async fn index_segments(&self) -> Result<Vec<Segment>> {
         use futures_util::{StreamExt, TryStreamExt};
         let metas = self.store().list(&self.index_prefix()?).await?;
         let segments: Vec<Option<Segment>> = futures_util::stream::iter(metas)
@@ -96,9 +141,6 @@ impl Stanza {
                 let b = self.store().get(&meta.key, None).await?;
                 match Segment::decode(meta.key.as_str(), &b) {
                     Ok(seg) => Ok(Some(seg)),
-                    // One damaged segment must not stop every backup and restore: its chunks
-                    // count as absent (a backup stores them again) until stanza-repair indexes
-                    // its packs again from their trailers.
                     Err(e @ Error::Corrupt { .. }) => {
                         tracing::warn!(
                             "{e}; its chunks are treated as absent: run `cairn --stanza={} stanza-repair` to index their packs again",
