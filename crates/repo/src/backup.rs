@@ -449,6 +449,11 @@ impl BackupJob {
             lock.confirm().await?;
         }
         self.list_in_catalog(&record).await?;
+        // The backup exists; keeping the index compact is housekeeping that the next backup
+        // does again if this one cannot.
+        if let Err(e) = self.stanza.compact_index(self.lock.as_ref()).await {
+            tracing::warn!("merging index segments failed: {e}; the next backup tries again");
+        }
         Ok(record)
     }
 
@@ -461,7 +466,12 @@ impl BackupJob {
         loop {
             let at = self.stanza.catalog_for_write().await?;
             let mut catalog = at.catalog;
-            if catalog.get(&record.label).is_some() {
+            if let Some(listed) = catalog.get(&record.label) {
+                // Its manifest was created create-only, so a listed record with this label is
+                // this backup's: a generation it wrote that looked lost was built on after all.
+                if attempts > 0 && listed == record {
+                    return Ok(());
+                }
                 return Err(Error::Invalid(format!(
                     "backup {} is already listed in the catalog of stanza '{}'; another process took a backup with the same label",
                     record.label,

@@ -175,6 +175,10 @@ impl Stanza {
     /// writing on top of that would drop the record (and expire would delete that backup as
     /// unlisted). Such commands stop and ask for `stanza-repair`.
     pub async fn catalog_for_write(&self) -> Result<CatalogAt> {
+        // The copy before the listing: it is written after its generation, so a copy newer
+        // than every generation listed after it means that generation is gone (read the other
+        // way round, a writer committing in between would look like a lost generation).
+        let mirror = self.mirror().await?;
         let gens = self.catalog_generations().await?;
         let refuse = |why: String| {
             Error::Invalid(format!(
@@ -183,7 +187,6 @@ impl Stanza {
                 self.name()
             ))
         };
-        let mirror = self.mirror().await?;
         if let Some((generation, key)) = gens.first() {
             if let Some((_, m)) = &mirror
                 && m > generation
@@ -234,8 +237,9 @@ impl Stanza {
     /// damage (never an empty list: the next backup would then write a fresh catalog and
     /// orphan every backup for good).
     pub async fn catalog(&self) -> Result<Catalog> {
-        let gens = self.catalog_generations().await?;
+        // The copy first, for the reason `catalog_for_write` gives.
         let mirror = self.mirror().await?;
+        let gens = self.catalog_generations().await?;
         let warn = |why: &str| {
             tracing::warn!(
                 "the newest catalog of stanza '{}' cannot be used ({why}); run `cairn --stanza={} stanza-repair` to write it again",
@@ -363,16 +367,27 @@ impl Stanza {
             }
             Err(e) => return Err(e.into()),
         }
+        // Create-only cannot tell a generation never written from one written and since
+        // pruned: a writer that read generation g long ago may create g+1 again after newer
+        // ones pruned it. Generation g+1 is pruned only once g+1+KEEP exists, so a newest
+        // that far ahead means this write may be such a ghost: it counts as lost (a backup
+        // then finds its record listed or appends it again; expire stops). Nearer newer
+        // generations were built on this one.
+        let gens = self.catalog_generations().await?;
+        if gens
+            .first()
+            .is_some_and(|g| g.0 >= next.saturating_add(KEEP_GENERATIONS))
+        {
+            return Err(Error::Conflict(format!(
+                "other processes wrote newer generations of the catalog of stanza '{}' while this one wrote generation {next}",
+                self.name()
+            )));
+        }
         // Its copy, which also makes an older cairn refuse the stanza's catalog as newer
         // rather than read a version-1 list no longer kept up to date (format.md, "Catalog").
         // A writer that lost the race to a newer generation must not put its older copy
         // over the newer one's: written only when this is still the newest.
-        if self
-            .catalog_generations()
-            .await?
-            .first()
-            .is_none_or(|g| g.0 == next)
-        {
+        if gens.first().is_none_or(|g| g.0 == next) {
             self.store()
                 .put(&self.catalog_key()?, bytes, PutMode::Overwrite)
                 .await?;
@@ -384,7 +399,7 @@ impl Stanza {
             }
         }
         // Older generations are history: keep the newest and two to fall back to.
-        for (g, k) in self.catalog_generations().await? {
+        for (g, k) in gens {
             if g.saturating_add(KEEP_GENERATIONS) <= next {
                 match self.store().delete(&k).await {
                     Ok(()) | Err(StorageError::NotFound { .. }) => {}

@@ -122,7 +122,7 @@ async fn expire_locked(
             Ok(_) => {}
             Err(Error::Conflict(why)) => {
                 return Err(Error::Conflict(format!(
-                    "{why} while expire ran: nothing was expired or deleted; run expire again"
+                    "{why} while expire ran: nothing was deleted; run expire again"
                 )));
             }
             Err(e) => return Err(e),

@@ -7,15 +7,16 @@ use crate::catalog::Catalog;
 use crate::codec::{self, magic};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
-use crate::index::Segment;
+use crate::index_cache::SegmentCache;
 use crate::keys;
 use crate::manifest::Content;
 use crate::repository::Stanza;
+use crate::segment_file::{Merged, SegmentFile};
+use crate::sorted_ids::{IdSorter, SortedIds};
 use crate::storage::{Key, PutMode, StorageError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 
 /// How long before its deletion a backup refuses to rely on a condemned pack it reuses.
 pub const REUSE_SLACK: i64 = 600;
@@ -131,10 +132,11 @@ impl Stanza {
 
 /// Every chunk named by the manifest of a listed backup or of a backup one depends on (its
 /// whole chain: a listed backup's parent may be unlisted after a repair, and the child still
-/// inherits its files). A manifest that cannot be read stops the collection: deleting on
-/// incomplete knowledge could delete what it needs.
-async fn live_chunks(stanza: &Stanza, catalog: &Catalog) -> Result<HashSet<ChunkId>> {
-    let mut live = HashSet::new();
+/// inherits its files), as a sorted stream of distinct ids built in bounded memory. A
+/// manifest that cannot be read stops the collection: deleting on incomplete knowledge could
+/// delete what it needs.
+async fn live_chunks(stanza: &Stanza, catalog: &Catalog) -> Result<SortedIds> {
+    let mut live = IdSorter::new(crate::sorted_ids::RUN_IDS);
     let labels: std::collections::BTreeSet<&crate::ids::BackupLabel> = catalog
         .backups
         .iter()
@@ -148,11 +150,68 @@ async fn live_chunks(stanza: &Stanza, catalog: &Catalog) -> Result<HashSet<Chunk
         })?;
         for e in &m.entries {
             if let Content::Chunks(chunks) = &e.content {
-                live.extend(chunks.iter().map(|c| c.id));
+                for c in chunks {
+                    live.push(c.id)
+                        .map_err(io("sorting the chunks kept backups need"))?;
+                }
             }
         }
     }
-    Ok(live)
+    live.finish()
+        .map_err(io("sorting the chunks kept backups need"))
+}
+
+fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |source| Error::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Which packs hold a live chunk: the index's records and the live ids walked side by side
+/// in chunk id order (both sorted), so neither is ever held whole. `unindexed` maps the
+/// chunks of packs no segment names (from their trailers) to those packs.
+fn mark_packs(
+    files: &[SegmentFile],
+    mut live: SortedIds,
+    unindexed: &HashMap<ChunkId, Vec<PackId>>,
+    pack_live: &mut HashMap<PackId, bool>,
+) -> Result<()> {
+    let refs: Vec<&SegmentFile> = files.iter().collect();
+    let mut next_live = live
+        .next()
+        .transpose()
+        .map_err(io("reading live chunk ids"))?;
+    let see = |id: &ChunkId, pack_live: &mut HashMap<PackId, bool>| {
+        if let Some(packs) = unindexed.get(id) {
+            for p in packs {
+                pack_live.insert(*p, true);
+            }
+        }
+    };
+    for r in Merged::new(&refs).map_err(io("reading the index cache"))? {
+        let (id, pack, _) = r.map_err(io("reading the index cache"))?;
+        while let Some(l) = next_live.filter(|l| *l < id) {
+            see(&l, pack_live);
+            next_live = live
+                .next()
+                .transpose()
+                .map_err(io("reading live chunk ids"))?;
+        }
+        let is_live = next_live == Some(id);
+        if is_live {
+            see(&id, pack_live);
+        }
+        *pack_live.entry(pack).or_default() |= is_live;
+    }
+    while let Some(l) = next_live {
+        see(&l, pack_live);
+        next_live = live
+            .next()
+            .transpose()
+            .map_err(io("reading live chunk ids"))?;
+    }
+    Ok(())
 }
 
 /// Collect the stanza's garbage against `catalog` (the backups that stay) at time `now`:
@@ -167,26 +226,24 @@ pub async fn collect(
 ) -> Result<GcReport> {
     let store = stanza.store();
     let mut report = GcReport::default();
-    let live = live_chunks(stanza, catalog).await?;
 
     // Every segment, intact: a damaged one hides which packs hold what.
-    let mut segments: Vec<(Key, Segment)> = Vec::new();
-    for meta in store.list(&stanza.index_prefix()?).await? {
-        let b = store.get(&meta.key, None).await?;
-        let seg = Segment::decode(meta.key.as_str(), &b).map_err(|e| {
+    let cache = SegmentCache::open(&store.location(), stanza.name().as_str());
+    let metas = store.list(&stanza.index_prefix()?).await?;
+    let mut files: Vec<SegmentFile> = Vec::new();
+    for meta in &metas {
+        let f = cache.segment(store, meta).await.map_err(|e| {
             Error::Invalid(format!(
                 "garbage collection stopped before deleting anything: {e}; run `cairn --stanza={} stanza-repair` first",
                 stanza.name()
             ))
         })?;
-        segments.push((meta.key, seg));
+        files.push(f);
     }
     let mut pack_live: HashMap<PackId, bool> = HashMap::new();
-    for (_, seg) in &segments {
-        for (id, loc) in &seg.entries {
-            if let Some(p) = seg.packs.get(loc.pack as usize) {
-                *pack_live.entry(*p).or_default() |= live.contains(id);
-            }
+    for f in &files {
+        for p in f.packs() {
+            pack_live.insert(*p, false);
         }
     }
     let present: Vec<(PackId, u64)> = store
@@ -195,21 +252,29 @@ pub async fn collect(
         .into_iter()
         .filter_map(|m| keys::parse_pack(&m.key).map(|id| (id, m.size)))
         .collect();
+    // Packs no segment names (an interrupted backup's, or one still being written): their
+    // trailers say what they hold.
+    let mut unindexed: HashMap<ChunkId, Vec<PackId>> = HashMap::new();
+    for (id, size) in &present {
+        if pack_live.contains_key(id) {
+            continue;
+        }
+        match crate::repair::pack_chunks(stanza, id, *size).await {
+            Ok(chunks) => {
+                pack_live.insert(*id, false);
+                for c in chunks {
+                    unindexed.entry(c).or_default().push(*id);
+                }
+            }
+            Err(_) => report.unknown_packs += 1,
+        }
+    }
+    let live = live_chunks(stanza, catalog).await?;
+    mark_packs(&files, live, &unindexed, &mut pack_live)?;
     let mut dead: Vec<(PackId, u64)> = Vec::new();
     for (id, size) in &present {
-        let is_live = match pack_live.get(id) {
-            Some(l) => *l,
-            // No segment names it (an interrupted backup's, or one still being written):
-            // its trailer says what it holds.
-            None => match crate::repair::pack_chunks(stanza, id, *size).await {
-                Ok(chunks) => chunks.iter().any(|c| live.contains(c)),
-                Err(_) => {
-                    report.unknown_packs += 1;
-                    true
-                }
-            },
-        };
-        if is_live {
+        // A pack whose chunks could not be learned is kept, for verify and stanza-repair.
+        if pack_live.get(id).copied().unwrap_or(true) {
             report.live_packs += 1;
         } else {
             dead.push((*id, *size));
@@ -247,26 +312,21 @@ pub async fn collect(
     // 2. One segment with every record of the packs that stay, then the segments it replaces:
     //    those naming a pack that goes, or all of them when there are many.
     let gone: HashSet<PackId> = due.iter().map(|(id, _)| *id).collect();
-    let many = segments.len() > MAX_SEGMENTS;
-    let touched: Vec<&Key> = segments
+    let many = files.len() > MAX_SEGMENTS;
+    let touched: Vec<&SegmentFile> = files
         .iter()
-        .filter(|(_, s)| many || s.packs.iter().any(|p| gone.contains(p)))
-        .map(|(k, _)| k)
+        .filter(|f| many || f.packs().iter().any(|p| gone.contains(p)))
         .collect();
     if !touched.is_empty() {
-        let sources: Vec<&Segment> = segments
-            .iter()
-            .filter(|(k, _)| touched.contains(&k))
-            .map(|(_, s)| s)
-            .collect();
         let mut written = Vec::new();
-        for seg in Segment::merged(&sources, |p, _| !gone.contains(p)) {
-            written.push(stanza.put_index_segment(Arc::new(seg)).await?);
+        if let Some(out) = cache.merge(&touched, &|p| !gone.contains(p))? {
+            written = stanza.put_merged_segment(&out).await?;
         }
         crate::failpoint::hit("gc-after-new-segments");
-        for k in touched {
-            if !written.contains(k) {
-                store.delete(k).await?;
+        for f in touched {
+            let k = Key::new(f.name())?;
+            if !written.contains(&k) {
+                store.delete(&k).await?;
                 report.merged_segments += 1;
             }
         }

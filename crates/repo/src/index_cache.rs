@@ -167,9 +167,7 @@ impl SegmentCache {
             let name = e.file_name().to_string_lossy().into_owned();
             let stale = if let Some(rest) = name.strip_prefix(".tmp-") {
                 // .tmp-<name>-<pid>-<n>
-                let pid = rest
-                    .rsplit('-').nth(1)
-                    .and_then(|p| p.parse::<i32>().ok());
+                let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<i32>().ok());
                 pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
             } else {
                 name.len() == 64 && !listed.contains(&name)

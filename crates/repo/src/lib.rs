@@ -29,6 +29,7 @@ pub mod repository;
 pub mod restore;
 pub mod retention;
 pub mod segment_file;
+pub mod sorted_ids;
 pub mod stanza_index;
 pub mod storage;
 pub mod time;

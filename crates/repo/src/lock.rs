@@ -233,6 +233,17 @@ impl Lock {
                 Err(StorageError::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
+            // Create-only cannot tell a generation never written from one removed since: a
+            // taker slow since its listing may create a generation again after a newer holder
+            // removed it. Then the newer one holds the lock.
+            if generations(&store, &prefix)
+                .await?
+                .first()
+                .is_some_and(|g| g.0 > next)
+            {
+                let _ = store.delete(&key).await;
+                continue;
+            }
             register(&store, &key);
             // Older generations are history now.
             for (_, old) in gens {

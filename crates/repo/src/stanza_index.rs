@@ -5,11 +5,12 @@
 use crate::error::{Error, Result};
 use crate::ids::PackId;
 use crate::index::{Index, Keep, Segment};
-use crate::index_cache::SegmentCache;
+use crate::index_cache::{MergedFile, SegmentCache};
 use crate::keys;
+use crate::lock::Lock;
 use crate::repository::Stanza;
 use crate::segment_file::SegmentFile;
-use crate::storage::{self, Key, PutMode, StorageError};
+use crate::storage::{self, Key, ObjectMeta, PutMode, StorageError};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -182,5 +183,90 @@ impl Stanza {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Upload a segment file written by `SegmentCache::merge` (and its further layers) under
+    /// their content names; returns their keys.
+    pub async fn put_merged_segment(&self, merged: &MergedFile) -> Result<Vec<Key>> {
+        let k = keys::index_segment(self.name(), &merged.name)?;
+        let path = merged.path.clone();
+        let body = storage::pieces_from_writer(&k, move |w| {
+            std::io::copy(&mut std::fs::File::open(&path)?, w).map(|_| ())
+        });
+        match self.store().put_stream(&k, body, PutMode::Create).await {
+            // The same name holds the same bytes (or damaged ones, which this replaces).
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists { .. }) => {
+                let path = merged.path.clone();
+                let body = storage::pieces_from_writer(&k, move |w| {
+                    std::io::copy(&mut std::fs::File::open(&path)?, w).map(|_| ())
+                });
+                self.store()
+                    .put_stream(&k, body, PutMode::Overwrite)
+                    .await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut written = vec![k];
+        for layer in &merged.extra {
+            written.push(self.put_index_segment(Arc::new(layer.clone())).await?);
+        }
+        Ok(written)
+    }
+
+    /// Keep the number of index segments small as backups add one each (format.md, "Index
+    /// segment", compaction): segments fall in levels by size (level *n* holds from 1024·4^*n*
+    /// records, level 0 anything smaller), and four segments of one level are merged into one
+    /// of the next. A lookup probes every segment, so their number is what bounds its cost:
+    /// at most three per level, about a dozen levels for 10^10 records; each record is
+    /// rewritten once per level it climbs. Runs under the stanza lock (a backup's, after it is
+    /// listed); the merged segment is written before the ones it replaces are deleted, so a
+    /// reader sees every record at every moment. Returns how many segments it merged away.
+    pub async fn compact_index(&self, lock: Option<&Lock>) -> Result<usize> {
+        let mut merged_away = 0;
+        for _ in 0..8 {
+            let metas = self.store().list(&self.index_prefix()?).await?;
+            let level = |m: &ObjectMeta| {
+                let records = (m.size.saturating_sub(44) / 48).max(1024) / 1024;
+                records.ilog2() / 2
+            };
+            let mut by_level: std::collections::BTreeMap<u32, Vec<&ObjectMeta>> =
+                Default::default();
+            for m in &metas {
+                by_level.entry(level(m)).or_default().push(m);
+            }
+            let Some((_, group)) = by_level.into_iter().find(|(_, g)| g.len() >= 4) else {
+                break;
+            };
+            let cache = SegmentCache::open(&self.store().location(), self.name().as_str());
+            let mut inputs = Vec::new();
+            for m in &group {
+                match cache.segment(self.store(), m).await {
+                    Ok(f) => inputs.push(f),
+                    // A damaged segment stays for stanza-repair and verify; merge the others.
+                    Err(Error::Corrupt { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if inputs.len() < 2 {
+                break;
+            }
+            let refs: Vec<&SegmentFile> = inputs.iter().collect();
+            let Some(out) = cache.merge(&refs, &|_| true)? else {
+                break;
+            };
+            let written = self.put_merged_segment(&out).await?;
+            if let Some(lock) = lock {
+                lock.confirm().await?;
+            }
+            for f in &inputs {
+                let k = Key::new(f.name())?;
+                if !written.contains(&k) {
+                    self.store().delete(&k).await?;
+                    merged_away += 1;
+                }
+            }
+        }
+        Ok(merged_away)
     }
 }
