@@ -72,6 +72,10 @@ pub struct GlobalOpts {
     /// off, error, warn, info, debug or trace (default info).
     #[arg(long, global = true, env = "CAIRN_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Directory of the local index cache (default $XDG_CACHE_HOME/cairn or ~/.cache/cairn);
+    /// it holds copies of index segments and can be removed at any time.
+    #[arg(long, global = true, env = "CAIRN_CACHE_PATH")]
+    pub cache_path: Option<String>,
     #[arg(long, global = true, env = "CAIRN_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
     #[arg(long, global = true, env = "CAIRN_S3_REGION")]

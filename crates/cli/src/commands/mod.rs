@@ -17,6 +17,8 @@ use cairn_repo::{Repository, Stanza};
 use std::process::ExitCode;
 
 mod archive_get;
+use std::path::PathBuf;
+
 mod archive_push;
 mod backup;
 mod check;
@@ -34,6 +36,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         .string(&cli.global.log_level, "log-level")?
         .unwrap_or_else(|| "info".into());
     crate::logging::init_logging(&level)?;
+    if let Some(p) = settings.string(&cli.global.cache_path, "cache-path")? {
+        cairn_repo::index_cache::set_root(PathBuf::from(p));
+    }
     let quiet = level == "off" || level == "error" || level == "warn";
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(settings.process_max.clamp(2, 16))
