@@ -334,9 +334,27 @@ fn tune_allocator(command: &Command) {
     }
 }
 
+/// Index segments are read in place from open files (format.md, "The local index cache"),
+/// one descriptor each; a repository written before compaction may have thousands. The soft
+/// limit on open files (often 1024) is raised to the hard one, as databases do.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tune_allocator(&cli.command);
+    raise_open_files_limit();
     match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {

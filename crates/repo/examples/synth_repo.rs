@@ -149,6 +149,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     stanza.save_catalog(&catalog).await?;
-    eprintln!("{backups} backups, {next} chunks in {dir}");
+    // As a repository looks after its backups merged segments all along (format.md, "Index
+    // segment", compaction).
+    let merged = stanza.compact_index(None).await?;
+    eprintln!("{backups} backups, {next} chunks in {dir}; {merged} index segments merged away");
     Ok(())
 }

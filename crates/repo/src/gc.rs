@@ -317,13 +317,16 @@ pub async fn collect(
         .iter()
         .filter(|f| many || f.packs().iter().any(|p| gone.contains(p)))
         .collect();
-    if !touched.is_empty() {
+    let groups: Vec<&[&SegmentFile]> = touched.chunks(crate::stanza_index::MERGE_FAN_IN).collect();
+    for (i, group) in groups.iter().enumerate() {
         let mut written = Vec::new();
-        if let Some(out) = cache.merge(&touched, &|p| !gone.contains(p))? {
+        if let Some(out) = cache.merge(group, &|p| !gone.contains(p))? {
             written = stanza.put_merged_segment(&out).await?;
         }
-        crate::failpoint::hit("gc-after-new-segments");
-        for f in touched {
+        if i == 0 {
+            crate::failpoint::hit("gc-after-new-segments");
+        }
+        for f in group.iter() {
             let k = Key::new(f.name())?;
             if !written.contains(&k) {
                 store.delete(&k).await?;

@@ -24,6 +24,9 @@ pub struct UsableIndex {
     pub damaged_records: usize,
 }
 
+/// Segments merged into one at most (each an open file while merged).
+pub const MERGE_FAN_IN: usize = 64;
+
 impl Stanza {
     /// The index as restore uses it: every segment, keeping only usable records (see
     /// `usable_index`), so a chunk that was stored again after its first copy was lost or
@@ -224,7 +227,7 @@ impl Stanza {
     /// reader sees every record at every moment. Returns how many segments it merged away.
     pub async fn compact_index(&self, lock: Option<&Lock>) -> Result<usize> {
         let mut merged_away = 0;
-        for _ in 0..8 {
+        loop {
             let metas = self.store().list(&self.index_prefix()?).await?;
             let level = |m: &ObjectMeta| {
                 let records = (m.size.saturating_sub(44) / 48).max(1024) / 1024;
@@ -235,9 +238,11 @@ impl Stanza {
             for m in &metas {
                 by_level.entry(level(m)).or_default().push(m);
             }
-            let Some((_, group)) = by_level.into_iter().find(|(_, g)| g.len() >= 4) else {
+            let Some((_, mut group)) = by_level.into_iter().find(|(_, g)| g.len() >= 4) else {
                 break;
             };
+            // At most MERGE_FAN_IN at once (one open file each); the rest in the next round.
+            group.truncate(MERGE_FAN_IN);
             let cache = SegmentCache::open(&self.store().location(), self.name().as_str());
             let mut inputs = Vec::new();
             for m in &group {
@@ -259,12 +264,16 @@ impl Stanza {
             if let Some(lock) = lock {
                 lock.confirm().await?;
             }
+            let before = merged_away;
             for f in &inputs {
                 let k = Key::new(f.name())?;
                 if !written.contains(&k) {
                     self.store().delete(&k).await?;
                     merged_away += 1;
                 }
+            }
+            if merged_away == before {
+                break;
             }
         }
         Ok(merged_away)
