@@ -279,6 +279,7 @@ fn backups_keep_index_segments_few_and_expire_merges_them() -> TestResult {
 fn expire_killed_at_any_step_leaves_every_listed_backup_restorable() -> TestResult {
     for point in [
         "expire-after-catalog",
+        "gc-after-repack",
         "gc-after-condemn",
         "gc-after-new-segments",
         "gc-after-old-segments",
@@ -288,6 +289,9 @@ fn expire_killed_at_any_step_leaves_every_listed_backup_restorable() -> TestResu
         let env = Env::new("files")?;
         let src = env.path("src");
         fs::create_dir(&src)?;
+        // Kept by every backup, in the first full's pack: that pack becomes mostly garbage
+        // and is rewritten.
+        fs::write(src.join("keep"), bytes(99, 200_000))?;
         for seed in 1..=3 {
             full_and_incr(&env, &src, seed, &[])?;
         }
@@ -491,5 +495,100 @@ fn expire_takes_set_from_the_command_line_only() -> TestResult {
         .output()?;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(env.labels()?, labels);
+    Ok(())
+}
+
+/// A pack mostly garbage (a big file gone, a small one still backed up) is rewritten: the
+/// small file's chunk is copied into a new pack and the old pack freed; with
+/// `--repack-threshold 100` it is kept whole. Either way every kept backup restores.
+#[test]
+fn a_pack_mostly_garbage_is_rewritten_unless_repacking_is_off() -> TestResult {
+    for threshold in ["80", "100"] {
+        let env = Env::new("files")?;
+        let src = env.path("src");
+        fs::create_dir(&src)?;
+        let s = src.to_str().ok_or("path")?;
+        fs::write(src.join("big"), bytes(1, 3_000_000))?;
+        fs::write(src.join("keep"), bytes(2, 200_000))?;
+        env.ok(&["backup", "--type", "full", "--source", s])?;
+        fs::remove_file(src.join("big"))?;
+        env.ok(&["backup", "--type", "full", "--source", s])?;
+        let packs = env.stanza_dir().join("pack");
+        assert_eq!(files_under(&packs).len(), 1, "one pack holds both files");
+        let before = du(&packs);
+        let out = env
+            .cmd(&[
+                "expire",
+                "--retention-full",
+                "1",
+                "--gc-margin",
+                "0",
+                "--repack-threshold",
+                threshold,
+                "--log-level",
+                "info",
+            ])
+            .output()?;
+        assert!(out.status.success(), "{}", stderr(&out));
+        let after = du(&packs);
+        if threshold == "100" {
+            assert_eq!(after, before, "kept whole");
+            assert!(!stderr(&out).contains("new pack"), "{}", stderr(&out));
+        } else {
+            assert!(stderr(&out).contains("into 1 new pack"), "{}", stderr(&out));
+            assert!(after < before / 5, "{before} -> {after}");
+            // Nothing more to do the next time.
+            let again = env
+                .cmd(&[
+                    "expire",
+                    "--retention-full",
+                    "1",
+                    "--gc-margin",
+                    "0",
+                    "--log-level",
+                    "info",
+                ])
+                .output()?;
+            assert!(!stderr(&again).contains("new pack"), "{}", stderr(&again));
+            assert_eq!(du(&packs), after);
+        }
+        let v = env.run(&["verify"])?;
+        assert!(v.status.success(), "{}", stdout(&v));
+        restores(&env, &src, None, "out")?;
+    }
+    Ok(())
+}
+
+/// Repacking with a margin: the old pack is condemned, not deleted; a backup taken meanwhile
+/// uses the new copy (condemned packs are not deduplicated against), and the next expire
+/// after the margin deletes the old pack.
+#[test]
+fn a_repacked_pack_waits_for_its_margin_and_backups_use_the_new_copy() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    let s = src.to_str().ok_or("path")?;
+    fs::write(src.join("big"), bytes(1, 3_000_000))?;
+    fs::write(src.join("keep"), bytes(2, 200_000))?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    fs::remove_file(src.join("big"))?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "2"])?;
+    let packs = env.stanza_dir().join("pack");
+    assert_eq!(
+        files_under(&packs).len(),
+        2,
+        "the old pack waits, the new one holds `keep`"
+    );
+    let stored = du(&packs);
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    assert_eq!(du(&packs), stored, "the new backup stored nothing again");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    env.ok(&["expire", "--retention-full", "2", "--gc-margin", "2"])?;
+    assert_eq!(files_under(&packs).len(), 1);
+    assert!(env.run(&["verify"])?.status.success());
+    for label in env.labels()? {
+        restores(&env, &src, Some(&label), &format!("out-{label}"))?;
+    }
     Ok(())
 }

@@ -147,6 +147,10 @@ pub struct RetentionArgs {
     /// see docs/format.md, "Condemned packs".
     #[arg(long, env = "CAIRN_GC_MARGIN")]
     pub gc_margin: Option<u64>,
+    /// Rewrite packs at least this many percent garbage (default 80; 100 never): the chunks
+    /// kept backups need are copied into new packs and the old ones freed.
+    #[arg(long, env = "CAIRN_REPACK_THRESHOLD")]
+    pub repack_threshold: Option<u64>,
 }
 
 #[derive(Debug, Args)]

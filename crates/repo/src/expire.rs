@@ -5,7 +5,7 @@
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
-use crate::gc::{self, GcReport};
+use crate::gc::{self, GcOptions, GcReport};
 use crate::ids::BackupLabel;
 use crate::lock::Lock;
 use crate::repository::Stanza;
@@ -64,21 +64,21 @@ pub struct ExpireReport {
     pub log: LogPlan,
 }
 
-/// Expire what `selection` selects, then collect garbage with `margin` (seconds; see
+/// Expire what `selection` selects, then collect garbage with `gc_opts` (its margin in seconds: see
 /// format.md, "Condemned packs"). With `dry_run`, change nothing and report what would go.
 pub async fn expire(
     stanza: &Stanza,
     selection: &Selection,
     log: Option<(&dyn LogPruner, Option<ArchiveRetention>)>,
-    margin: i64,
+    gc_opts: GcOptions,
     dry_run: bool,
 ) -> Result<ExpireReport> {
     // A dry run changes nothing, so it needs no lock (and runs on a stopped or busy stanza).
     if dry_run {
-        return expire_locked(stanza, None, selection, log, margin, true).await;
+        return expire_locked(stanza, None, selection, log, gc_opts, true).await;
     }
     let lock = stanza.lock("expire").await?;
-    let result = expire_locked(stanza, Some(&lock), selection, log, margin, false).await;
+    let result = expire_locked(stanza, Some(&lock), selection, log, gc_opts, false).await;
     lock.release().await?;
     result
 }
@@ -88,7 +88,7 @@ async fn expire_locked(
     lock: Option<&Lock>,
     selection: &Selection,
     log: Option<(&dyn LogPruner, Option<ArchiveRetention>)>,
-    margin: i64,
+    gc_opts: GcOptions,
     dry_run: bool,
 ) -> Result<ExpireReport> {
     let now = crate::time::now_unix();
@@ -164,7 +164,7 @@ async fn expire_locked(
         // The log the kept backups do not need (their records say so already).
         stanza.store().delete_many(&log.delete).await?;
     }
-    let gc = gc::collect(stanza, &kept, margin, now, dry_run).await?;
+    let gc = gc::collect(stanza, &kept, gc_opts, now, dry_run).await?;
     Ok(ExpireReport {
         expired,
         gc,

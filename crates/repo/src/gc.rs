@@ -7,6 +7,7 @@ use crate::catalog::Catalog;
 use crate::codec::{self, magic};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
+use crate::index::Location;
 use crate::index_cache::SegmentCache;
 use crate::keys;
 use crate::manifest::Content;
@@ -67,7 +68,37 @@ pub struct GcReport {
     /// Packs whose chunks could not be learned (no intact segment names them and their
     /// trailer cannot be read): kept, for verify and stanza-repair to deal with.
     pub unknown_packs: usize,
+    /// Packs mostly garbage whose needed chunks were copied into new packs (then condemned).
+    pub repacked: usize,
+    /// Stored bytes copied by repacking, and the new packs they went into.
+    pub repacked_bytes: u64,
+    pub new_packs: usize,
 }
+
+/// How a collection runs.
+#[derive(Clone, Copy, Debug)]
+pub struct GcOptions {
+    /// Seconds a condemned pack waits before it is deleted.
+    pub margin: i64,
+    /// A pack at least this many percent garbage (stored bytes no kept backup needs) is
+    /// rewritten; 100 turns repacking off.
+    pub repack_garbage_pct: u8,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            margin: 3600,
+            repack_garbage_pct: DEFAULT_REPACK_GARBAGE_PCT,
+        }
+    }
+}
+
+/// A pack is rewritten only when that frees at least this many stored bytes.
+pub const MIN_REPACK_GAIN: u64 = 1 << 20;
+
+/// The default of `--repack-threshold`: packs at least 80% garbage are rewritten.
+pub const DEFAULT_REPACK_GARBAGE_PCT: u8 = 80;
 
 impl Stanza {
     pub fn condemned_key(&self) -> Result<Key> {
@@ -168,62 +199,115 @@ fn io(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     }
 }
 
-/// Which packs hold a live chunk: the index's records and the live ids walked side by side
-/// in chunk id order (both sorted), so neither is ever held whole. `unindexed` maps the
-/// chunks of packs no segment names (from their trailers) to those packs.
-fn mark_packs(
+/// What the mark phase found.
+#[derive(Debug, Default)]
+struct Marked {
+    /// Packs holding the copy of some live chunk that restores use.
+    live: HashSet<PackId>,
+    /// Stored bytes of those copies, per pack.
+    live_bytes: HashMap<PackId, u64>,
+    /// Stored bytes of every chunk the index places in each pack.
+    all_bytes: HashMap<PackId, u64>,
+    /// Live chunks whose copy is in a pack of `copy_from`: what a repack copies.
+    to_copy: Vec<(ChunkId, PackId, Location)>,
+}
+
+/// Which packs a kept backup needs: the index's records and the live ids walked side by side
+/// in chunk id order (both sorted), so neither is ever held whole. Of the copies of a live
+/// chunk (a chunk stored twice, or copied by a repack), one is needed: the first, by pack id,
+/// in a present pack outside `avoid` (condemned packs and repack candidates), or else the
+/// first present one. Chunks no present indexed pack holds are needed from every pack that
+/// `unindexed` (chunks of packs no segment names, from their trailers) says holds them.
+fn mark(
     files: &[SegmentFile],
     mut live: SortedIds,
     unindexed: &HashMap<ChunkId, Vec<PackId>>,
-    pack_live: &mut HashMap<PackId, bool>,
-) -> Result<()> {
+    present: &HashSet<PackId>,
+    avoid: &HashSet<PackId>,
+    copy_from: &HashSet<PackId>,
+) -> Result<Marked> {
+    let mut out = Marked::default();
     let refs: Vec<&SegmentFile> = files.iter().collect();
     let mut next_live = live
         .next()
         .transpose()
         .map_err(io("reading live chunk ids"))?;
-    let see = |id: &ChunkId, pack_live: &mut HashMap<PackId, bool>| {
-        if let Some(packs) = unindexed.get(id) {
-            for p in packs {
-                pack_live.insert(*p, true);
-            }
+    let orphan = |id: &ChunkId, out: &mut Marked| {
+        for p in unindexed.get(id).into_iter().flatten() {
+            out.live.insert(*p);
         }
     };
-    for r in Merged::new(&refs).map_err(io("reading the index cache"))? {
-        let (id, pack, _) = r.map_err(io("reading the index cache"))?;
+    let mut records = Merged::new(&refs)
+        .map_err(io("reading the index cache"))?
+        .peekable();
+    while let Some(r) = records.next() {
+        let (id, pack, loc) = r.map_err(io("reading the index cache"))?;
+        let mut group = vec![(pack, loc)];
+        while let Some(Ok((next, _, _))) = records.peek()
+            && *next == id
+        {
+            if let Some(Ok((_, p, l))) = records.next()
+                && group
+                    .last()
+                    .is_none_or(|(gp, gl)| (*gp, gl.offset) != (p, l.offset))
+            {
+                group.push((p, l));
+            }
+        }
+        for (p, l) in &group {
+            *out.all_bytes.entry(*p).or_default() += l.stored_len as u64;
+        }
         while let Some(l) = next_live.filter(|l| *l < id) {
-            see(&l, pack_live);
+            orphan(&l, &mut out);
             next_live = live
                 .next()
                 .transpose()
                 .map_err(io("reading live chunk ids"))?;
         }
-        let is_live = next_live == Some(id);
-        if is_live {
-            see(&id, pack_live);
+        if next_live != Some(id) {
+            continue;
         }
-        *pack_live.entry(pack).or_default() |= is_live;
+        // This live id is placed by the index: it is not an orphan.
+        next_live = live
+            .next()
+            .transpose()
+            .map_err(io("reading live chunk ids"))?;
+        let chosen = group
+            .iter()
+            .find(|(p, _)| present.contains(p) && !avoid.contains(p))
+            .or_else(|| group.iter().find(|(p, _)| present.contains(p)));
+        match chosen {
+            Some((p, l)) => {
+                out.live.insert(*p);
+                *out.live_bytes.entry(*p).or_default() += l.stored_len as u64;
+                if copy_from.contains(p) {
+                    out.to_copy.push((id, *p, *l));
+                }
+            }
+            None => orphan(&id, &mut out),
+        }
     }
     while let Some(l) = next_live {
-        see(&l, pack_live);
+        orphan(&l, &mut out);
         next_live = live
             .next()
             .transpose()
             .map_err(io("reading live chunk ids"))?;
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Collect the stanza's garbage against `catalog` (the backups that stay) at time `now`:
-/// condemn dead packs (not before `now + margin` deleted), delete those whose time has come.
-/// With `dry_run`, only report.
+/// rewrite packs that are mostly garbage, condemn dead packs (not deleted before `now +
+/// margin`), delete those whose time has come. With `dry_run`, only report.
 pub async fn collect(
     stanza: &Stanza,
     catalog: &Catalog,
-    margin: i64,
+    opts: GcOptions,
     now: i64,
     dry_run: bool,
 ) -> Result<GcReport> {
+    let margin = opts.margin;
     let store = stanza.store();
     let mut report = GcReport::default();
 
@@ -240,48 +324,121 @@ pub async fn collect(
         })?;
         files.push(f);
     }
-    let mut pack_live: HashMap<PackId, bool> = HashMap::new();
-    for f in &files {
-        for p in f.packs() {
-            pack_live.insert(*p, false);
-        }
-    }
+    let indexed: HashSet<PackId> = files
+        .iter()
+        .flat_map(|f| f.packs().iter().copied())
+        .collect();
     let present: Vec<(PackId, u64)> = store
         .list(&stanza.pack_prefix()?)
         .await?
         .into_iter()
         .filter_map(|m| keys::parse_pack(&m.key).map(|id| (id, m.size)))
         .collect();
+    let present_set: HashSet<PackId> = present.iter().map(|p| p.0).collect();
     // Packs no segment names (an interrupted backup's, or one still being written): their
-    // trailers say what they hold.
+    // trailers say what they hold. One whose trailer cannot be read is kept.
     let mut unindexed: HashMap<ChunkId, Vec<PackId>> = HashMap::new();
+    let mut unknown: HashSet<PackId> = HashSet::new();
     for (id, size) in &present {
-        if pack_live.contains_key(id) {
+        if indexed.contains(id) {
             continue;
         }
         match crate::repair::pack_chunks(stanza, id, *size).await {
             Ok(chunks) => {
-                pack_live.insert(*id, false);
                 for c in chunks {
                     unindexed.entry(c).or_default().push(*id);
                 }
             }
-            Err(_) => report.unknown_packs += 1,
+            Err(_) => {
+                unknown.insert(*id);
+            }
         }
     }
+    report.unknown_packs = unknown.len();
+    let before = stanza.condemned_or_warn().await;
+    let condemned_before: HashSet<PackId> = before.keys().copied().collect();
     let live = live_chunks(stanza, catalog).await?;
-    mark_packs(&files, live, &unindexed, &mut pack_live)?;
+    let none = HashSet::new();
+    let mut marked = mark(
+        &files,
+        live.again().map_err(io("reading live chunk ids"))?,
+        &unindexed,
+        &present_set,
+        &condemned_before,
+        &none,
+    )?;
+    // Packs mostly garbage: their needed chunks are copied, then they go like dead ones.
+    let keep_pct = 100u64.saturating_sub(opts.repack_garbage_pct as u64);
+    let mut candidates: HashSet<PackId> = if opts.repack_garbage_pct >= 100 {
+        HashSet::new()
+    } else {
+        present
+            .iter()
+            .filter(|(id, _)| {
+                // By the bytes of the chunks it holds (not its size: a tiny pack is mostly
+                // header and trailer), and only where enough would be freed to be worth it.
+                let all = marked.all_bytes.get(id).copied().unwrap_or(0);
+                let live = marked.live_bytes.get(id).copied().unwrap_or(0);
+                marked.live.contains(id)
+                    && !condemned_before.contains(id)
+                    && indexed.contains(id)
+                    && live * 100 <= all * keep_pct
+                    && all - live >= MIN_REPACK_GAIN
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    };
+    if !candidates.is_empty() {
+        let avoid: HashSet<PackId> = condemned_before.union(&candidates).copied().collect();
+        marked = mark(
+            &files,
+            live.again().map_err(io("reading live chunk ids"))?,
+            &unindexed,
+            &present_set,
+            &avoid,
+            &candidates,
+        )?;
+        report.repacked = candidates.len();
+        report.repacked_bytes = marked.to_copy.iter().map(|c| c.2.stored_len as u64).sum();
+        if !dry_run && !marked.to_copy.is_empty() {
+            match crate::repack::copy_chunks(
+                stanza,
+                std::mem::take(&mut marked.to_copy),
+                &candidates,
+            )
+            .await
+            {
+                Ok(copied) => report.new_packs = copied.new_packs,
+                Err(e) => {
+                    // Kept whole this time: the packs the copy did not replace stay needed
+                    // (this mark chose them where no other copy exists).
+                    tracing::warn!("repacking skipped: {e}");
+                    candidates.clear();
+                    report.repacked = 0;
+                    report.repacked_bytes = 0;
+                }
+            }
+        }
+        crate::failpoint::hit("gc-after-repack");
+    }
     let mut dead: Vec<(PackId, u64)> = Vec::new();
     for (id, size) in &present {
-        // A pack whose chunks could not be learned is kept, for verify and stanza-repair.
-        if pack_live.get(id).copied().unwrap_or(true) {
+        // A candidate's needed chunks are in new packs now; a pack whose chunks could not be
+        // learned is kept, for verify and stanza-repair.
+        let needed = (marked.live.contains(id) && !candidates.contains(id)) || unknown.contains(id);
+        tracing::debug!(
+            "pack {id}: needed {needed} (chosen copy of a live chunk: {}, repacked: {}, trailer unreadable: {})",
+            marked.live.contains(id),
+            candidates.contains(id),
+            unknown.contains(id)
+        );
+        if needed {
             report.live_packs += 1;
         } else {
             dead.push((*id, *size));
         }
     }
 
-    let before = stanza.condemned_or_warn().await;
     let mut condemned: BTreeMap<PackId, CondemnedPack> = BTreeMap::new();
     let mut due: Vec<(PackId, u64)> = Vec::new();
     for (id, size) in &dead {

@@ -24,6 +24,7 @@ pub mod lock;
 pub mod manifest;
 pub mod pack;
 pub mod pipeline;
+pub mod repack;
 pub mod repair;
 pub mod repository;
 pub mod restore;

@@ -64,46 +64,65 @@ impl IdSorter {
         if self.runs.is_empty() {
             self.buf.sort_unstable();
             self.buf.dedup();
-            return Ok(SortedIds {
-                mem: std::mem::take(&mut self.buf).into_iter(),
-                readers: Vec::new(),
-                heap: BinaryHeap::new(),
-                last: None,
-                _dir: None,
-            });
+            return SortedIds::start(
+                std::sync::Arc::new(std::mem::take(&mut self.buf)),
+                Vec::new(),
+                None,
+            );
         }
         if !self.buf.is_empty() {
             self.spill()?;
         }
+        SortedIds::start(
+            Default::default(),
+            std::mem::take(&mut self.runs),
+            self.dir.take().map(std::sync::Arc::new),
+        )
+    }
+}
+
+/// Distinct chunk ids in ascending order; `again` walks them once more.
+#[derive(Debug)]
+pub struct SortedIds {
+    mem: std::sync::Arc<Vec<ChunkId>>,
+    at: usize,
+    runs: Vec<std::path::PathBuf>,
+    readers: Vec<BufReader<File>>,
+    heap: BinaryHeap<Reverse<(ChunkId, usize)>>,
+    last: Option<ChunkId>,
+    dir: Option<std::sync::Arc<tempfile::TempDir>>,
+}
+
+impl SortedIds {
+    fn start(
+        mem: std::sync::Arc<Vec<ChunkId>>,
+        runs: Vec<std::path::PathBuf>,
+        dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    ) -> io::Result<SortedIds> {
         let mut readers = Vec::new();
-        for p in &self.runs {
+        for p in &runs {
             readers.push(BufReader::with_capacity(256 * 1024, File::open(p)?));
         }
         let mut ids = SortedIds {
-            mem: Vec::new().into_iter(),
+            mem,
+            at: 0,
+            runs,
             readers,
             heap: BinaryHeap::new(),
             last: None,
-            _dir: self.dir.take(),
+            dir,
         };
         for i in 0..ids.readers.len() {
             ids.refill(i)?;
         }
         Ok(ids)
     }
-}
 
-/// Distinct chunk ids in ascending order.
-#[derive(Debug)]
-pub struct SortedIds {
-    mem: std::vec::IntoIter<ChunkId>,
-    readers: Vec<BufReader<File>>,
-    heap: BinaryHeap<Reverse<(ChunkId, usize)>>,
-    last: Option<ChunkId>,
-    _dir: Option<tempfile::TempDir>,
-}
+    /// The same ids from the start.
+    pub fn again(&self) -> io::Result<SortedIds> {
+        SortedIds::start(self.mem.clone(), self.runs.clone(), self.dir.clone())
+    }
 
-impl SortedIds {
     fn refill(&mut self, i: usize) -> io::Result<()> {
         let mut b = [0u8; 32];
         match self.readers[i].read_exact(&mut b) {
@@ -121,8 +140,10 @@ impl Iterator for SortedIds {
     type Item = io::Result<ChunkId>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.readers.is_empty() {
-            return self.mem.next().map(Ok);
+        if self.runs.is_empty() {
+            let id = self.mem.get(self.at).copied()?;
+            self.at += 1;
+            return Some(Ok(id));
         }
         loop {
             let Reverse((id, i)) = self.heap.pop()?;
@@ -146,15 +167,21 @@ mod tests {
         #[test]
         fn sorted_distinct_whatever_the_run_size(ids in proptest::collection::vec(0u16..500, 0..2000), cap in 1usize..300) {
             let mut s = IdSorter::new(cap);
+            let mut s2 = IdSorter::new(cap);
             for i in &ids {
                 s.push(ChunkId::of(&i.to_le_bytes())).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                s2.push(ChunkId::of(&i.to_le_bytes())).map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             let got: Vec<ChunkId> = s.finish().map_err(|e| TestCaseError::fail(e.to_string()))?
                 .collect::<io::Result<_>>().map_err(|e| TestCaseError::fail(e.to_string()))?;
             let mut want: Vec<ChunkId> = ids.iter().map(|i| ChunkId::of(&i.to_le_bytes())).collect();
             want.sort_unstable();
             want.dedup();
-            prop_assert_eq!(got, want);
+            prop_assert_eq!(&got, &want);
+            let ids = s2.finish().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let twice: Vec<ChunkId> = ids.again().map_err(|e| TestCaseError::fail(e.to_string()))?
+                .collect::<io::Result<_>>().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(twice, want);
         }
     }
 }

@@ -11,6 +11,7 @@ use anyhow::Result;
 use cairn_repo::BackupLabel;
 use cairn_repo::BackupType;
 use cairn_repo::expire::{self, ArchiveRetention, Selection};
+use cairn_repo::gc::GcOptions;
 use cairn_repo::retention::{FullType, Policy};
 use std::process::ExitCode;
 
@@ -75,14 +76,29 @@ fn archive_retention(s: &Settings, r: &RetentionArgs) -> Result<Option<ArchiveRe
     Ok(Some(ArchiveRetention { count, kind }))
 }
 
-fn margin(s: &Settings, r: &RetentionArgs) -> Result<i64> {
-    match s.integer(r.gc_margin, "gc-margin")? {
-        None => Ok(DEFAULT_GC_MARGIN),
-        Some(n) if (0..=30 * 86_400).contains(&n) => Ok(n),
-        Some(n) => Err(usage(format!(
-            "--gc-margin {n} is out of range: use 0 to 2592000 seconds"
-        ))),
-    }
+fn margin(s: &Settings, r: &RetentionArgs) -> Result<GcOptions> {
+    let margin = match s.integer(r.gc_margin, "gc-margin")? {
+        None => DEFAULT_GC_MARGIN,
+        Some(n) if (0..=30 * 86_400).contains(&n) => n,
+        Some(n) => {
+            return Err(usage(format!(
+                "--gc-margin {n} is out of range: use 0 to 2592000 seconds"
+            )));
+        }
+    };
+    let repack_garbage_pct = match s.integer(r.repack_threshold, "repack-threshold")? {
+        None => cairn_repo::gc::DEFAULT_REPACK_GARBAGE_PCT,
+        Some(n) if (1..=100).contains(&n) => n as u8,
+        Some(n) => {
+            return Err(usage(format!(
+                "--repack-threshold {n} is out of range: give the percentage of garbage (1 to 100; 100 never repacks)"
+            )));
+        }
+    };
+    Ok(GcOptions {
+        margin,
+        repack_garbage_pct,
+    })
 }
 
 pub(crate) async fn expire_cmd(
@@ -144,7 +160,7 @@ async fn run(
     s: &Settings,
     selection: &Selection,
     archive: Option<ArchiveRetention>,
-    margin: i64,
+    margin: GcOptions,
     dry_run: bool,
 ) -> Result<()> {
     let stanza = open_stanza(s).await?;
@@ -206,6 +222,16 @@ async fn run(
         human(g.waiting_bytes),
         g.live_packs,
     );
+    if g.repacked > 0 {
+        let verb = if dry_run { "would copy" } else { "copied" };
+        tracing::info!(
+            "{} pack(s) at least {}% garbage: {verb} the {} they hold that kept backups need into {} new pack(s); the old ones go as dead ones do",
+            g.repacked,
+            margin.repack_garbage_pct,
+            human(g.repacked_bytes),
+            g.new_packs
+        );
+    }
     if g.unknown_packs > 0 {
         tracing::warn!(
             "{} pack(s) that no index segment names have a trailer that cannot be read: kept; `cairn verify` reports them",
