@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BackupLabel, BackupType, ChunkId, PackId};
 use crate::index::{Index, Location, Segment};
 use crate::lock::Lock;
-use crate::manifest::{self, Content, EntryKind, FileEntry, Manifest};
+use crate::manifest::{Content, EntryKind, FileEntry, Manifest};
 use crate::pack::PackEntry;
 use crate::pipeline::{self, Opener, Outcome, PipelineConfig, Progress, ReadItem, VanishPolicy};
 use crate::repository::Stanza;
@@ -153,8 +153,7 @@ impl BackupJob {
                 },
                 other => other,
             };
-            let chain = stanza.chain(&catalog, &p.label).await.map_err(hint)?;
-            for e in manifest::resolve(&chain).map_err(hint)? {
+            for e in stanza.resolved(&catalog, &p.label).await.map_err(hint)? {
                 parent_files.insert(e.path.clone(), e);
             }
         }

@@ -215,42 +215,58 @@ pub fn resolve(chain: &[Manifest]) -> Result<Vec<FileEntry>> {
     let Some((first, rest)) = chain.split_first() else {
         return Ok(Vec::new());
     };
-    let label = &first.record.label;
+    let mut current = resolve_first(first.clone())?;
+    for m in rest {
+        current = resolve_next(current, m.clone())?;
+    }
+    let last = chain
+        .last()
+        .map_or(&first.record.label, |m| &m.record.label);
+    check_sizes(&current, last)?;
+    Ok(current)
+}
+
+/// The entries of the first manifest of a chain (a full backup: nothing to inherit).
+pub fn resolve_first(first: Manifest) -> Result<Vec<FileEntry>> {
     if first.entries.iter().any(|e| e.content == Content::Inherit) {
         return Err(Error::corrupt(
-            format!("manifest of {label}"),
+            format!("manifest of {}", first.record.label),
             "the first backup of a chain inherits content from nothing",
         ));
     }
-    let mut current = first.entries.clone();
-    for m in rest {
-        let parent: BTreeMap<&[u8], &FileEntry> =
-            current.iter().map(|e| (e.path.as_slice(), e)).collect();
-        let mut next = Vec::with_capacity(m.entries.len());
-        for e in &m.entries {
-            let mut e = e.clone();
-            if e.content == Content::Inherit {
-                match parent.get(e.path.as_slice()) {
-                    Some(p) if matches!(p.content, Content::Chunks(_)) => {
-                        e.content = p.content.clone()
-                    }
-                    _ => {
-                        return Err(Error::corrupt(
-                            format!("manifest of {}", m.record.label),
-                            format!(
-                                "'{}' inherits from the parent backup, which has no such file",
-                                e.display_path()
-                            ),
-                        ));
-                    }
+    Ok(first.entries)
+}
+
+/// The entries of `m` with what they inherit taken from `current` (its parent's, resolved),
+/// consuming both: a chain is resolved one manifest at a time, so its memory is that of two
+/// manifests, not of the whole chain.
+pub fn resolve_next(current: Vec<FileEntry>, m: Manifest) -> Result<Vec<FileEntry>> {
+    let mut parent: BTreeMap<Vec<u8>, Content> =
+        current.into_iter().map(|e| (e.path, e.content)).collect();
+    let mut next = Vec::with_capacity(m.entries.len());
+    for mut e in m.entries {
+        if e.content == Content::Inherit {
+            match parent.remove(e.path.as_slice()) {
+                Some(c @ Content::Chunks(_)) => e.content = c,
+                _ => {
+                    return Err(Error::corrupt(
+                        format!("manifest of {}", m.record.label),
+                        format!(
+                            "'{}' inherits from the parent backup, which has no such file",
+                            e.display_path()
+                        ),
+                    ));
                 }
             }
-            next.push(e);
         }
-        current = next;
+        next.push(e);
     }
-    let last = chain.last().map_or(label, |m| &m.record.label);
-    for e in &current {
+    Ok(next)
+}
+
+/// Every resolved file's chunks add up to its size.
+pub fn check_sizes(entries: &[FileEntry], last: &crate::ids::BackupLabel) -> Result<()> {
+    for e in entries {
         if let Content::Chunks(chunks) = &e.content {
             let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
             if total != e.size {
@@ -265,7 +281,7 @@ pub fn resolve(chain: &[Manifest]) -> Result<Vec<FileEntry>> {
             }
         }
     }
-    Ok(current)
+    Ok(())
 }
 
 #[cfg(test)]

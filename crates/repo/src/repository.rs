@@ -8,7 +8,7 @@ use crate::ids::{BackupLabel, PackId, StanzaName};
 
 use crate::keys;
 use crate::lock::Lock;
-use crate::manifest::Manifest;
+use crate::manifest::{self, FileEntry, Manifest};
 use crate::storage::{self, Key, PutMode, Storage, StorageError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -490,6 +490,29 @@ impl Stanza {
 
     /// The manifests restore of `label` needs, oldest (the full) first, fetched at once: on S3
     /// a chain of full + diff + incrs costs one round trip, not one per backup.
+    /// The files of backup `label` with everything it inherits resolved (format.md,
+    /// "Manifest"): its chain's manifests read one at a time, oldest first, so the memory is
+    /// that of two manifests however long the chain.
+    pub async fn resolved(&self, catalog: &Catalog, label: &BackupLabel) -> Result<Vec<FileEntry>> {
+        let rec = catalog.get(label).ok_or_else(|| {
+            Error::NotFound(format!(
+                "backup {label} does not exist in stanza '{}'; `cairn info` lists the backups",
+                self.info.name
+            ))
+        })?;
+        let mut current: Option<Vec<FileEntry>> = None;
+        for l in rec.references.iter().chain(std::iter::once(label)) {
+            let m = self.manifest(l).await?;
+            current = Some(match current {
+                None => manifest::resolve_first(m)?,
+                Some(c) => manifest::resolve_next(c, m)?,
+            });
+        }
+        let entries = current.unwrap_or_default();
+        manifest::check_sizes(&entries, label)?;
+        Ok(entries)
+    }
+
     pub async fn chain(&self, catalog: &Catalog, label: &BackupLabel) -> Result<Vec<Manifest>> {
         let rec = catalog.get(label).ok_or_else(|| {
             Error::NotFound(format!(

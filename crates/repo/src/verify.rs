@@ -324,25 +324,14 @@ pub async fn verify(
         }
         report.backups += 1;
         let label = &rec.label;
-        let chain = match stanza.chain(&catalog, label).await {
-            Ok(c) => c,
+        let entries = match stanza.resolved(&catalog, label).await {
+            Ok(e) => e,
             Err(e) => {
                 let object = match &e {
                     crate::Error::Corrupt { object, .. } => object.clone(),
                     _ => stanza.manifest_key(label)?.to_string(),
                 };
                 problems.add(&object, e.to_string(), Some(label));
-                continue;
-            }
-        };
-        let entries = match manifest::resolve(&chain) {
-            Ok(e) => e,
-            Err(e) => {
-                problems.add(
-                    &stanza.manifest_key(label)?.to_string(),
-                    e.to_string(),
-                    Some(label),
-                );
                 continue;
             }
         };

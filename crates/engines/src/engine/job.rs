@@ -7,7 +7,7 @@ use super::request::{BackupOutcome, ProgressFactory};
 use cairn_repo::backup::{BackupJob, BackupOptions, CHANGED_DURING_BACKUP, SourceEntry};
 use cairn_repo::catalog::Catalog;
 use cairn_repo::index::Index;
-use cairn_repo::manifest::{self, FileEntry};
+use cairn_repo::manifest::FileEntry;
 use cairn_repo::pipeline::MAX_REREADS;
 use cairn_repo::{BackupLabel, Error, Result, Stanza};
 use std::collections::BTreeMap;
@@ -83,8 +83,7 @@ pub async fn chosen_entries(
             .map(|b| b.label.clone())
             .ok_or_else(|| Error::Usage("no backup".into()))?,
     };
-    let chain = stanza.chain(catalog, &label).await?;
-    let entries = manifest::resolve(&chain)?;
+    let entries = stanza.resolved(catalog, &label).await?;
     let index = stanza.index().await?;
     Ok((label, entries, index))
 }

@@ -15,7 +15,6 @@ use crate::engine::{
 };
 use async_trait::async_trait;
 use cairn_repo::catalog::{BackupRecord, Catalog};
-use cairn_repo::manifest;
 use cairn_repo::pipeline::VanishPolicy;
 use cairn_repo::{BackupLabel, Error, Result, Stanza};
 use serde_json::{Value, json};
@@ -110,8 +109,7 @@ impl Engine for Postgres {
             Some(d) => d,
             None => options::pg_path(opts)?,
         };
-        let chain = stanza.chain(req.catalog, &record.label).await?;
-        let entries = manifest::resolve(&chain)?;
+        let entries = stanza.resolved(req.catalog, &record.label).await?;
         let index = stanza.index().await?;
         let restore_options = RestoreOptions {
             dest: dest.clone(),
