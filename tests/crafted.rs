@@ -626,3 +626,67 @@ fn item9_a_stream_manifest_without_its_stream_entry_fails_verify_too() -> TestRe
     );
     Ok(())
 }
+
+/// Defect (adversarial pass): with the newest catalog generation and its copy both gone,
+/// readers silently took the generation before; the next backup wrote over it, dropping the
+/// lost generation's backup for good, and expire then deleted its manifest as unlisted.
+#[test]
+fn a_lost_newest_generation_whose_copy_is_gone_too_is_not_written_over() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let labels = env.labels()?;
+    fs::remove_file(&env.catalog_generations()?[0])?;
+    fs::remove_file(env.stanza_dir().join("catalog"))?;
+    let s = src.to_str().ok_or("path")?;
+    for args in [
+        vec!["backup", "--type", "full", "--source", s],
+        vec!["expire", "--retention-full", "5", "--gc-margin", "0"],
+    ] {
+        let out = env.run(&args)?;
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("stanza-repair"), "{}", stderr(&out));
+    }
+    assert!(env.manifest_path(labels[1].as_str()).exists());
+    let v = env.run(&["verify"])?;
+    assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
+    assert!(stdout(&v).contains(labels[1].as_str()), "{}", stdout(&v));
+    env.ok(&["stanza-repair"])?;
+    assert_eq!(env.labels()?, labels);
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    assert_eq!(env.labels()?.len(), 3);
+    env.ok(&["verify"])?;
+    Ok(())
+}
+
+/// Defect (adversarial pass): a catalog generation named ffffffffffffffff (cairn never gets
+/// there) made every backup fail after uploading its data, and stanza-repair, which the error
+/// recommended, failed the same way; verify saw nothing.
+#[test]
+fn a_catalog_generation_cairn_never_writes_is_reported_and_removed_by_stanza_repair() -> TestResult
+{
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let labels = env.labels()?;
+    let newest = env.catalog_generations()?[0].clone();
+    let c = env.read_catalog()?;
+    let crafted = env.stanza_dir().join("catalogs/ffffffffffffffff");
+    fs::write(&crafted, c.encode_generation(u64::MAX))?;
+    let s = src.to_str().ok_or("path")?;
+    let out = env.run(&["backup", "--type", "full", "--source", s])?;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stanza-repair"), "{}", stderr(&out));
+    let packs = files_under(&env.stanza_dir().join("pack")).len();
+    let v = env.run(&["verify"])?;
+    assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
+    assert!(stdout(&v).contains("ffffffffffffffff"), "{}", stdout(&v));
+    env.ok(&["stanza-repair"])?;
+    assert!(!crafted.exists());
+    assert!(newest.exists() || !env.catalog_generations()?.is_empty());
+    assert_eq!(env.labels()?, labels);
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    assert_eq!(env.labels()?.len(), 3);
+    // The refused backup stored nothing first (its data went in with the later one).
+    assert!(files_under(&env.stanza_dir().join("pack")).len() <= packs + 1);
+    env.ok(&["verify"])?;
+    Ok(())
+}

@@ -463,7 +463,10 @@ impl BackupJob {
     async fn list_in_catalog(&self, record: &BackupRecord) -> Result<()> {
         let mut attempts = 0;
         loop {
-            let at = self.stanza.catalog_for_write().await?;
+            let at = self
+                .stanza
+                .catalog_for_write_by(Some(&record.label))
+                .await?;
             let mut catalog = at.catalog;
             if let Some(listed) = catalog.get(&record.label) {
                 // Its manifest was created create-only, so a listed record with this label is

@@ -119,6 +119,10 @@ pub struct CatalogAt {
 /// How many generations stay after a write: the newest and two it can fall back to.
 const KEEP_GENERATIONS: u64 = 3;
 
+/// Above this, a generation was not written by cairn (2^48 catalog writes would take a
+/// backup a second for nine million years); stanza-repair removes it, verify reports it.
+pub const MAX_PLAUSIBLE_GENERATION: u64 = 1 << 48;
+
 /// A stanza's catalog in the repository: `catalogs/<gen>` (version 2) or, on a stanza not yet
 /// upgraded, `catalog` then `catalog.copy` (format.md, "Catalog").
 impl Stanza {
@@ -170,11 +174,31 @@ impl Stanza {
         }
     }
 
+    /// Whether the copy in `catalog` holds the newest generation (always so for a version-1
+    /// stanza, whose copy is `catalog.copy`).
+    pub async fn catalog_copy_in_sync(&self) -> Result<bool> {
+        let mirror = self.mirror().await?;
+        let newest = self.catalog_generations().await?.first().map(|g| g.0);
+        Ok(newest.is_none() || mirror.map(|m| m.1) == newest)
+    }
+
     /// The catalog for a command that rewrites it (backup, expire), with its generation. Only
     /// the newest: when it cannot be read, the one before may lack its newest record, and
     /// writing on top of that would drop the record (and expire would delete that backup as
     /// unlisted). Such commands stop and ask for `stanza-repair`.
     pub async fn catalog_for_write(&self) -> Result<CatalogAt> {
+        self.catalog_for_write_by(None).await
+    }
+
+    /// `catalog_for_write` for a backup about to list `own` (its manifest, written already,
+    /// is not a sign of a lost generation).
+    ///
+    /// When the copy does not hold the newest generation (missing, damaged, or older after a
+    /// crash between the two writes), nothing vouches that the newest generation listed is
+    /// the newest written: if manifests exist that it does not list, one of them may be the
+    /// record of a lost generation, and writing on would drop it for good (and expire would
+    /// delete it as unlisted). Then the command refuses and asks for `stanza-repair`.
+    pub async fn catalog_for_write_by(&self, own: Option<&BackupLabel>) -> Result<CatalogAt> {
         // The copy before the listing: it is written after its generation, so a copy newer
         // than every generation listed after it means that generation is gone (read the other
         // way round, a writer committing in between would look like a lost generation).
@@ -188,6 +212,11 @@ impl Stanza {
             ))
         };
         if let Some((generation, key)) = gens.first() {
+            if *generation > MAX_PLAUSIBLE_GENERATION {
+                return Err(refuse(format!(
+                    "{key} has a generation cairn never reaches, so it was not written by cairn"
+                )));
+            }
             if let Some((_, m)) = &mirror
                 && m > generation
             {
@@ -197,10 +226,28 @@ impl Stanza {
                 )));
             }
             return match self.read_generation(*generation, key).await {
-                Ok(Some(catalog)) => Ok(CatalogAt {
-                    catalog,
-                    generation: *generation,
-                }),
+                Ok(Some(catalog)) => {
+                    if mirror.as_ref().is_none_or(|(_, m)| m != generation) {
+                        let unlisted: Vec<String> = self
+                            .manifest_labels()
+                            .await?
+                            .into_iter()
+                            .filter(|l| catalog.get(l).is_none() && Some(l) != own)
+                            .map(|l| l.to_string())
+                            .collect();
+                        if !unlisted.is_empty() {
+                            return Err(refuse(format!(
+                                "its copy {} does not hold its newest generation {generation} (missing, damaged or older), and the manifest(s) of {} are not listed: a newer generation may be lost",
+                                self.catalog_key()?,
+                                unlisted.join(", ")
+                            )));
+                        }
+                    }
+                    Ok(CatalogAt {
+                        catalog,
+                        generation: *generation,
+                    })
+                }
                 // Pruned between listing and reading: a newer one exists.
                 Ok(None) => Err(Error::Conflict(format!(
                     "the catalog of stanza '{}' changed while it was read; run the command again",
@@ -414,11 +461,24 @@ impl Stanza {
     /// stanza-repair: they build the list from scratch, under the lock), and remove older
     /// generations that cannot be read.
     pub async fn save_catalog(&self, catalog: &Catalog) -> Result<u64> {
+        // A generation cairn cannot have reached (one write each) was put there by hand or
+        // by damage; it would block every later write.
+        for (g, k) in self.catalog_generations().await? {
+            if g > MAX_PLAUSIBLE_GENERATION {
+                tracing::warn!("removing catalog generation {k}: cairn never writes one that high");
+                self.store().delete(&k).await?;
+            }
+        }
         let mut attempts = 0;
         loop {
             let listed = self.catalog_generations().await?.first().map_or(0, |g| g.0);
             // The copy may be newer than every generation left (the newest lost).
-            let newest = listed.max(self.mirror().await?.map_or(0, |m| m.1));
+            let copy = self
+                .mirror()
+                .await?
+                .map_or(0, |m| m.1)
+                .min(MAX_PLAUSIBLE_GENERATION);
+            let newest = listed.max(copy);
             match self.commit_catalog(catalog, newest).await {
                 Err(Error::Conflict(_)) if attempts < 10 => attempts += 1,
                 Ok(written) => {

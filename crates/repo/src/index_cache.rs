@@ -107,7 +107,7 @@ impl SegmentCache {
         let name = meta.key.name().to_string();
         let path = self.dir.join(&name);
         if path.exists() {
-            match SegmentFile::open(meta.key.as_str(), &path) {
+            match SegmentFile::open(meta.key.as_str(), &path, Some(&name)) {
                 Ok(f) => return Ok(f),
                 Err(e) => {
                     tracing::warn!("{e}: the cached copy {} is fetched again", path.display());
@@ -115,8 +115,15 @@ impl SegmentCache {
                 }
             }
         }
-        self.fetch(store, &meta.key, meta.size, &path).await?;
-        SegmentFile::open(meta.key.as_str(), &path)
+        // Fetched and checked against its name just now; a cache removed meanwhile (it may
+        // be, at any time) is made again once.
+        match self.fetch(store, &meta.key, meta.size, &path).await {
+            Err(Error::Io { .. }) => {
+                self.fetch(store, &meta.key, meta.size, &path).await?;
+            }
+            other => other?,
+        }
+        SegmentFile::open(meta.key.as_str(), &path, None)
     }
 
     /// Copy the object at `key` to `path` in ranges of 8 MiB, checking it against its name.
@@ -128,6 +135,7 @@ impl SegmentCache {
         path: &Path,
     ) -> Result<()> {
         const RANGE: u64 = 8 << 20;
+        let _ = std::fs::create_dir_all(&self.dir);
         let tmp = self.temp_path(key.name());
         let what = format!("writing {}", tmp.display());
         let mut file = std::fs::File::create(&tmp).map_err(io_err(what.clone()))?;
@@ -247,6 +255,7 @@ impl SegmentCache {
             }
             Ok(())
         };
+        let _ = std::fs::create_dir_all(&self.dir);
         let tmp = self.temp_path("merge");
         let what = format!("writing {}", tmp.display());
         let file = std::fs::File::create(&tmp).map_err(io_err(what.clone()))?;

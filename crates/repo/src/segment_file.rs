@@ -54,8 +54,12 @@ fn record(r: &[u8], packs: usize) -> Option<(ChunkId, Location)> {
 }
 
 impl SegmentFile {
-    /// Open and check the cached copy at `path` of the segment object `name`.
-    pub fn open(name: &str, path: &Path) -> Result<SegmentFile> {
+    /// Open and check the cached copy at `path` of the segment object `name`; with
+    /// `hashed_name`, its bytes must also hash to that name (BLAKE3, hex): a cached file is
+    /// read whole here anyway, and one that is not the segment it claims to be (another
+    /// segment's bytes, crafted bytes with a recomputed CRC) must never be looked up in or
+    /// merged into the repository.
+    pub fn open(name: &str, path: &Path, hashed_name: Option<&str>) -> Result<SegmentFile> {
         let io_err = |e: io::Error| Error::Io {
             what: format!("reading {} (the cached copy of {name})", path.display()),
             source: e,
@@ -64,6 +68,7 @@ impl SegmentFile {
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         let mut crc = crc32fast::Hasher::new();
+        let mut hash = hashed_name.map(|_| blake3::Hasher::new());
         let mut r = BufReader::with_capacity(1 << 20, &file);
         let mut take = |buf: &mut [u8], crc: &mut crc32fast::Hasher| -> Result<()> {
             r.read_exact(buf).map_err(|e| match e.kind() {
@@ -71,6 +76,9 @@ impl SegmentFile {
                 _ => io_err(e),
             })?;
             crc.update(buf);
+            if let Some(h) = hash.as_mut() {
+                h.update(buf);
+            }
             Ok(())
         };
         let mut header = [0u8; codec::ENVELOPE_HEADER_LEN];
@@ -136,8 +144,16 @@ impl SegmentFile {
             prev = Some(id);
         }
         let mut stored = [0u8; 4];
-        r.read_exact(&mut stored)
-            .map_err(|_| bad("truncated".into()))?;
+        take(&mut stored, &mut crc32fast::Hasher::new())?;
+        if let (Some(h), Some(want)) = (hash, hashed_name) {
+            let got = h.finalize().to_hex();
+            if got.as_str() != want {
+                return Err(bad(format!(
+                    "the cached copy {} hashes to {got}, not to the segment's name",
+                    path.display()
+                )));
+            }
+        }
         let crc = crc.finalize();
         if crc != u32::from_le_bytes(stored) {
             return Err(bad(format!(
@@ -344,7 +360,7 @@ mod tests {
             let seg = segment(n, PackId::of(b"p"));
             let path = dir.path().join(format!("s{n}"));
             std::fs::write(&path, seg.encode()).map_err(|e| Error::Invalid(e.to_string()))?;
-            let f = SegmentFile::open("s", &path)?;
+            let f = SegmentFile::open("s", &path, None)?;
             assert_eq!(f.len(), n as u64);
             for (id, loc) in &seg.entries {
                 assert_eq!(f.get(id).ok().flatten(), Some((PackId::of(b"p"), *loc)));
@@ -371,13 +387,13 @@ mod tests {
             bad[i] ^= 0x10;
             std::fs::write(&path, &bad).map_err(|e| Error::Invalid(e.to_string()))?;
             assert!(
-                SegmentFile::open("s", &path).is_err(),
+                SegmentFile::open("s", &path, None).is_err(),
                 "flip at {i} not seen"
             );
         }
         std::fs::write(&path, &bytes[..bytes.len() - 1])
             .map_err(|e| Error::Invalid(e.to_string()))?;
-        assert!(SegmentFile::open("s", &path).is_err());
+        assert!(SegmentFile::open("s", &path, None).is_err());
         Ok(())
     }
 
@@ -389,7 +405,7 @@ mod tests {
             let path = dir.path().join(format!("s{n}"));
             std::fs::write(&path, segment(n, PackId::of(p)).encode())
                 .map_err(|e| Error::Invalid(e.to_string()))?;
-            files.push(SegmentFile::open("s", &path)?);
+            files.push(SegmentFile::open("s", &path, None)?);
         }
         let refs: Vec<&SegmentFile> = files.iter().collect();
         let all: Vec<_> = Merged::new(&refs)

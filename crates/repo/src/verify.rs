@@ -318,6 +318,20 @@ pub async fn verify(
             report.unlisted.push(label);
         }
     }
+    // Unlisted manifests are not backups, unless nothing vouches that the newest catalog
+    // generation is the newest written (format.md, "Catalog"): then one may be a lost record.
+    if !catalog_lost && !report.unlisted.is_empty() && !stanza.catalog_copy_in_sync().await? {
+        let labels: Vec<String> = report.unlisted.iter().map(|l| l.to_string()).collect();
+        problems.add(
+            stanza.catalog_key()?.as_str(),
+            format!(
+                "the catalog's copy does not hold its newest generation and the manifest(s) of {} are not listed: a newer generation may be lost; `cairn --stanza={} stanza-repair` lists the complete ones again",
+                labels.join(", "),
+                stanza.name()
+            ),
+            None,
+        );
+    }
     for rec in &catalog.backups {
         if only.is_some_and(|l| l != &rec.label) {
             continue;
@@ -617,6 +631,11 @@ async fn check_catalogs(stanza: &Stanza, catalog: &Catalog, problems: &mut Probl
                 Err(e) => return Err(e.into()),
             };
             match Catalog::decode_versioned(key.as_str(), &bytes) {
+                _ if *generation > crate::catalog::MAX_PLAUSIBLE_GENERATION => problems.add(
+                    key.as_str(),
+                    format!("{what} has a generation cairn never reaches, so it was not written by cairn and blocks every catalog write; {repair} (it removes it)"),
+                    None,
+                ),
                 Ok((_, Some(g))) if g == *generation => {}
                 Ok(_) => problems.add(
                     key.as_str(),

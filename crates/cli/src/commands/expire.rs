@@ -223,13 +223,19 @@ async fn run(
         g.live_packs,
     );
     if g.repacked > 0 {
-        let verb = if dry_run { "would copy" } else { "copied" };
+        let into = if dry_run {
+            "would copy the {} they hold that kept backups need into new packs".to_string()
+        } else {
+            format!(
+                "copied the {{}} they hold that kept backups need into {} new pack(s)",
+                g.new_packs
+            )
+        };
         tracing::info!(
-            "{} pack(s) at least {}% garbage: {verb} the {} they hold that kept backups need into {} new pack(s); the old ones go as dead ones do",
+            "{} pack(s) at least {}% garbage: {}; the old ones go as dead ones do",
             g.repacked,
             margin.repack_garbage_pct,
-            human(g.repacked_bytes),
-            g.new_packs
+            into.replace("{}", &human(g.repacked_bytes)),
         );
     }
     if g.unknown_packs > 0 {

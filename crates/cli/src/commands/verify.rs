@@ -65,7 +65,7 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         && report
             .problems
             .iter()
-            .all(|p| !p.object.ends_with("/catalog"))
+            .all(|p| !p.detail.contains("but the catalog is lost"))
     {
         let labels: Vec<&str> = report.unlisted.iter().map(|l| l.as_str()).collect();
         say!(
