@@ -8,7 +8,7 @@
 
 use cairn_repo::catalog::{BackupRecord, Catalog};
 use cairn_repo::ids::{BackupLabel, BackupType, ChunkId, StanzaName};
-use cairn_repo::index::{Location, Segment};
+use cairn_repo::index::Segment;
 use cairn_repo::manifest::{ChunkRef, Content, EntryKind, FileEntry, Manifest};
 use cairn_repo::pack::{PackBuilder, SealedChunk};
 use cairn_repo::repository::{Repository, StanzaInfo};
@@ -55,19 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut in_pack: Vec<ChunkId> = Vec::new();
         let flush = |pack: PackBuilder, ids: &mut Vec<ChunkId>, seg: &mut Segment| {
             let (id, bytes, entries) = pack.finish();
-            let ord = seg.packs.len() as u32;
-            seg.packs.push(id);
-            for e in entries {
-                seg.entries.push((
-                    e.id,
-                    Location {
-                        pack: ord,
-                        offset: e.offset as u32,
-                        stored_len: e.stored_len,
-                        raw_len: e.raw_len,
-                    },
-                ));
-            }
+            seg.add_pack(id, entries);
             ids.clear();
             (id, bytes)
         };

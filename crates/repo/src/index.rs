@@ -81,6 +81,27 @@ impl Segment {
         layers.into_iter().map(|(s, _)| s).collect()
     }
 
+    /// Add pack `id` to the pack table and a record for each of its `entries`.
+    pub fn add_pack(
+        &mut self,
+        id: PackId,
+        entries: impl IntoIterator<Item = crate::pack::PackEntry>,
+    ) {
+        let ord = self.packs.len() as u32;
+        self.packs.push(id);
+        for e in entries {
+            self.entries.push((
+                e.id,
+                Location {
+                    pack: ord,
+                    offset: e.offset as u32,
+                    stored_len: e.stored_len,
+                    raw_len: e.raw_len,
+                },
+            ));
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         // Writing into a Vec cannot fail.

@@ -126,18 +126,6 @@ async fn put_pack(
         }
         Err(e) => return Err(e.into()),
     }
-    let ord = seg.packs.len() as u32;
-    seg.packs.push(id);
-    for e in entries {
-        seg.entries.push((
-            e.id,
-            Location {
-                pack: ord,
-                offset: e.offset as u32,
-                stored_len: e.stored_len,
-                raw_len: e.raw_len,
-            },
-        ));
-    }
+    seg.add_pack(id, entries);
     Ok(())
 }

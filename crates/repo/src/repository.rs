@@ -1,7 +1,7 @@
 //! The repository and its stanzas: where every object lives (format.md, "Layout"), and the
 //! typed reads and writes of sealed objects. Jobs (backup, restore, verify) build on this.
 
-use crate::catalog::Catalog;
+use crate::catalog::{BackupRecord, Catalog};
 use crate::codec::{self, magic};
 use crate::error::{Error, Result};
 use crate::ids::{BackupLabel, PackId, StanzaName};
@@ -488,18 +488,21 @@ impl Stanza {
         Ok(())
     }
 
-    /// The manifests restore of `label` needs, oldest (the full) first, fetched at once: on S3
-    /// a chain of full + diff + incrs costs one round trip, not one per backup.
-    /// The files of backup `label` with everything it inherits resolved (format.md,
-    /// "Manifest"): its chain's manifests read one at a time, oldest first, so the memory is
-    /// that of two manifests however long the chain.
-    pub async fn resolved(&self, catalog: &Catalog, label: &BackupLabel) -> Result<Vec<FileEntry>> {
-        let rec = catalog.get(label).ok_or_else(|| {
+    /// The record of backup `label` in `catalog`, or an error that says how to find one.
+    fn listed<'a>(&self, catalog: &'a Catalog, label: &BackupLabel) -> Result<&'a BackupRecord> {
+        catalog.get(label).ok_or_else(|| {
             Error::NotFound(format!(
                 "backup {label} does not exist in stanza '{}'; `cairn info` lists the backups",
                 self.info.name
             ))
-        })?;
+        })
+    }
+
+    /// The files of backup `label` with everything it inherits resolved (format.md,
+    /// "Manifest"): its chain's manifests read one at a time, oldest first, so the memory is
+    /// that of two manifests however long the chain.
+    pub async fn resolved(&self, catalog: &Catalog, label: &BackupLabel) -> Result<Vec<FileEntry>> {
+        let rec = self.listed(catalog, label)?;
         let mut current: Option<Vec<FileEntry>> = None;
         for l in rec.references.iter().chain(std::iter::once(label)) {
             let m = self.manifest(l).await?;
@@ -513,13 +516,10 @@ impl Stanza {
         Ok(entries)
     }
 
+    /// The manifests of `label`'s chain, oldest (the full) first, fetched at once: on S3 a
+    /// chain of full + diff + incrs costs one round trip, not one per backup.
     pub async fn chain(&self, catalog: &Catalog, label: &BackupLabel) -> Result<Vec<Manifest>> {
-        let rec = catalog.get(label).ok_or_else(|| {
-            Error::NotFound(format!(
-                "backup {label} does not exist in stanza '{}'; `cairn info` lists the backups",
-                self.info.name
-            ))
-        })?;
+        let rec = self.listed(catalog, label)?;
         futures_util::future::try_join_all(
             rec.references
                 .iter()

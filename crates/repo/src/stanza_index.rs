@@ -108,20 +108,7 @@ impl Stanza {
             let cache2 = &cache;
             let fetched: Result<Vec<Option<SegmentFile>>> = futures_util::stream::iter(metas)
                 .map(|meta| async move {
-                    match cache2.segment(self.store(), &meta).await {
-                        Ok(f) => Ok(Some(f)),
-                        // One damaged segment must not stop every backup and restore: its
-                        // chunks count as absent (a backup stores them again) until
-                        // stanza-repair indexes its packs again from their trailers.
-                        Err(e @ Error::Corrupt { .. }) => {
-                            tracing::warn!(
-                                "{e}; its chunks are treated as absent: run `cairn --stanza={} stanza-repair` to index their packs again",
-                                self.name()
-                            );
-                            Ok(None)
-                        }
-                        Err(e) => Err(e),
-                    }
+                    self.unless_damaged(cache2.segment(self.store(), &meta).await)
                 })
                 .buffered(4)
                 .try_collect()
@@ -136,6 +123,23 @@ impl Stanza {
         }
     }
 
+    /// A segment read, or None when it is damaged: one damaged segment must not stop every
+    /// backup and restore; its chunks count as absent (a backup stores them again) until
+    /// stanza-repair indexes its packs again from their trailers.
+    fn unless_damaged<T>(&self, read: Result<T>) -> Result<Option<T>> {
+        match read {
+            Ok(seg) => Ok(Some(seg)),
+            Err(e @ Error::Corrupt { .. }) => {
+                tracing::warn!(
+                    "{e}; its chunks are treated as absent: run `cairn --stanza={} stanza-repair` to index their packs again",
+                    self.name()
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every index segment decoded in memory (verify, stanza-repair).
     pub async fn index_segments(&self) -> Result<Vec<Segment>> {
         use futures_util::{StreamExt, TryStreamExt};
@@ -143,17 +147,7 @@ impl Stanza {
         let segments: Vec<Option<Segment>> = futures_util::stream::iter(metas)
             .map(|meta| async move {
                 let b = self.store().get(&meta.key, None).await?;
-                match Segment::decode(meta.key.as_str(), &b) {
-                    Ok(seg) => Ok(Some(seg)),
-                    Err(e @ Error::Corrupt { .. }) => {
-                        tracing::warn!(
-                            "{e}; its chunks are treated as absent: run `cairn --stanza={} stanza-repair` to index their packs again",
-                            self.name()
-                        );
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
-                }
+                self.unless_damaged(Segment::decode(meta.key.as_str(), &b))
             })
             .buffered(16)
             .try_collect()
