@@ -421,6 +421,8 @@ pub async fn collect(
         }
         crate::failpoint::hit("gc-after-repack");
     }
+    // The packs a repack just wrote hold needed copies.
+    report.live_packs += report.new_packs;
     let mut dead: Vec<(PackId, u64)> = Vec::new();
     for (id, size) in &present {
         // A candidate's needed chunks are in new packs now; a pack whose chunks could not be
