@@ -22,8 +22,8 @@ if [ "$PROFILE" = release ]; then
   cargo build --release -q -p cairn-repo --example synth_repo
   OUT=target/release
 else
-  cargo build -q -p cairn-cli
-  cargo build -q -p cairn-repo --example synth_repo
+  # The test profile, the whole workspace: what `cargo test --workspace` has just built (CI).
+  cargo build -q --workspace --bins --examples --profile test
   OUT=target/debug
 fi
 BIN=$PWD/$OUT/cairn
