@@ -498,6 +498,22 @@ fn expire_takes_set_from_the_command_line_only() -> TestResult {
     Ok(())
 }
 
+/// Two fulls: the first of a big file and a small one (one pack), the second of the small one
+/// alone. Once the first expires, its pack is mostly garbage. Returns the source.
+fn a_pack_mostly_garbage_later(
+    env: &Env,
+) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let src = env.path("src");
+    fs::create_dir(&src)?;
+    let s = src.to_str().ok_or("path")?;
+    fs::write(src.join("big"), bytes(1, 3_000_000))?;
+    fs::write(src.join("keep"), bytes(2, 200_000))?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    fs::remove_file(src.join("big"))?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    Ok(src)
+}
+
 /// A pack mostly garbage (a big file gone, a small one still backed up) is rewritten: the
 /// small file's chunk is copied into a new pack and the old pack freed; with
 /// `--repack-threshold 100` it is kept whole. Either way every kept backup restores.
@@ -505,14 +521,7 @@ fn expire_takes_set_from_the_command_line_only() -> TestResult {
 fn a_pack_mostly_garbage_is_rewritten_unless_repacking_is_off() -> TestResult {
     for threshold in ["80", "100"] {
         let env = Env::new("files")?;
-        let src = env.path("src");
-        fs::create_dir(&src)?;
-        let s = src.to_str().ok_or("path")?;
-        fs::write(src.join("big"), bytes(1, 3_000_000))?;
-        fs::write(src.join("keep"), bytes(2, 200_000))?;
-        env.ok(&["backup", "--type", "full", "--source", s])?;
-        fs::remove_file(src.join("big"))?;
-        env.ok(&["backup", "--type", "full", "--source", s])?;
+        let src = a_pack_mostly_garbage_later(&env)?;
         let packs = env.stanza_dir().join("pack");
         assert_eq!(files_under(&packs).len(), 1, "one pack holds both files");
         let before = du(&packs);
@@ -565,14 +574,8 @@ fn a_pack_mostly_garbage_is_rewritten_unless_repacking_is_off() -> TestResult {
 #[test]
 fn a_repacked_pack_waits_for_its_margin_and_backups_use_the_new_copy() -> TestResult {
     let env = Env::new("files")?;
-    let src = env.path("src");
-    fs::create_dir(&src)?;
+    let src = a_pack_mostly_garbage_later(&env)?;
     let s = src.to_str().ok_or("path")?;
-    fs::write(src.join("big"), bytes(1, 3_000_000))?;
-    fs::write(src.join("keep"), bytes(2, 200_000))?;
-    env.ok(&["backup", "--type", "full", "--source", s])?;
-    fs::remove_file(src.join("big"))?;
-    env.ok(&["backup", "--type", "full", "--source", s])?;
     env.ok(&["expire", "--retention-full", "1", "--gc-margin", "2"])?;
     let packs = env.stanza_dir().join("pack");
     assert_eq!(
