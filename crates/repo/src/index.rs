@@ -316,11 +316,6 @@ impl Index {
         }
         all.into_iter().collect()
     }
-
-    /// The segment files.
-    pub fn files(&self) -> &[SegmentFile] {
-        &self.files
-    }
 }
 
 /// Segments merged in memory: one sorted table and one pack table.

@@ -515,17 +515,4 @@ impl Stanza {
         manifest::check_sizes(&entries, label)?;
         Ok(entries)
     }
-
-    /// The manifests of `label`'s chain, oldest (the full) first, fetched at once: on S3 a
-    /// chain of full + diff + incrs costs one round trip, not one per backup.
-    pub async fn chain(&self, catalog: &Catalog, label: &BackupLabel) -> Result<Vec<Manifest>> {
-        let rec = self.listed(catalog, label)?;
-        futures_util::future::try_join_all(
-            rec.references
-                .iter()
-                .chain(std::iter::once(label))
-                .map(|l| self.manifest(l)),
-        )
-        .await
-    }
 }
