@@ -141,17 +141,30 @@ pub fn start_s3s_fs(
     Ok(server)
 }
 
+/// Create `bucket` on the server at `port` (unsigned: moto accepts any request).
+///
+/// A server that listens may not answer yet: moto, loaded on a busy machine, has closed the
+/// first connection without a word (CI of 2026-11-24). An empty answer or a refused
+/// connection is tried again for up to 30 s; any real answer other than 200 fails at once.
 pub fn create_bucket(port: u16, bucket: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let resp = http(
-        port,
-        &format!(
-            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        ),
-    )?;
-    if !resp.starts_with("HTTP/1.1 200") {
-        return Err(format!("creating bucket {bucket} failed: {resp}").into());
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let last = match http(port, &request) {
+            Ok(resp) if resp.starts_with("HTTP/1.1 200") => return Ok(()),
+            Ok(resp) if !resp.is_empty() => {
+                return Err(format!("creating bucket {bucket} failed: {resp}").into());
+            }
+            Ok(_) => "an empty answer".to_string(),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(format!("creating bucket {bucket} failed within 30 s: {last}").into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(())
 }
 
 /// The environment a cairn process needs to reach the server: credentials by the standard
