@@ -6,6 +6,7 @@
 use crate::catalog::Catalog;
 use crate::codec::{self, magic};
 use crate::error::{Error, Result};
+use crate::external_sort::{IdSorter, SortedIds};
 use crate::ids::{ChunkId, PackId};
 use crate::index::Location;
 use crate::index_cache::SegmentCache;
@@ -13,7 +14,6 @@ use crate::keys;
 use crate::manifest::Content;
 use crate::repository::Stanza;
 use crate::segment_file::{Merged, SegmentFile};
-use crate::sorted_ids::{IdSorter, SortedIds};
 use crate::storage::{Key, PutMode, StorageError};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -167,7 +167,7 @@ impl Stanza {
 /// manifest that cannot be read stops the collection: deleting on incomplete knowledge could
 /// delete what it needs.
 async fn live_chunks(stanza: &Stanza, catalog: &Catalog) -> Result<SortedIds> {
-    let mut live = IdSorter::new(crate::sorted_ids::RUN_IDS);
+    let mut live = IdSorter::new(crate::external_sort::RUN_IDS);
     let labels: std::collections::BTreeSet<&crate::ids::BackupLabel> = catalog
         .backups
         .iter()

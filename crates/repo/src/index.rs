@@ -256,6 +256,14 @@ impl Index {
         }
     }
 
+    /// The same records, with `keep` deciding which lookups may use.
+    pub fn with_keep(&self, keep: Option<Keep>) -> Index {
+        Index {
+            keep,
+            ..self.clone()
+        }
+    }
+
     /// Where a usable copy of `id` is. A cache file that cannot be read counts as not placing
     /// the chunk (a backup stores it again; a restore says it is missing), with a warning.
     pub fn get(&self, id: &ChunkId) -> Option<(PackId, Location)> {

@@ -126,6 +126,23 @@ impl SegmentCache {
         SegmentFile::open(meta.key.as_str(), &path, None)
     }
 
+    /// The segment object `meta` read from the repository again whatever the cache holds, and
+    /// checked against its name (verify): the cached copy is replaced by what was read.
+    pub async fn segment_fresh(
+        &self,
+        store: &Arc<dyn Storage>,
+        meta: &ObjectMeta,
+    ) -> Result<SegmentFile> {
+        let path = self.dir.join(meta.key.name());
+        match self.fetch(store, &meta.key, meta.size, &path).await {
+            Err(Error::Io { .. }) => {
+                self.fetch(store, &meta.key, meta.size, &path).await?;
+            }
+            other => other?,
+        }
+        SegmentFile::open(meta.key.as_str(), &path, None)
+    }
+
     /// Copy the object at `key` to `path` in ranges of 8 MiB, checking it against its name.
     async fn fetch(
         &self,

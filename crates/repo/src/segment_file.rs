@@ -277,6 +277,8 @@ pub struct Merged<'a> {
     heap: std::collections::BinaryHeap<std::cmp::Reverse<(MergeKey, usize)>>,
     /// The location of each input's record in the heap.
     head: Vec<Location>,
+    /// The input of the record returned last.
+    source: usize,
 }
 
 impl<'a> Merged<'a> {
@@ -296,11 +298,17 @@ impl<'a> Merged<'a> {
                 };
                 files.len()
             ],
+            source: 0,
         };
         for i in 0..m.inputs.len() {
             m.refill(i)?;
         }
         Ok(m)
+    }
+
+    /// Which of the files the record returned last came from.
+    pub fn source(&self) -> usize {
+        self.source
     }
 
     fn refill(&mut self, i: usize) -> io::Result<()> {
@@ -320,6 +328,7 @@ impl Iterator for Merged<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         let std::cmp::Reverse(((id, pack, _), i)) = self.heap.pop()?;
         let loc = self.head[i];
+        self.source = i;
         if let Err(e) = self.refill(i) {
             return Some(Err(e));
         }

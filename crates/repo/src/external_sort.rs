@@ -1,29 +1,55 @@
-//! A set of chunk ids too large to hold, built by external sorting: ids gather in a buffer of
-//! fixed size; a full buffer is sorted and written to a run file; the runs are merged into one
-//! ascending stream of distinct ids. Garbage collection streams its mark phase through it
-//! (format.md, "Condemned packs"): the ids every kept backup needs, read once from the
-//! manifests, then walked beside the index in the same order.
+//! Sets of fixed-size records too large to hold, built by external sorting: records gather in a
+//! buffer of fixed size; a full buffer is sorted and written to a run file; the runs are merged
+//! into one ascending stream of distinct records. Garbage collection streams its mark phase
+//! through it (format.md, "Condemned packs": the ids every kept backup needs, read once from
+//! the manifests, then walked beside the index in the same order), and verify sorts the
+//! trailers of every pack to walk them beside the index.
 
 use crate::ids::ChunkId;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::sync::Arc;
 
-/// Ids held in memory before a run is written: 32 MiB.
+/// Chunk ids held in memory before a run is written: 32 MiB.
 pub const RUN_IDS: usize = 1 << 20;
 
+/// A record of `LEN` bytes on disk, ordered as in memory.
+pub trait Fixed: Ord + Copy {
+    const LEN: usize;
+    fn put(&self, out: &mut [u8]);
+    fn get(bytes: &[u8]) -> Self;
+}
+
+impl Fixed for ChunkId {
+    const LEN: usize = 32;
+    fn put(&self, out: &mut [u8]) {
+        out.copy_from_slice(self.as_bytes());
+    }
+    fn get(bytes: &[u8]) -> Self {
+        let mut a = [0u8; 32];
+        a.copy_from_slice(bytes);
+        ChunkId(a)
+    }
+}
+
+/// Distinct chunk ids in ascending order, built in bounded memory.
+pub type IdSorter = Sorter<ChunkId>;
+pub type SortedIds = Sorted<ChunkId>;
+
 #[derive(Debug)]
-pub struct IdSorter {
-    buf: Vec<ChunkId>,
+pub struct Sorter<T> {
+    buf: Vec<T>,
     cap: usize,
     dir: Option<tempfile::TempDir>,
     runs: Vec<std::path::PathBuf>,
 }
 
-impl IdSorter {
-    pub fn new(cap: usize) -> IdSorter {
-        IdSorter {
+impl<T: Fixed> Sorter<T> {
+    /// A sorter holding at most `cap` records in memory.
+    pub fn new(cap: usize) -> Sorter<T> {
+        Sorter {
             buf: Vec::new(),
             cap: cap.max(1),
             dir: None,
@@ -31,8 +57,8 @@ impl IdSorter {
         }
     }
 
-    pub fn push(&mut self, id: ChunkId) -> io::Result<()> {
-        self.buf.push(id);
+    pub fn push(&mut self, record: T) -> io::Result<()> {
+        self.buf.push(record);
         if self.buf.len() >= self.cap {
             self.spill()?;
         }
@@ -46,12 +72,14 @@ impl IdSorter {
             Some(d) => d,
             None => self
                 .dir
-                .insert(tempfile::Builder::new().prefix("cairn-gc-").tempdir()?),
+                .insert(tempfile::Builder::new().prefix("cairn-sort-").tempdir()?),
         };
         let path = dir.path().join(format!("run-{}", self.runs.len()));
         let mut w = BufWriter::with_capacity(1 << 20, File::create(&path)?);
-        for id in &self.buf {
-            w.write_all(id.as_bytes())?;
+        let mut rec = vec![0u8; T::LEN];
+        for r in &self.buf {
+            r.put(&mut rec);
+            w.write_all(&rec)?;
         }
         w.flush()?;
         self.runs.push(path);
@@ -59,51 +87,48 @@ impl IdSorter {
         Ok(())
     }
 
-    /// The distinct ids pushed, ascending.
-    pub fn finish(mut self) -> io::Result<SortedIds> {
+    /// The distinct records pushed, ascending.
+    pub fn finish(mut self) -> io::Result<Sorted<T>> {
         if self.runs.is_empty() {
             self.buf.sort_unstable();
             self.buf.dedup();
-            return SortedIds::start(
-                std::sync::Arc::new(std::mem::take(&mut self.buf)),
-                Vec::new(),
-                None,
-            );
+            return Sorted::start(Arc::new(std::mem::take(&mut self.buf)), Vec::new(), None);
         }
         if !self.buf.is_empty() {
             self.spill()?;
         }
-        SortedIds::start(
+        self.buf = Vec::new();
+        Sorted::start(
             Default::default(),
             std::mem::take(&mut self.runs),
-            self.dir.take().map(std::sync::Arc::new),
+            self.dir.take().map(Arc::new),
         )
     }
 }
 
-/// Distinct chunk ids in ascending order; `again` walks them once more.
+/// Distinct records in ascending order; `again` walks them once more.
 #[derive(Debug)]
-pub struct SortedIds {
-    mem: std::sync::Arc<Vec<ChunkId>>,
+pub struct Sorted<T> {
+    mem: Arc<Vec<T>>,
     at: usize,
     runs: Vec<std::path::PathBuf>,
     readers: Vec<BufReader<File>>,
-    heap: BinaryHeap<Reverse<(ChunkId, usize)>>,
-    last: Option<ChunkId>,
-    dir: Option<std::sync::Arc<tempfile::TempDir>>,
+    heap: BinaryHeap<Reverse<(T, usize)>>,
+    last: Option<T>,
+    dir: Option<Arc<tempfile::TempDir>>,
 }
 
-impl SortedIds {
+impl<T: Fixed> Sorted<T> {
     fn start(
-        mem: std::sync::Arc<Vec<ChunkId>>,
+        mem: Arc<Vec<T>>,
         runs: Vec<std::path::PathBuf>,
-        dir: Option<std::sync::Arc<tempfile::TempDir>>,
-    ) -> io::Result<SortedIds> {
+        dir: Option<Arc<tempfile::TempDir>>,
+    ) -> io::Result<Sorted<T>> {
         let mut readers = Vec::new();
         for p in &runs {
-            readers.push(BufReader::with_capacity(256 * 1024, File::open(p)?));
+            readers.push(BufReader::with_capacity(64 * 1024, File::open(p)?));
         }
-        let mut ids = SortedIds {
+        let mut sorted = Sorted {
             mem,
             at: 0,
             runs,
@@ -112,22 +137,23 @@ impl SortedIds {
             last: None,
             dir,
         };
-        for i in 0..ids.readers.len() {
-            ids.refill(i)?;
+        for i in 0..sorted.readers.len() {
+            sorted.refill(i)?;
         }
-        Ok(ids)
+        Ok(sorted)
     }
 
-    /// The same ids from the start.
-    pub fn again(&self) -> io::Result<SortedIds> {
-        SortedIds::start(self.mem.clone(), self.runs.clone(), self.dir.clone())
+    /// The same records from the start.
+    pub fn again(&self) -> io::Result<Sorted<T>> {
+        Sorted::start(self.mem.clone(), self.runs.clone(), self.dir.clone())
     }
 
     fn refill(&mut self, i: usize) -> io::Result<()> {
-        let mut b = [0u8; 32];
-        match self.readers[i].read_exact(&mut b) {
+        let mut b = [0u8; 256];
+        let b = &mut b[..T::LEN];
+        match self.readers[i].read_exact(b) {
             Ok(()) => {
-                self.heap.push(Reverse((ChunkId(b), i)));
+                self.heap.push(Reverse((T::get(b), i)));
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(()),
@@ -136,23 +162,23 @@ impl SortedIds {
     }
 }
 
-impl Iterator for SortedIds {
-    type Item = io::Result<ChunkId>;
+impl<T: Fixed> Iterator for Sorted<T> {
+    type Item = io::Result<T>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.runs.is_empty() {
-            let id = self.mem.get(self.at).copied()?;
+            let r = self.mem.get(self.at).copied()?;
             self.at += 1;
-            return Some(Ok(id));
+            return Some(Ok(r));
         }
         loop {
-            let Reverse((id, i)) = self.heap.pop()?;
+            let Reverse((r, i)) = self.heap.pop()?;
             if let Err(e) = self.refill(i) {
                 return Some(Err(e));
             }
-            if self.last != Some(id) {
-                self.last = Some(id);
-                return Some(Ok(id));
+            if self.last != Some(r) {
+                self.last = Some(r);
+                return Some(Ok(r));
             }
         }
     }
