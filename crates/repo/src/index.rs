@@ -14,7 +14,6 @@ use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
 use crate::index_cache::SegmentCache;
 use crate::segment_file::{Merged, SegmentFile};
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::sync::Arc;
 
@@ -43,44 +42,6 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// The records of `segments` that `keep` accepts (pack, chunk), as few segments as
-    /// garbage collection rewrites the index into. Unlike `Index`, every copy of a chunk is
-    /// kept (one may be damaged, another intact); a segment lists a chunk once, so a second
-    /// copy goes into a second segment, and so on (usually there is one).
-    pub fn merged(segments: &[&Segment], keep: impl Fn(&PackId, &ChunkId) -> bool) -> Vec<Segment> {
-        let mut records: Vec<(ChunkId, PackId, Location)> = Vec::new();
-        for seg in segments {
-            for (id, loc) in &seg.entries {
-                if let Some(pack) = seg.packs.get(loc.pack as usize)
-                    && keep(pack, id)
-                {
-                    records.push((*id, *pack, *loc));
-                }
-            }
-        }
-        records.sort_by_key(|(id, p, l)| (*id, *p, l.offset, l.stored_len, l.raw_len));
-        records.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1 && a.2.offset == b.2.offset);
-        let mut layers: Vec<(Segment, HashMap<PackId, u32>)> = Vec::new();
-        let mut copy = 0;
-        for (i, (id, pack, loc)) in records.iter().enumerate() {
-            copy = if i > 0 && records[i - 1].0 == *id {
-                copy + 1
-            } else {
-                0
-            };
-            if layers.len() == copy {
-                layers.push(Default::default());
-            }
-            let (seg, ords) = &mut layers[copy];
-            let ord = *ords.entry(*pack).or_insert_with(|| {
-                seg.packs.push(*pack);
-                seg.packs.len() as u32 - 1
-            });
-            seg.entries.push((*id, Location { pack: ord, ..*loc }));
-        }
-        layers.into_iter().map(|(s, _)| s).collect()
-    }
-
     /// Add pack `id` to the pack table and a record for each of its `entries`.
     pub fn add_pack(
         &mut self,
@@ -205,11 +166,10 @@ impl Segment {
 pub type Keep = Arc<dyn Fn(&PackId, &ChunkId) -> bool + Send + Sync>;
 
 /// The index a job looks chunks up in: segment files of the local cache, looked up in place
-/// (`SegmentFile`), and segments merged in memory (verify, tests, and before any file).
+/// (`SegmentFile`).
 /// `keep` leaves out records a job may not use (a lost, condemned or damaged pack's).
 #[derive(Clone, Default)]
 pub struct Index {
-    mem: Arc<MemIndex>,
     files: Arc<Vec<SegmentFile>>,
     keep: Option<Keep>,
     /// The cache the files are in, kept while they are read (a temporary one is removed
@@ -220,28 +180,12 @@ pub struct Index {
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Index")
-            .field("in_memory", &self.mem.entries.len())
             .field("files", &self.files.len())
             .finish()
     }
 }
 
 impl Index {
-    pub fn from_segments(segments: impl IntoIterator<Item = Segment>) -> Index {
-        Self::from_segments_where(segments, |_, _| true)
-    }
-
-    /// Merge `segments` in memory, keeping only records `keep` accepts (pack, chunk).
-    pub fn from_segments_where(
-        segments: impl IntoIterator<Item = Segment>,
-        keep: impl Fn(&PackId, &ChunkId) -> bool,
-    ) -> Index {
-        Index {
-            mem: Arc::new(MemIndex::from_segments_where(segments, keep)),
-            ..Default::default()
-        }
-    }
-
     /// The segment files `files`, using only records `keep` accepts.
     pub fn from_files(
         files: Vec<SegmentFile>,
@@ -249,7 +193,6 @@ impl Index {
         cache: Arc<SegmentCache>,
     ) -> Index {
         Index {
-            mem: Default::default(),
             files: Arc::new(files),
             keep,
             _cache: Some(cache),
@@ -267,9 +210,6 @@ impl Index {
     /// Where a usable copy of `id` is. A cache file that cannot be read counts as not placing
     /// the chunk (a backup stores it again; a restore says it is missing), with a warning.
     pub fn get(&self, id: &ChunkId) -> Option<(PackId, Location)> {
-        if let Some(found) = self.mem.get(id) {
-            return Some(found);
-        }
         for f in self.files.iter() {
             match f.get(id) {
                 Ok(Some((pack, loc))) if self.keep.as_ref().is_none_or(|k| k(&pack, id)) => {
@@ -288,7 +228,7 @@ impl Index {
 
     /// Records (a chunk listed in two segment files counts twice).
     pub fn len(&self) -> usize {
-        self.mem.entries.len() + self.files.iter().map(|f| f.len() as usize).sum::<usize>()
+        self.files.iter().map(|f| f.len() as usize).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -298,7 +238,7 @@ impl Index {
     /// Plaintext bytes of every distinct chunk the index places (the files streamed, in
     /// chunk id order).
     pub fn raw_bytes(&self) -> Result<u64> {
-        let mut total: u64 = self.mem.entries.iter().map(|(_, l)| l.raw_len as u64).sum();
+        let mut total: u64 = 0;
         let files: Vec<&SegmentFile> = self.files.iter().collect();
         let io = |e: std::io::Error| Error::Io {
             what: "reading the index cache".into(),
@@ -318,7 +258,7 @@ impl Index {
 
     /// Every pack a record names.
     pub fn packs(&self) -> Vec<PackId> {
-        let mut all: std::collections::BTreeSet<PackId> = self.mem.packs.iter().copied().collect();
+        let mut all = std::collections::BTreeSet::new();
         for f in self.files.iter() {
             all.extend(f.packs().iter().copied());
         }
@@ -326,90 +266,10 @@ impl Index {
     }
 }
 
-/// Segments merged in memory: one sorted table and one pack table.
-#[derive(Debug, Default)]
-struct MemIndex {
-    packs: Vec<PackId>,
-    pack_ords: HashMap<PackId, u32>,
-    entries: Vec<(ChunkId, Location)>,
-}
-
-impl MemIndex {
-    /// Merge `segments`, keeping only records `keep` accepts (pack, chunk): a backup builds its
-    /// index from the packs that are really there and the records verify did not find
-    /// damaged, so it never reuses a chunk of a lost or damaged pack (it stores it again).
-    fn from_segments_where(
-        segments: impl IntoIterator<Item = Segment>,
-        keep: impl Fn(&PackId, &ChunkId) -> bool,
-    ) -> MemIndex {
-        let mut idx = MemIndex::default();
-        for seg in segments {
-            let remap: Vec<u32> = seg.packs.iter().map(|p| idx.pack_ord(*p)).collect();
-            let packs = &seg.packs;
-            // Segment::decode checked every record's pack against the table; `get` keeps this
-            // total for segments built in memory.
-            idx.entries
-                .extend(seg.entries.into_iter().filter_map(|(id, mut loc)| {
-                    let ord = loc.pack as usize;
-                    if !keep(packs.get(ord)?, &id) {
-                        return None;
-                    }
-                    loc.pack = *remap.get(ord)?;
-                    Some((id, loc))
-                }));
-        }
-        idx.entries.sort_by_key(|a| a.0);
-        // A chunk stored twice (two backups racing on it, a repair, or a copy stored again
-        // after the first was found damaged) is found at either kept place; keep the first.
-        idx.entries.dedup_by(|b, a| a.0 == b.0);
-        idx
-    }
-
-    fn pack_ord(&mut self, p: PackId) -> u32 {
-        let next = self.packs.len() as u32;
-        *self.pack_ords.entry(p).or_insert_with(|| {
-            self.packs.push(p);
-            next
-        })
-    }
-
-    fn get(&self, id: &ChunkId) -> Option<(PackId, Location)> {
-        let i = self.entries.binary_search_by(|e| e.0.cmp(id)).ok()?;
-        let loc = self.entries[i].1;
-        Some((self.packs[loc.pack as usize], loc))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn merged_keeps_every_copy_drops_what_keep_refuses_and_decodes() {
-        let (a, b, c) = (PackId([1; 32]), PackId([2; 32]), PackId([3; 32]));
-        let s1 = segment(&[1, 2, 3], a);
-        let s2 = segment(&[2, 3, 4], b);
-        let s3 = segment(&[5], c);
-        let out = Segment::merged(&[&s1, &s2, &s3, &s1], |p, _| *p != c);
-        // Chunks 2 and 3 are in a and b: a second layer holds the second copies.
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[0].entries.len(), 4);
-        assert_eq!(out[1].entries.len(), 2);
-        for seg in &out {
-            let mut bytes = Vec::new();
-            seg.write_sealed(&mut bytes)
-                .unwrap_or_else(|e| panic!("{e}"));
-            let back = Segment::decode("s", &bytes).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(&back, seg);
-            assert!(!back.packs.contains(&c));
-        }
-        let idx = Index::from_segments(out);
-        for b in [1u8, 2, 3, 4] {
-            assert!(idx.contains(&ChunkId::of(&[b])));
-        }
-        assert!(!idx.contains(&ChunkId::of(&[5])));
-    }
 
     fn segment(ids: &[u8], pack: PackId) -> Segment {
         let mut entries: Vec<_> = ids
@@ -446,23 +306,6 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Segment::decode("i", &bytes);
         }
-    }
-
-    #[test]
-    fn merged_index_finds_chunks_of_every_segment() {
-        let a = segment(&[1, 2, 3], PackId::of(b"a"));
-        let b = segment(&[3, 4], PackId::of(b"b"));
-        let idx = Index::from_segments([a, b]);
-        assert_eq!(idx.len(), 4);
-        assert_eq!(
-            idx.get(&ChunkId::of(&[4])).map(|x| x.0),
-            Some(PackId::of(b"b"))
-        );
-        assert_eq!(
-            idx.get(&ChunkId::of(&[1])).map(|x| x.0),
-            Some(PackId::of(b"a"))
-        );
-        assert!(!idx.contains(&ChunkId::of(&[9])));
     }
 
     #[test]

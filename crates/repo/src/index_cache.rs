@@ -357,3 +357,77 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(ids: &[u8], pack: PackId) -> Segment {
+        let mut entries: Vec<_> = ids
+            .iter()
+            .map(|b| {
+                let loc = Location {
+                    pack: 0,
+                    offset: *b as u32 * 10,
+                    stored_len: 5,
+                    raw_len: 9,
+                };
+                (ChunkId::of(&[*b]), loc)
+            })
+            .collect();
+        entries.sort_by_key(|a| a.0);
+        Segment {
+            packs: vec![pack],
+            entries,
+        }
+    }
+
+    /// The first copy of each chunk goes into the file, further copies into layers; records
+    /// of packs `keep` refuses go; a segment given twice counts once; the file is a segment
+    /// that opens, hashes to its name and finds what it should.
+    #[test]
+    fn merge_keeps_every_copy_drops_what_keep_refuses() -> Result<()> {
+        let t = tempfile::tempdir().map_err(io_err("tempdir".into()))?;
+        let cache = SegmentCache {
+            dir: t.path().join("cache"),
+            _temp: None,
+        };
+        let (a, b, c) = (PackId([1; 32]), PackId([2; 32]), PackId([3; 32]));
+        let mut files = Vec::new();
+        for (i, seg) in [
+            segment(&[1, 2, 3], a),
+            segment(&[2, 3, 4], b),
+            segment(&[5], c),
+            segment(&[1, 2, 3], a),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = t.path().join(format!("s{i}"));
+            std::fs::write(&path, seg.encode()).map_err(io_err("write".into()))?;
+            files.push(SegmentFile::open("s", &path, None)?);
+        }
+        let refs: Vec<&SegmentFile> = files.iter().collect();
+        let merged = cache
+            .merge(&refs, &|p| *p != c)?
+            .ok_or_else(|| Error::Invalid("nothing merged".into()))?;
+        assert_eq!(merged.records, 4);
+        // Chunks 2 and 3 are in a and b: one layer holds their second copies.
+        assert_eq!(merged.extra.len(), 1);
+        assert_eq!(merged.extra[0].entries.len(), 2);
+        assert_eq!(merged.extra[0].packs, vec![b]);
+        let file = SegmentFile::open("m", &merged.path, Some(&merged.name))?;
+        assert_eq!(file.packs(), &[a, b]);
+        for (byte, pack) in [(1u8, a), (2, a), (3, a), (4, b)] {
+            let got = file
+                .get(&ChunkId::of(&[byte]))
+                .map_err(io_err("get".into()))?;
+            assert_eq!(got.map(|g| g.0), Some(pack));
+        }
+        assert_eq!(
+            file.get(&ChunkId::of(&[5])).map_err(io_err("get".into()))?,
+            None
+        );
+        Ok(())
+    }
+}

@@ -140,21 +140,6 @@ impl Stanza {
         }
     }
 
-    /// Every index segment decoded in memory (verify, stanza-repair).
-    pub async fn index_segments(&self) -> Result<Vec<Segment>> {
-        use futures_util::{StreamExt, TryStreamExt};
-        let metas = self.store().list(&self.index_prefix()?).await?;
-        let segments: Vec<Option<Segment>> = futures_util::stream::iter(metas)
-            .map(|meta| async move {
-                let b = self.store().get(&meta.key, None).await?;
-                self.unless_damaged(Segment::decode(meta.key.as_str(), &b))
-            })
-            .buffered(16)
-            .try_collect()
-            .await?;
-        Ok(segments.into_iter().flatten().collect())
-    }
-
     /// Write an index segment, named by the hash of its bytes: encoded once to learn the name
     /// and again as it is uploaded, never whole in memory.
     /// Write an index segment under its content name (create-only); returns its key.
