@@ -73,3 +73,22 @@ fn a_crafted_cached_segment_does_not_make_a_backup_skip_new_data() -> TestResult
     assert!(env.run(&["verify"])?.status.success());
     Ok(())
 }
+
+/// The cache may be removed at any moment (a tmp cleaner, an operator): a fetch that finds
+/// its directory gone makes it again, and the command goes on.
+#[test]
+fn a_cache_removed_while_a_segment_is_fetched_is_made_again() -> TestResult {
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(1, 300_000))?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(2, 300_000))?;
+    fs::remove_dir_all(env.path("cache"))?;
+    let out = env
+        .cmd(&["restore", "--dest", "-"])
+        .env("CAIRN_FAILPOINT", "act:index-cache-fetch")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout == bytes(2, 300_000));
+    assert_eq!(cached_segments(&env).len(), 2);
+    Ok(())
+}

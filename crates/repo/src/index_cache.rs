@@ -153,6 +153,9 @@ impl SegmentCache {
     ) -> Result<()> {
         const RANGE: u64 = 8 << 20;
         let _ = std::fs::create_dir_all(&self.dir);
+        crate::failpoint::act("index-cache-fetch", || {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        });
         let tmp = self.temp_path(key.name());
         let what = format!("writing {}", tmp.display());
         let mut file = std::fs::File::create(&tmp).map_err(io_err(what.clone()))?;
