@@ -690,3 +690,39 @@ fn a_catalog_generation_cairn_never_writes_is_reported_and_removed_by_stanza_rep
     env.ok(&["verify"])?;
     Ok(())
 }
+
+/// The index is trusted for deduplication (format.md, "What the index is trusted for"): a
+/// segment written into the repository under its right name that claims the next backup's
+/// chunk is already stored makes that backup reference a place that does not hold it. That
+/// backup never restores wrong bytes (the chunk's name is checked), verify names it, and once
+/// verify has recorded the damage the next backup stores the data again.
+#[test]
+fn a_crafted_index_segment_claiming_new_data_is_found_by_verify_and_healed_by_the_next_backup()
+-> TestResult {
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(1, 200_000))?;
+    // One chunk (under the chunker's minimum) placed where the first backup's chunk is.
+    let new_data = bytes(2, 200_000);
+    let index = env.stanza_dir().join("index");
+    let first = files_under(&index).pop().ok_or("no index segment")?;
+    let seg = Segment::decode("seg", &fs::read(&first)?)?;
+    let crafted = Segment {
+        packs: seg.packs.clone(),
+        entries: vec![(cairn_repo::ChunkId::of(&new_data), seg.entries[0].1)],
+    };
+    let encoded = crafted.encode();
+    fs::write(index.join(Segment::name(&encoded)), &encoded)?;
+    env.ok_stdin(&["backup", "--type", "full"], &new_data)?;
+    let victim = env.labels()?.pop().ok_or("no label")?;
+    let out = env.run(&["restore", "--set", &victim, "--dest", "-"])?;
+    assert!(!out.status.success(), "restored {} bytes", out.stdout.len());
+    assert!(stderr(&out).contains("BLAKE3"), "{}", stderr(&out));
+    let v = env.run(&["verify"])?;
+    assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
+    assert!(stdout(&v).contains("does not list it"), "{}", stdout(&v));
+    assert!(stdout(&v).contains(&victim), "{}", stdout(&v));
+    env.ok_stdin(&["backup", "--type", "full"], &new_data)?;
+    assert!(env.ok(&["restore", "--dest", "-"])? == new_data);
+    assert!(env.ok(&["restore", "--set", &env.labels()?[0], "--dest", "-"])? == bytes(1, 200_000));
+    Ok(())
+}
