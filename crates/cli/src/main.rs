@@ -211,6 +211,22 @@ pub struct StreamRestoreArgs {
     pub command: Vec<String>,
 }
 
+/// Asynchronous archiving (archive-push and archive-get).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Asynchronous archiving")]
+pub struct SpoolArgs {
+    /// Push queued WAL in parallel batches in the background (archive-push), prefetch the
+    /// WAL recovery will ask for next (archive-get).
+    #[arg(long, env = "CAIRN_ARCHIVE_ASYNC")]
+    pub archive_async: bool,
+    /// This host's directory for the asynchronous queues (default /var/spool/cairn).
+    #[arg(long, env = "CAIRN_SPOOL_PATH")]
+    pub spool_path: Option<PathBuf>,
+    /// Seconds archive-push waits for the background worker's word (default 60).
+    #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
+    pub archive_timeout: Option<u64>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the stanza (and the repository, if the directory is new or empty).
@@ -223,6 +239,13 @@ pub enum Command {
     ArchivePush {
         /// The file to archive (PostgreSQL's %p, relative to the data directory).
         wal_path: PathBuf,
+        #[command(flatten)]
+        spool: SpoolArgs,
+        /// With --archive-async: when the repository cannot be reached and more than this
+        /// much WAL waits (e.g. 4GiB), drop it (acknowledged, not archived: a hole in the
+        /// archive) so pg_wal does not fill the disk. Default: never drop.
+        #[arg(long, env = "CAIRN_ARCHIVE_PUSH_QUEUE_MAX", value_name = "SIZE")]
+        archive_push_queue_max: Option<String>,
     },
     /// restore_command: fetch a WAL file; exits 1 when the archive does not have it.
     ArchiveGet {
@@ -230,6 +253,11 @@ pub enum Command {
         wal_name: String,
         /// Where to write it (PostgreSQL's %p).
         dest: PathBuf,
+        #[command(flatten)]
+        spool: SpoolArgs,
+        /// With --archive-async: how much WAL to prefetch ahead of recovery (default 128MiB).
+        #[arg(long, env = "CAIRN_ARCHIVE_GET_QUEUE_MAX", value_name = "SIZE")]
+        archive_get_queue_max: Option<String>,
     },
     /// Back up: files from --source; stream from the output of COMMAND (after `--`), or stdin.
     Backup {

@@ -154,3 +154,37 @@ impl StreamRestoreArgs {
         vec![("command", Given::List(self.command.clone()))]
     }
 }
+
+/// A size as pgBackRest writes it: bytes, or a number with KiB, MiB, GiB, TiB (or KB, MB, GB,
+/// TB, which pgBackRest also counts in 1024s; B alone is bytes). None when it is not one.
+pub(crate) fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_as_pgbackrest_writes_them() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("128MiB"), Some(128 << 20));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("2 tib"), Some(2 << 40));
+        assert_eq!(parse_size("1.5GB"), None);
+        assert_eq!(parse_size("GB"), None);
+        assert_eq!(parse_size("99999999999TB"), None);
+    }
+}

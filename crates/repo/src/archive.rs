@@ -34,23 +34,32 @@ impl Stanza {
         crate::keys::archived(self.name(), archive_id, timeline, name)
     }
 
-    /// Store `data` as `name`; durable when this returns.
+    /// Store `data` as `name`; durable when this returns. Compression runs on the blocking
+    /// pool, so several pushes in flight (asynchronous archiving) use every core.
     pub async fn archive_push(
         &self,
         archive_id: &str,
         timeline: u32,
         name: &str,
-        data: &[u8],
+        data: Vec<u8>,
         level: i32,
     ) -> Result<PushOutcome> {
         self.refuse_if_stopped("archive-push").await?;
         let key = self.archive_key(archive_id, timeline, name)?;
-        let sealed = Bytes::from(codec::seal_raw_level(magic::WAL, data, Some(level)));
-        match self.store().put(&key, sealed, PutMode::Create).await {
+        let (sealed, data) = tokio::task::spawn_blocking(move || {
+            (codec::seal_raw_level(magic::WAL, &data, Some(level)), data)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("compressing {name} failed: {e}")))?;
+        match self
+            .store()
+            .put(&key, Bytes::from(sealed), PutMode::Create)
+            .await
+        {
             Ok(()) => Ok(PushOutcome::Stored),
             Err(StorageError::AlreadyExists { .. }) => {
                 let existing = self.archive_get(archive_id, timeline, name).await?;
-                if existing.as_deref() == Some(data) {
+                if existing.as_deref() == Some(&data[..]) {
                     Ok(PushOutcome::AlreadyArchived)
                 } else {
                     Err(Error::Invalid(format!(

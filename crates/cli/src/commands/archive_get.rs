@@ -1,14 +1,37 @@
 //! `archive-get`: PostgreSQL's restore_command; exit 1 when the archive lacks the file.
 
-use super::log_archive;
+use super::{is_async_worker, log_archive, start_async_worker};
 use crate::settings::Settings;
 use anyhow::Result;
+use cairn_engines::engine::Spool;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub(crate) async fn archive_get(s: &Settings, name: &str, dest: &Path) -> Result<ExitCode> {
+pub(crate) async fn archive_get(
+    s: &Settings,
+    name: &str,
+    dest: &Path,
+    spool: Option<Spool>,
+) -> Result<ExitCode> {
     let (stanza, archive) = log_archive(s).await?;
-    match archive.get(&stanza, name, dest).await {
+    let got = match &spool {
+        None => archive.get(&stanza, name, dest).await,
+        Some(spool) if is_async_worker() => {
+            archive.prefetch(&stanza, name, spool).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(spool) => {
+            let log = spool
+                .path
+                .join("archive")
+                .join(stanza.name().as_str())
+                .join("get-worker.log");
+            archive
+                .get_async(&stanza, name, dest, spool, &|| start_async_worker(&log))
+                .await
+        }
+    };
+    match got {
         Ok(true) => Ok(ExitCode::SUCCESS),
         Ok(false) => Ok(ExitCode::from(1)),
         // PostgreSQL takes any failure of restore_command up to 125 for "not in the archive":

@@ -145,8 +145,24 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         |given: Vec<options::Flags>| EngineOptions::new(s, given.into_iter().flatten().collect());
     match cli.command {
         Command::StanzaCreate { engine } => stanza_create(s, engine, &opts(vec![pg])).await,
-        Command::ArchivePush { wal_path } => archive_push(s, &wal_path, &opts(vec![pg])).await,
-        Command::ArchiveGet { wal_name, dest } => archive_get(s, &wal_name, &dest).await,
+        Command::ArchivePush {
+            wal_path,
+            spool,
+            archive_push_queue_max,
+        } => {
+            let spool =
+                spool_settings(s, &spool, &archive_push_queue_max, "archive-push-queue-max")?;
+            archive_push(s, &wal_path, &opts(vec![pg]), spool).await
+        }
+        Command::ArchiveGet {
+            wal_name,
+            dest,
+            spool,
+            archive_get_queue_max,
+        } => {
+            let spool = spool_settings(s, &spool, &archive_get_queue_max, "archive-get-queue-max")?;
+            archive_get(s, &wal_name, &dest, spool).await
+        }
         Command::Backup {
             kind,
             delta,
@@ -191,6 +207,75 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         }
         Command::Verify { set } => verify_cmd(s, set).await,
     }
+}
+
+/// The asynchronous archiving settings, or None when `--archive-async` is not on.
+fn spool_settings(
+    s: &Settings,
+    args: &crate::SpoolArgs,
+    queue_max: &Option<String>,
+    queue_key: &str,
+) -> Result<Option<cairn_engines::engine::Spool>> {
+    if !s.flag(args.archive_async, "archive-async")? {
+        return Ok(None);
+    }
+    let path = s
+        .path(&args.spool_path, "spool-path")?
+        .unwrap_or_else(|| PathBuf::from("/var/spool/cairn"));
+    let queue_max = match s.string(queue_max, queue_key)? {
+        Some(v) => Some(
+            options::parse_size(&v)
+                .ok_or_else(|| usage(format!("--{queue_key} {v}: not a size; use bytes or a number with KiB, MiB, GiB or TiB (KB, MB, GB, TB mean the same, as in pgBackRest)")))?,
+        ),
+        None => None,
+    };
+    let timeout = s
+        .integer(args.archive_timeout, "archive-timeout")?
+        .unwrap_or(60);
+    if !(1..=86_400).contains(&timeout) {
+        return Err(usage(format!(
+            "--archive-timeout {timeout} is out of range: use 1 to 86400 seconds"
+        )));
+    }
+    Ok(Some(cairn_engines::engine::Spool {
+        path,
+        queue_max,
+        timeout: std::time::Duration::from_secs(timeout as u64),
+        process_max: s.process_max,
+    }))
+}
+
+/// Start this cairn again, detached, as the background worker of an asynchronous archive
+/// command: the same arguments and environment, `CAIRN_ASYNC_WORKER=1`, its output appended
+/// to `log` in the spool.
+pub(crate) fn start_async_worker(log: &std::path::Path) -> cairn_repo::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let fail = |e: std::io::Error| {
+        cairn_repo::Error::Invalid(format!("cannot start the asynchronous archive worker: {e}"))
+    };
+    let exe = std::env::current_exe().map_err(fail)?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(fail)?;
+    std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(ASYNC_WORKER, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .map_err(fail)?;
+    Ok(())
+}
+
+/// Set in the environment of a background worker (`start_async_worker`).
+pub(crate) const ASYNC_WORKER: &str = "CAIRN_ASYNC_WORKER";
+
+pub(crate) fn is_async_worker() -> bool {
+    std::env::var_os(ASYNC_WORKER).is_some_and(|v| v == "1")
 }
 
 pub(crate) async fn open_stanza(s: &Settings) -> Result<Stanza> {

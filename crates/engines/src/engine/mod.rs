@@ -160,6 +160,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 
 /// A log archive filled between backups by the database itself (PostgreSQL's archive_command
 /// and restore_command call these).
+/// Asynchronous archiving's settings (`--archive-async`).
+#[derive(Clone, Debug)]
+pub struct Spool {
+    /// `--spool-path`.
+    pub path: std::path::PathBuf,
+    /// `--archive-push-queue-max` (push) or `--archive-get-queue-max` (get), bytes.
+    pub queue_max: Option<u64>,
+    /// How long a call waits for the worker (`--archive-timeout`).
+    pub timeout: std::time::Duration,
+    pub process_max: usize,
+}
+
+/// Default `--archive-get-queue-max`: 128 MiB, as pgBackRest.
+pub const DEFAULT_GET_QUEUE_MAX: u64 = 128 << 20;
+
 #[async_trait]
 pub trait LogArchive: Send + Sync {
     /// Store the log file at `path` (archive-push); durable in the repository when it returns.
@@ -173,6 +188,41 @@ pub trait LogArchive: Send + Sync {
 
     /// Fetch the log file `name` into `dest` (archive-get); false when the archive lacks it.
     async fn get(&self, stanza: &Stanza, name: &str, dest: &Path) -> Result<bool>;
+
+    /// archive-push with `--archive-async`: return once the worker has made `path` durable
+    /// (or, past `--archive-push-queue-max` with the repository unreachable, dropped it),
+    /// calling `start_worker` when no worker runs. Engines without it say so.
+    async fn push_async(
+        &self,
+        stanza: &Stanza,
+        path: &Path,
+        opts: &dyn Options,
+        spool: &Spool,
+        start_worker: &(dyn Fn() -> Result<()> + Send + Sync),
+    ) -> Result<()>;
+
+    /// The push worker: store every log file the database has queued, in parallel.
+    async fn push_queued(
+        &self,
+        stanza: &Stanza,
+        path: &Path,
+        compress_level: i32,
+        spool: &Spool,
+    ) -> Result<()>;
+
+    /// archive-get with `--archive-async`: from the spool when prefetched, else fetched; then
+    /// `start_worker` prefetches what follows.
+    async fn get_async(
+        &self,
+        stanza: &Stanza,
+        name: &str,
+        dest: &Path,
+        spool: &Spool,
+        start_worker: &(dyn Fn() -> Result<()> + Send + Sync),
+    ) -> Result<bool>;
+
+    /// The prefetch worker: fetch the log files after `name` into the spool.
+    async fn prefetch(&self, stanza: &Stanza, name: &str, spool: &Spool) -> Result<()>;
 
     /// Prove the database delivers its log to the archive (check); returns the line to print.
     async fn check(&self, stanza: &Stanza, opts: &dyn Options) -> Result<String>;

@@ -8,9 +8,9 @@
 //! configured pg-path, as pgBackRest insists on pg1-path.
 
 use super::identity::Identity;
-use super::wal::WalFileName;
-use super::{backup, options};
-use crate::engine::{LogArchive, Options};
+use super::wal::{WalFileKind, WalFileName};
+use super::{archive_async, backup, options};
+use crate::engine::{LogArchive, Options, Spool};
 use async_trait::async_trait;
 use cairn_repo::BackupType;
 use cairn_repo::archive::PushOutcome;
@@ -30,6 +30,13 @@ fn wal_name(name: &str) -> Result<WalFileName> {
     })
 }
 
+fn file_name(wal_path: &Path) -> Result<&str> {
+    wal_path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Usage(format!("{} does not name a WAL file", wal_path.display())))
+}
+
 #[async_trait]
 impl LogArchive for WalArchive {
     async fn push(
@@ -39,13 +46,7 @@ impl LogArchive for WalArchive {
         compress_level: i32,
         opts: &dyn Options,
     ) -> Result<()> {
-        let file_name = wal_path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| {
-                Error::Usage(format!("{} does not name a WAL file", wal_path.display()))
-            })?;
-        let name = wal_name(file_name)?;
+        let name = wal_name(file_name(wal_path)?)?;
         check_working_directory(stanza.name().as_str(), opts)?;
         let identity = Identity::from_meta(&stanza.info.meta)?;
         let data = std::fs::read(wal_path).map_err(|e| {
@@ -54,7 +55,7 @@ impl LogArchive for WalArchive {
         identity.check_wal(&name, &data)?;
         let id = identity.archive_id();
         let outcome = stanza
-            .archive_push(&id, name.timeline, &name.name, &data, compress_level)
+            .archive_push(&id, name.timeline, &name.name, data, compress_level)
             .await?;
         match outcome {
             PushOutcome::Stored => {
@@ -84,6 +85,60 @@ impl LogArchive for WalArchive {
             .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", dest.display())))?;
         tracing::info!("found {} in the archive", name.name);
         Ok(true)
+    }
+
+    async fn push_async(
+        &self,
+        stanza: &Stanza,
+        wal_path: &Path,
+        opts: &dyn Options,
+        spool: &Spool,
+        start_worker: &(dyn Fn() -> Result<()> + Send + Sync),
+    ) -> Result<()> {
+        let name = wal_name(file_name(wal_path)?)?;
+        check_working_directory(stanza.name().as_str(), opts)?;
+        archive_async::wait_pushed(stanza, wal_path, &name, spool, start_worker).await
+    }
+
+    async fn push_queued(
+        &self,
+        stanza: &Stanza,
+        wal_path: &Path,
+        compress_level: i32,
+        spool: &Spool,
+    ) -> Result<()> {
+        let wal_dir = wal_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        archive_async::push_queued(stanza, wal_dir, compress_level, spool).await
+    }
+
+    async fn get_async(
+        &self,
+        stanza: &Stanza,
+        name: &str,
+        dest: &Path,
+        spool: &Spool,
+        start_worker: &(dyn Fn() -> Result<()> + Send + Sync),
+    ) -> Result<bool> {
+        let parsed = wal_name(name)?;
+        let sp = archive_async::prefetch_dir(spool, stanza)?;
+        if parsed.kind == WalFileKind::Segment {
+            // What follows is fetched while this one is handed over.
+            if let Err(e) = start_worker() {
+                tracing::warn!("cannot start prefetching the WAL after {name}: {e}");
+            }
+            if archive_async::take_prefetched(&sp, name, dest)? {
+                tracing::info!("found {name} in the spool (prefetched)");
+                return Ok(true);
+            }
+        }
+        self.get(stanza, name, dest).await
+    }
+
+    async fn prefetch(&self, stanza: &Stanza, name: &str, spool: &Spool) -> Result<()> {
+        archive_async::prefetch(stanza, &wal_name(name)?, spool).await
     }
 
     fn pruner(&self) -> &dyn LogPruner {

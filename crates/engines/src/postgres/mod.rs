@@ -4,6 +4,7 @@
 //! read beside PostgreSQL's headers.
 
 pub mod archive;
+pub mod archive_async;
 pub mod backup;
 pub mod choose;
 pub mod control;
