@@ -252,7 +252,7 @@ fn archive_get_prefetches_the_segments_recovery_asks_for_next() -> Res<()> {
     };
     assert!(get(&names[1])? == sync_copy(&names[1])?);
     // The worker fetches what follows into the spool.
-    let inbox = fs::read_dir(spool.join("archive/main/in"))?
+    let inbox = fs::read_dir(spool_in(&spool)?)?
         .flatten()
         .next()
         .ok_or("no prefetch directory")?
@@ -288,5 +288,47 @@ fn archive_get_prefetches_the_segments_recovery_asks_for_next() -> Res<()> {
         "/tmp/x",
     ])?;
     assert_eq!(out.status.code(), Some(1));
+    Ok(())
+}
+
+/// The prefetch directory under the spool: `archive/main/<repository>/in`.
+fn spool_in(spool: &Path) -> Res<std::path::PathBuf> {
+    let repo = fs::read_dir(spool.join("archive/main"))?
+        .flatten()
+        .next()
+        .ok_or("no repository directory in the spool")?;
+    Ok(repo.path().join("in"))
+}
+
+/// A cluster archiving into two repositories through one spool (a migration from one to the
+/// other): each repository gets every segment, none taken as stored for having reached the
+/// other.
+#[test]
+fn two_repositories_sharing_a_spool_each_get_every_segment() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    let spool = spool(&c)?;
+    let repo2 = c.dir.path().join("repo2");
+    fs::create_dir_all(&repo2)?;
+    chown_postgres(&repo2)?;
+    let mut second = c.sibling(c.data.clone());
+    second.repo_args = vec!["--repo".into(), repo2.display().to_string()];
+    c.configure(&format!(
+        "archive_command = '{} && {}'",
+        async_command(&c, &spool, ""),
+        async_command(&second, &spool, "")
+    ))?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    second.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql("create table t (g int)")?;
+    let last = make_segments(&c, 6)?;
+    c.wait_archived(&last)?;
+    for name in segments_up_to(&last)? {
+        assert!(archived(&c, &name)?, "{name} not in the first repository");
+        assert!(
+            archived(&second, &name)?,
+            "{name} not in the second repository"
+        );
+    }
     Ok(())
 }

@@ -21,10 +21,7 @@ pub(crate) async fn archive_get(
             return Ok(ExitCode::SUCCESS);
         }
         Some(spool) => {
-            let log = spool
-                .path
-                .join("archive")
-                .join(stanza.name().as_str())
+            let log = cairn_engines::postgres::archive_async::spool_dir(spool, &stanza)
                 .join("get-worker.log");
             archive
                 .get_async(&stanza, name, dest, spool, &|| start_async_worker(&log))

@@ -31,10 +31,7 @@ pub(crate) async fn archive_push(
                 .await?
         }
         Some(spool) => {
-            let log = spool
-                .path
-                .join("archive")
-                .join(stanza.name().as_str())
+            let log = cairn_engines::postgres::archive_async::spool_dir(&spool, &stanza)
                 .join("push-worker.log");
             archive
                 .push_async(&stanza, wal_path, opts, &spool, &|| {

@@ -1,5 +1,5 @@
 //! Asynchronous WAL archiving (`--archive-async`, pgBackRest's `archive-async`), through a
-//! spool directory of this host: `<spool-path>/archive/<stanza>/`.
+//! spool directory of this host (`spool_dir`).
 //!
 //! **archive-push.** PostgreSQL marks each segment it wants archived with
 //! `pg_wal/archive_status/<segment>.ready` before it runs archive_command for it, one at a
@@ -40,6 +40,19 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Invalid(format!("{what}: {e}"))
 }
 
+/// The spool of `stanza` of this repository: `<spool-path>/archive/<stanza>/<repository>`,
+/// the last the first 16 hex digits of BLAKE3 of the repository's location, so that one
+/// cluster archiving into two repositories (a migration) never takes one's acknowledgement
+/// for the other's.
+pub fn spool_dir(spool: &Spool, stanza: &Stanza) -> PathBuf {
+    let repo = blake3::hash(stanza.store().location().as_bytes()).to_hex();
+    spool
+        .path
+        .join("archive")
+        .join(stanza.name().as_str())
+        .join(&repo.as_str()[..16])
+}
+
 /// The spool directory of one stanza.
 pub(super) struct StanzaSpool {
     dir: PathBuf,
@@ -54,11 +67,7 @@ pub(super) enum Outcome {
 
 impl StanzaSpool {
     pub fn open(spool: &Spool, stanza: &Stanza, sub: &str) -> Result<StanzaSpool> {
-        let dir = spool
-            .path
-            .join("archive")
-            .join(stanza.name().as_str())
-            .join(sub);
+        let dir = spool_dir(spool, stanza).join(sub);
         fs::create_dir_all(&dir).map_err(io_err(format!(
             "cannot create the spool directory {} (--spool-path: a directory this user can write)",
             dir.display()
