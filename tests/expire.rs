@@ -595,3 +595,47 @@ fn a_repacked_pack_waits_for_its_margin_and_backups_use_the_new_copy() -> TestRe
     }
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): an expire killed after its repack wrote a new pack
+/// but before it indexed it leaves that pack unindexed; the next expire repacks the same
+/// chunks into the same pack (content-named), indexes it, and then, with `--gc-margin 0`,
+/// deleted it as the unindexed leftover it had listed at its start: no kept backup restored.
+#[test]
+fn a_rerun_expire_keeps_the_pack_its_repack_wrote_again() -> TestResult {
+    let env = Env::new("files")?;
+    let src = a_pack_mostly_garbage_later(&env)?;
+    // What the interrupted run left: the repack's pack, in a repository that does not index it.
+    let scratch = env.path("scratch");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&env.repo)
+        .arg(&scratch)
+        .status()?;
+    assert!(copied.success());
+    let before = files_under(&env.stanza_dir().join("pack"));
+    let mut other = env.cmd(&["expire", "--retention-full", "1", "--gc-margin", "0"]);
+    let out = other
+        .args(["--repo", scratch.to_str().ok_or("path")?])
+        .output()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rel =
+        |p: &std::path::Path, root: &std::path::Path| p.strip_prefix(root).map(|r| r.to_path_buf());
+    let mut leftover = None;
+    for p in files_under(&scratch.join("stanza/main/pack")) {
+        let r = rel(&p, &scratch)?;
+        if !before
+            .iter()
+            .any(|b| rel(b, &env.repo).is_ok_and(|x| x == r))
+        {
+            leftover = Some((p.clone(), env.repo.join(&r)));
+        }
+    }
+    let (from, to) = leftover.ok_or("the scratch expire wrote no new pack")?;
+    fs::create_dir_all(to.parent().ok_or("parent")?)?;
+    fs::copy(&from, &to)?;
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "0"])?;
+    assert!(to.exists(), "the repacked pack was deleted");
+    assert!(env.run(&["verify"])?.status.success());
+    restores(&env, &src, None, "out")?;
+    Ok(())
+}

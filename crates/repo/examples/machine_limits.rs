@@ -26,7 +26,9 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn pieces(paths: &[PathBuf]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for p in paths {
-        let Ok(mut f) = std::fs::File::open(p) else { continue };
+        let Ok(mut f) = std::fs::File::open(p) else {
+            continue;
+        };
         loop {
             let mut buf = vec![0u8; 1 << 20];
             let mut n = 0;

@@ -369,6 +369,8 @@ pub async fn collect(
     )?;
     // Packs mostly garbage: their needed chunks are copied, then they go like dead ones.
     let keep_pct = 100u64.saturating_sub(opts.repack_garbage_pct as u64);
+    // Packs this run writes (a repack's): needed whatever the listing above made of them.
+    let mut written: HashSet<PackId> = HashSet::new();
     let mut candidates: HashSet<PackId> = if opts.repack_garbage_pct >= 100 {
         HashSet::new()
     } else {
@@ -408,7 +410,10 @@ pub async fn collect(
             )
             .await
             {
-                Ok(copied) => report.new_packs = copied.new_packs,
+                Ok(copied) => {
+                    report.new_packs = copied.new_packs;
+                    written.extend(copied.written);
+                }
                 Err(e) => {
                     // Kept whole this time: the packs the copy did not replace stay needed
                     // (this mark chose them where no other copy exists).
@@ -421,10 +426,12 @@ pub async fn collect(
         }
         crate::failpoint::hit("gc-after-repack");
     }
-    // The packs a repack just wrote hold needed copies.
+    // The packs a repack just wrote hold needed copies: counted here, never dead below (one
+    // may be in the listing already, left unindexed by an interrupted run: defect of
+    // 2026-11-24, deleted at once with --gc-margin 0 although just indexed).
     report.live_packs += report.new_packs;
     let mut dead: Vec<(PackId, u64)> = Vec::new();
-    for (id, size) in &present {
+    for (id, size) in present.iter().filter(|(id, _)| !written.contains(id)) {
         // A candidate's needed chunks are in new packs now; a pack whose chunks could not be
         // learned is kept, for verify and stanza-repair.
         let needed = (marked.live.contains(id) && !candidates.contains(id)) || unknown.contains(id);

@@ -15,6 +15,10 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Copied {
     pub new_packs: usize,
+    /// The packs written. One may be a pack already present (the same chunks in the same
+    /// order make the same pack: an earlier, interrupted repack's), which is now indexed and
+    /// needed: garbage collection must not take it for the unindexed leftover it was.
+    pub written: Vec<PackId>,
     pub chunks: usize,
     pub bytes: u64,
 }
@@ -83,12 +87,16 @@ pub async fn copy_chunks(
         copied.bytes += chunk.data.len() as u64;
         pack.add(&chunk);
         if pack.len() >= PACK_TARGET {
-            put_pack(stanza, std::mem::take(&mut pack), &mut seg, replaced).await?;
+            copied
+                .written
+                .push(put_pack(stanza, std::mem::take(&mut pack), &mut seg, replaced).await?);
             copied.new_packs += 1;
         }
     }
     if !pack.is_empty() {
-        put_pack(stanza, pack, &mut seg, replaced).await?;
+        copied
+            .written
+            .push(put_pack(stanza, pack, &mut seg, replaced).await?);
         copied.new_packs += 1;
     }
     if !seg.entries.is_empty() {
@@ -104,7 +112,7 @@ async fn put_pack(
     pack: PackBuilder,
     seg: &mut Segment,
     replaced: &std::collections::HashSet<PackId>,
-) -> Result<()> {
+) -> Result<PackId> {
     let (id, bytes, entries) = pack.finish();
     if replaced.contains(&id) {
         return Err(Error::Invalid(format!(
@@ -127,5 +135,5 @@ async fn put_pack(
         Err(e) => return Err(e.into()),
     }
     seg.add_pack(id, entries);
-    Ok(())
+    Ok(id)
 }
