@@ -726,3 +726,31 @@ fn a_crafted_index_segment_claiming_new_data_is_found_by_verify_and_healed_by_th
     assert!(env.ok(&["restore", "--set", &env.labels()?[0], "--dest", "-"])? == bytes(1, 200_000));
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): a pack moved into another directory of `pack/` was
+/// counted as present: verify passed while restore could not find it, and the next backup
+/// deduplicated against it. It is damage now, naming where the pack belongs, and the next
+/// backup stores the data again.
+#[test]
+fn a_pack_in_the_wrong_directory_is_damage_not_present() -> TestResult {
+    let env = Env::new("stream")?;
+    let data = bytes(1, 300_000);
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    let packs = env.stanza_dir().join("pack");
+    let pack = files_under(&packs).pop().ok_or("no pack")?;
+    let right = pack.clone();
+    fs::create_dir_all(packs.join("zz"))?;
+    let moved = packs.join("zz").join(pack.file_name().ok_or("name")?);
+    fs::rename(&pack, &moved)?;
+    let v = env.run(&["verify"])?;
+    assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
+    assert!(stdout(&v).contains("wrong directory"), "{}", stdout(&v));
+    let rel = right
+        .strip_prefix(&env.repo)?
+        .to_string_lossy()
+        .into_owned();
+    assert!(stdout(&v).contains(&rel), "{}", stdout(&v));
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    assert!(env.ok(&["restore", "--dest", "-"])? == data);
+    Ok(())
+}

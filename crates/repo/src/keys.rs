@@ -139,8 +139,15 @@ pub fn parse_manifest(k: &Key) -> Option<BackupLabel> {
 }
 
 /// The pack this key names (by its file name, whatever directory it sits in).
+/// The pack at `k`, only where `pack` puts it (`.../pack/<first two hex digits>/<id>`): a pack
+/// anywhere else is not found by restore, so it must not count as present for anything
+/// (defect of 2026-11-24: verify passed and backups deduplicated against a pack moved into
+/// another directory, which no restore could then read).
 pub fn parse_pack(k: &Key) -> Option<PackId> {
-    PackId::parse(k.name()).ok()
+    match parts(k).as_slice() {
+        [STANZAS, _, "pack", fan, name] if name.get(..2) == Some(*fan) => PackId::parse(name).ok(),
+        _ => None,
+    }
 }
 
 /// The archive id of a key under `stanza/<s>/archive/`.
@@ -172,6 +179,14 @@ mod tests {
         let p = PackId::of(b"p");
         let pk = pack(&s, &p)?;
         assert_eq!(parse_pack(&pk), Some(p));
+        let hex = p.to_string();
+        for elsewhere in [
+            format!("stanza/main/pack/zz/{hex}"),
+            format!("stanza/main/pack/{hex}"),
+            format!("stanza/main/pack/{}/x/{hex}", &hex[..2]),
+        ] {
+            assert_eq!(parse_pack(&Key::new(&elsewhere)?), None, "{elsewhere}");
+        }
         assert!(
             pk.as_str()
                 .starts_with(&format!("stanza/main/pack/{}/", &p.to_string()[..2]))

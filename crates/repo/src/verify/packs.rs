@@ -158,6 +158,7 @@ pub(super) async fn read_packs(
             }
         }
         let store = store.clone();
+        let stanza2 = stanza.clone();
         tasks.spawn(async move {
             let key = meta.key.to_string();
             let failed = |d: String| Checked {
@@ -167,7 +168,14 @@ pub(super) async fn read_packs(
                 trailer_lost: false,
             };
             let Some(id) = crate::keys::parse_pack(&meta.key) else {
-                return (key, None, failed("not named by a pack id".into()), false, 0);
+                let why = match PackId::parse(meta.key.name()) {
+                    Ok(id) => format!(
+                        "a pack in the wrong directory: restore looks for pack {id} only at {}; move it there",
+                        stanza2.pack_key(&id).map(|k| k.to_string()).unwrap_or_default()
+                    ),
+                    Err(_) => "not named by a pack id".into(),
+                };
+                return (key, None, failed(why), false, 0);
             };
             let bytes = match store.get(&meta.key, None).await {
                 Ok(b) => b,
