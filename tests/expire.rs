@@ -639,3 +639,39 @@ fn a_rerun_expire_keeps_the_pack_its_repack_wrote_again() -> TestResult {
     restores(&env, &src, None, "out")?;
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): an expire killed after it wrote the new catalog
+/// generation but before it updated the copy (and deleted the expired manifests) left every
+/// later backup and expire refused ("a newer generation may be lost"), and the repair it
+/// asked for listed the expired backups again. Manifests an older catalog lists were removed
+/// by a newer one, not added by a lost one: the next backup goes on, the expired stay expired.
+#[test]
+fn an_expire_killed_before_the_catalog_copy_does_not_block_backups() -> TestResult {
+    let env = Env::new("stream")?;
+    for seed in 1..=3 {
+        env.ok_stdin(&["backup", "--type", "full"], &bytes(seed, 100_000))?;
+    }
+    let labels = env.labels()?;
+    let out = env
+        .cmd(&["expire", "--retention-full", "1"])
+        .env("CAIRN_FAILPOINT", "kill:catalog-before-copy")
+        .output()?;
+    assert!(!out.status.success(), "the fail point did not fire");
+    assert_eq!(
+        env.labels()?,
+        labels[2..],
+        "the new generation lists the one kept"
+    );
+    let v = env.run(&["verify"])?;
+    assert!(v.status.success(), "{}", stdout(&v));
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(4, 100_000))?;
+    env.ok(&["expire", "--retention-full", "2"])?;
+    let now = env.labels()?;
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(
+        !now.contains(&labels[0]) && !now.contains(&labels[1]),
+        "{now:?}"
+    );
+    assert!(env.ok(&["restore", "--dest", "-"])? == bytes(4, 100_000));
+    Ok(())
+}

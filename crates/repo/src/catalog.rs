@@ -174,12 +174,50 @@ impl Stanza {
         }
     }
 
-    /// Whether the copy in `catalog` holds the newest generation (always so for a version-1
-    /// stanza, whose copy is `catalog.copy`).
-    pub async fn catalog_copy_in_sync(&self) -> Result<bool> {
+    /// Manifests that `newest` does not list and no older catalog (the copy `mirror`, the
+    /// older generations `older`) lists either. A lost newer generation could only have added
+    /// such a backup; one an older catalog lists was removed by a newer one (an expire
+    /// interrupted before it deleted the manifest, or before it updated the copy: defect of
+    /// 2026-11-24, after which every backup was refused until a repair that brought the
+    /// expired backups back).
+    pub async fn unexplained_manifests(
+        &self,
+        newest: &Catalog,
+        mirror: Option<&(Catalog, u64)>,
+        older: &[(u64, Key)],
+    ) -> Result<Vec<BackupLabel>> {
+        let mut out: Vec<BackupLabel> = self
+            .manifest_labels()
+            .await?
+            .into_iter()
+            .filter(|l| newest.get(l).is_none())
+            .filter(|l| mirror.is_none_or(|(c, _)| c.get(l).is_none()))
+            .collect();
+        for (generation, key) in older {
+            if out.is_empty() {
+                break;
+            }
+            if let Ok(Some(c)) = self.read_generation(*generation, key).await {
+                out.retain(|l| c.get(l).is_none());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Manifests that may be the record of a lost generation: none when the copy in
+    /// `catalog` holds the newest generation (always so for a version-1 stanza, whose copy is
+    /// `catalog.copy`); otherwise those `unexplained_manifests` finds against `newest`.
+    pub async fn possibly_lost_records(&self, newest: &Catalog) -> Result<Vec<BackupLabel>> {
         let mirror = self.mirror().await?;
-        let newest = self.catalog_generations().await?.first().map(|g| g.0);
-        Ok(newest.is_none() || mirror.map(|m| m.1) == newest)
+        let gens = self.catalog_generations().await?;
+        match gens.first() {
+            None => Ok(Vec::new()),
+            Some((g, _)) if mirror.as_ref().map(|m| m.1) == Some(*g) => Ok(Vec::new()),
+            Some(_) => {
+                self.unexplained_manifests(newest, mirror.as_ref(), &gens[1..])
+                    .await
+            }
+        }
     }
 
     /// The catalog for a command that rewrites it (backup, expire), with its generation. Only
@@ -228,13 +266,15 @@ impl Stanza {
             return match self.read_generation(*generation, key).await {
                 Ok(Some(catalog)) => {
                     if mirror.as_ref().is_none_or(|(_, m)| m != generation) {
-                        let unlisted: Vec<String> = self
-                            .manifest_labels()
+                        let mut unlisted: Vec<String> = Vec::new();
+                        for l in self
+                            .unexplained_manifests(&catalog, mirror.as_ref(), &gens[1..])
                             .await?
-                            .into_iter()
-                            .filter(|l| catalog.get(l).is_none() && Some(l) != own)
-                            .map(|l| l.to_string())
-                            .collect();
+                        {
+                            if Some(&l) != own {
+                                unlisted.push(l.to_string());
+                            }
+                        }
                         if !unlisted.is_empty() {
                             return Err(refuse(format!(
                                 "its copy {} does not hold its newest generation {generation} (missing, damaged or older), and the manifest(s) of {} are not listed: a newer generation may be lost",
@@ -434,6 +474,7 @@ impl Stanza {
         // rather than read a version-1 list no longer kept up to date (format.md, "Catalog").
         // A writer that lost the race to a newer generation must not put its older copy
         // over the newer one's: written only when this is still the newest.
+        crate::failpoint::hit("catalog-before-copy");
         if gens.first().is_none_or(|g| g.0 == next) {
             self.store()
                 .put(&self.catalog_key()?, bytes, PutMode::Overwrite)

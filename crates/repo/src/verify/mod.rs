@@ -246,8 +246,13 @@ pub async fn verify(
     }
     // Unlisted manifests are not backups, unless nothing vouches that the newest catalog
     // generation is the newest written (format.md, "Catalog"): then one may be a lost record.
-    if !catalog_lost && !report.unlisted.is_empty() && !stanza.catalog_copy_in_sync().await? {
-        let labels: Vec<String> = report.unlisted.iter().map(|l| l.to_string()).collect();
+    let lost = if catalog_lost || report.unlisted.is_empty() {
+        Vec::new()
+    } else {
+        stanza.possibly_lost_records(&catalog).await?
+    };
+    if !lost.is_empty() {
+        let labels: Vec<String> = lost.iter().map(|l| l.to_string()).collect();
         problems.add(
             stanza.catalog_key()?.as_str(),
             format!(
