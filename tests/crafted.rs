@@ -754,3 +754,25 @@ fn a_pack_in_the_wrong_directory_is_damage_not_present() -> TestResult {
     assert!(env.ok(&["restore", "--dest", "-"])? == data);
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): a catalog copy claiming a generation cairn never
+/// reaches made stanza-repair write the generation after it, which every backup then refused
+/// as implausible, and the next repair did the same again.
+#[test]
+fn a_copy_with_an_implausible_generation_is_repaired_for_good() -> TestResult {
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let labels = env.labels()?;
+    let c = env.read_catalog()?;
+    fs::write(
+        env.stanza_dir().join("catalog"),
+        c.encode_generation(u64::MAX),
+    )?;
+    env.ok(&["stanza-repair"])?;
+    assert_eq!(env.labels()?, labels);
+    let s = src.to_str().ok_or("path")?;
+    env.ok(&["backup", "--type", "full", "--source", s])?;
+    assert_eq!(env.labels()?.len(), 3);
+    env.ok(&["verify"])?;
+    Ok(())
+}

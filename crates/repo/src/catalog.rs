@@ -514,11 +514,14 @@ impl Stanza {
         loop {
             let listed = self.catalog_generations().await?.first().map_or(0, |g| g.0);
             // The copy may be newer than every generation left (the newest lost).
+            // One cairn never reaches is no base to write on (it would make the next
+            // generation one too: defect of 2026-11-24, repaired again and again).
             let copy = self
                 .mirror()
                 .await?
-                .map_or(0, |m| m.1)
-                .min(MAX_PLAUSIBLE_GENERATION);
+                .map(|m| m.1)
+                .filter(|g| *g <= MAX_PLAUSIBLE_GENERATION)
+                .unwrap_or(0);
             let newest = listed.max(copy);
             match self.commit_catalog(catalog, newest).await {
                 Err(Error::Conflict(_)) if attempts < 10 => attempts += 1,
