@@ -178,3 +178,37 @@ fn a_damaged_stanza_info_says_how_to_write_it_again() -> TestResult {
     restores_source(&env, &src, "out")?;
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): after one flipped bit in an incremental's pack,
+/// `verify` then `stanza-repair` left that backup out of the catalog, and the next expire
+/// deleted its manifest: the backup was gone, though all but one chunk was intact and the
+/// next backup would have stored that chunk again. A listed backup stays listed.
+#[test]
+fn stanza_repair_keeps_a_listed_backup_whose_chunk_is_damaged() -> TestResult {
+    let env = Env::new("stream")?;
+    let full = bytes(1, 400_000);
+    let mut incr = full.clone();
+    incr.extend(bytes(2, 300_000));
+    env.ok_stdin(&["backup", "--type", "full"], &full)?;
+    env.ok_stdin(&["backup", "--type", "incr"], &incr)?;
+    let labels = env.labels()?;
+    let mut packs = files_under(&env.stanza_dir().join("pack"));
+    packs.sort_by_key(|p| fs::metadata(p).and_then(|m| m.modified()).ok());
+    let newest = packs.pop().ok_or("no pack")?;
+    flip_byte(&newest, 100)?;
+    assert_eq!(env.run(&["verify"])?.status.code(), Some(4));
+    let out = env.run(&["stanza-repair"])?;
+    assert_eq!(out.status.code(), Some(6), "{}", stdout(&out));
+    assert!(stdout(&out).contains("stays listed"), "{}", stdout(&out));
+    assert_eq!(env.labels()?, labels);
+    env.ok(&["expire", "--retention-full", "5"])?;
+    assert_eq!(
+        env.labels()?,
+        labels,
+        "expire removed a backup repair had kept"
+    );
+    // The next backup of the same data stores the damaged chunk again: the old one restores.
+    env.ok_stdin(&["backup", "--type", "full"], &incr)?;
+    assert!(env.ok(&["restore", "--set", &labels[1], "--dest", "-"])? == incr);
+    Ok(())
+}

@@ -8,8 +8,9 @@
 //!
 //! A manifest is listed again only when it can be restored as far as cheap checks can tell:
 //! it and the manifests it references decode and are stored under their own label and
-//! stanza, and every chunk of the files it resolves to is in the index in a present pack. `verify`
-//! afterwards re-reads the data itself.
+//! stanza, and every chunk of the files it resolves to is in the index in a present pack;
+//! except that a backup the catalog listed stays listed when only chunks are missing (it is
+//! reported). `verify` afterwards re-reads the data itself.
 
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
@@ -28,6 +29,10 @@ pub struct RepairReport {
     pub listed: Vec<BackupLabel>,
     /// Manifests left out, with the reason.
     pub skipped: Vec<(BackupLabel, String)>,
+    /// Backups the catalog listed before that stay listed although a chunk they need is
+    /// unusable, with the reason (verify names the damage; a later backup that stores the
+    /// chunk again makes them whole).
+    pub kept_damaged: Vec<(BackupLabel, String)>,
     /// The backups the catalog listed before, when it was readable.
     pub before: Option<Vec<BackupLabel>>,
     /// Packs no intact index segment named, indexed again from their trailers.
@@ -56,6 +61,7 @@ async fn rebuild(stanza: &Stanza, lock: &crate::lock::Lock) -> Result<RepairRepo
             .map(|c| c.backups.into_iter().map(|b| b.label).collect()),
         ..RepairReport::default()
     };
+    let listed_before: HashSet<BackupLabel> = report.before.iter().flatten().cloned().collect();
     reindex_unlisted_packs(stanza, &mut report).await?;
     let index = stanza.index().await?;
     let mut records = Vec::new();
@@ -111,10 +117,17 @@ async fn rebuild(stanza: &Stanza, lock: &crate::lock::Lock) -> Result<RepairRepo
             _ => None,
         });
         if let Some((path, id)) = lost {
-            report.skipped.push((
-                label,
-                format!("chunk {id} of '{path}' is in no present pack"),
-            ));
+            let why = format!("chunk {id} of '{path}' is in no present pack");
+            // A listed backup stays listed: leaving it out would make expire delete its
+            // manifest, and with it the files that are intact and the chance that a later
+            // backup stores the lost chunk again (defect of 2026-11-24: one flipped bit,
+            // verify, repair, expire, and the backup was gone).
+            if listed_before.contains(&label) {
+                report.kept_damaged.push((label, why));
+                records.push(m.record.clone());
+            } else {
+                report.skipped.push((label, why));
+            }
             continue;
         }
         records.push(m.record.clone());

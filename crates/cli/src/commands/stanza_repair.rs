@@ -34,6 +34,11 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
     for (label, why) in &report.skipped {
         say!("left out: backup {label}: {why}");
     }
+    for (label, why) in &report.kept_damaged {
+        say!(
+            "damaged: backup {label} stays listed: {why}; the next backup stores the data again if the source still has it"
+        );
+    }
     let before: Option<std::collections::BTreeSet<_>> =
         report.before.as_ref().map(|b| b.iter().collect());
     for label in &report.listed {
@@ -58,10 +63,14 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
     );
     // Backups left out are still in the repository (their manifests are not deleted), but
     // restore cannot reach them: that deserves more than an exit 0.
-    if !report.skipped.is_empty() || !report.unreadable_packs.is_empty() {
+    if !report.skipped.is_empty()
+        || !report.unreadable_packs.is_empty()
+        || !report.kept_damaged.is_empty()
+    {
         tracing::warn!(
-            "stanza-repair completed with warnings: {} backup manifest(s) left out ({removed} of them listed before), {} pack(s) unreadable; `cairn verify` lists the damage",
+            "stanza-repair completed with warnings: {} backup manifest(s) left out ({removed} of them listed before), {} listed but damaged, {} pack(s) unreadable; `cairn verify` lists the damage",
             report.skipped.len(),
+            report.kept_damaged.len(),
             report.unreadable_packs.len()
         );
         return Ok(ExitCode::from(crate::exit::WARNINGS));
