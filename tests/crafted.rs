@@ -776,3 +776,61 @@ fn a_copy_with_an_implausible_generation_is_repaired_for_good() -> TestResult {
     env.ok(&["verify"])?;
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): a segment that places one pack's chunks in another
+/// pack (its records replaced, the real pack then named by no segment) made expire, even
+/// after verify had reported every lying record, delete the real pack. Copies verify found
+/// unusable are chosen last, and packs no segment names keep what only such copies place.
+#[test]
+fn a_segment_lying_about_where_chunks_are_does_not_make_expire_delete_them() -> TestResult {
+    let env = Env::new("stream")?;
+    let first = bytes(1, 300_000);
+    env.ok_stdin(&["backup", "--type", "full"], &first)?;
+    let packs = env.stanza_dir().join("pack");
+    let real = files_under(&packs).pop().ok_or("no pack")?;
+    let real_id: cairn_repo::ids::PackId =
+        cairn_repo::ids::PackId::parse(real.file_name().and_then(|n| n.to_str()).ok_or("name")?)?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(2, 300_000))?;
+    let other = files_under(&packs)
+        .into_iter()
+        .find(|p| *p != real)
+        .ok_or("no second pack")?;
+    let other_id =
+        cairn_repo::ids::PackId::parse(other.file_name().and_then(|n| n.to_str()).ok_or("name")?)?;
+    // Every segment rewritten: the real pack's records now say the other pack, offset 16.
+    let index = env.stanza_dir().join("index");
+    for path in files_under(&index) {
+        let mut seg = Segment::decode("seg", &fs::read(&path)?)?;
+        let Some(from) = seg.packs.iter().position(|p| *p == real_id) else {
+            continue;
+        };
+        let to = match seg.packs.iter().position(|p| *p == other_id) {
+            Some(i) => i,
+            None => {
+                seg.packs.push(other_id);
+                seg.packs.len() - 1
+            }
+        };
+        for (_, loc) in seg.entries.iter_mut() {
+            if loc.pack as usize == from {
+                loc.pack = to as u32;
+                loc.offset = 16;
+            }
+        }
+        seg.packs[from] = other_id;
+        let encoded = seg.encode();
+        fs::remove_file(&path)?;
+        fs::write(index.join(Segment::name(&encoded)), &encoded)?;
+    }
+    let _ = fs::remove_dir_all(env.path("cache"));
+    assert_eq!(env.run(&["verify"])?.status.code(), Some(4));
+    env.ok(&["expire", "--retention-full", "2", "--gc-margin", "0"])?;
+    assert!(
+        real.exists(),
+        "expire deleted the pack the lying segment hid"
+    );
+    env.ok(&["stanza-repair"])
+        .or_else(|_| env.ok(&["stanza-repair"]))?;
+    assert!(env.ok(&["restore", "--set", &env.labels()?[0], "--dest", "-"])? == first);
+    Ok(())
+}

@@ -225,6 +225,7 @@ fn mark(
     present: &HashSet<PackId>,
     avoid: &HashSet<PackId>,
     copy_from: &HashSet<PackId>,
+    damaged: &crate::damage::DamageLookup,
 ) -> Result<Marked> {
     let mut out = Marked::default();
     let refs: Vec<&SegmentFile> = files.iter().collect();
@@ -272,12 +273,23 @@ fn mark(
             .next()
             .transpose()
             .map_err(io("reading live chunk ids"))?;
+        // A copy the damage register names is the last resort: verify found it unusable
+        // (or its record lying about its pack), so the pack holding a good copy must stay
+        // (defect of 2026-11-24: a crafted segment placing a pack's chunks in another made
+        // expire delete the real pack even after verify had reported the lie).
+        let usable = |p: &PackId| present.contains(p) && damaged.usable(p, &id);
         let chosen = group
             .iter()
-            .find(|(p, _)| present.contains(p) && !avoid.contains(p))
+            .find(|(p, _)| usable(p) && !avoid.contains(p))
+            .or_else(|| group.iter().find(|(p, _)| usable(p)))
             .or_else(|| group.iter().find(|(p, _)| present.contains(p)));
         match chosen {
             Some((p, l)) => {
+                if !usable(p) {
+                    // Only unusable copies indexed: a pack no segment names may hold a good
+                    // one (its records replaced by a lying segment).
+                    orphan(&id, &mut out);
+                }
                 out.live.insert(*p);
                 *out.live_bytes.entry(*p).or_default() += l.stored_len as u64;
                 if copy_from.contains(p) {
@@ -355,6 +367,13 @@ pub async fn collect(
         }
     }
     report.unknown_packs = unknown.len();
+    let damaged = match stanza.damage().await {
+        Ok(d) => d.lookup(),
+        Err(e) => {
+            tracing::warn!("{e}; choosing the copies to keep without it");
+            crate::damage::Damage::default().lookup()
+        }
+    };
     let before = stanza.condemned_or_warn().await;
     let condemned_before: HashSet<PackId> = before.keys().copied().collect();
     let live = live_chunks(stanza, catalog).await?;
@@ -366,6 +385,7 @@ pub async fn collect(
         &present_set,
         &condemned_before,
         &none,
+        &damaged,
     )?;
     // Packs mostly garbage: their needed chunks are copied, then they go like dead ones.
     let keep_pct = 100u64.saturating_sub(opts.repack_garbage_pct as u64);
@@ -399,6 +419,7 @@ pub async fn collect(
             &present_set,
             &avoid,
             &candidates,
+            &damaged,
         )?;
         report.repacked = candidates.len();
         report.repacked_bytes = marked.to_copy.iter().map(|c| c.2.stored_len as u64).sum();
