@@ -834,3 +834,49 @@ fn a_segment_lying_about_where_chunks_are_does_not_make_expire_delete_them() -> 
     assert!(env.ok(&["restore", "--set", &env.labels()?[0], "--dest", "-"])? == first);
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): a pack planted beside the real one, holding the
+/// same chunk ids with other bytes (valid CRCs, a right pack name), was indexed by
+/// stanza-repair from its trailer alone; garbage collection then kept it as the copy (its id
+/// sorting first) and deleted the real pack. Repair indexes only chunks that match their
+/// names.
+#[test]
+fn a_planted_pack_of_false_chunks_is_not_indexed_by_stanza_repair() -> TestResult {
+    use cairn_repo::pack::{COMPRESSION_NONE, PackBuilder, SealedChunk};
+    let env = Env::new("stream")?;
+    let data = bytes(1, 200_000);
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    let packs = env.stanza_dir().join("pack");
+    let real = files_under(&packs).pop().ok_or("no pack")?;
+    let real_name = real
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("name")?
+        .to_string();
+    let chunk = cairn_repo::ChunkId::of(&data);
+    // A planted pack whose name sorts before the real one's.
+    let (id, planted) = (0u8..=255)
+        .map(|salt| {
+            let mut b = PackBuilder::new();
+            let mut garbage = vec![salt; data.len()];
+            garbage[0] ^= 1;
+            b.add(&SealedChunk {
+                id: chunk,
+                raw_len: data.len() as u32,
+                compression: COMPRESSION_NONE,
+                data: garbage,
+            });
+            let (id, bytes, _) = b.finish();
+            (id, bytes)
+        })
+        .find(|(id, _)| id.to_string() < real_name)
+        .ok_or("no planted pack sorts first")?;
+    let hex = id.to_string();
+    fs::create_dir_all(packs.join(&hex[..2]))?;
+    fs::write(packs.join(&hex[..2]).join(&hex), &planted)?;
+    env.run(&["stanza-repair"])?;
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "0"])?;
+    assert!(real.exists(), "expire deleted the real pack");
+    assert!(env.ok(&["restore", "--dest", "-"])? == data);
+    Ok(())
+}

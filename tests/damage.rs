@@ -175,13 +175,22 @@ fn item6_stanza_repair_that_leaves_backups_out_exits_with_warnings() -> TestResu
         stdout(&out),
         stderr(&out)
     );
-    assert!(stdout(&out).contains("left out"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
+    // Listed before: they stay listed, reported as damaged.
+    assert!(stdout(&out).contains("stays listed"), "{}", stdout(&out));
+    assert!(!stdout(&out).contains("removed"), "{}", stdout(&out));
     assert!(
         stderr(&out).contains("completed with warnings"),
         "{}",
         stderr(&out)
     );
+    // With the catalog lost too, nothing vouches for them: left out.
+    for g in env.catalog_generations()? {
+        fs::remove_file(g)?;
+    }
+    fs::remove_file(env.stanza_dir().join("catalog"))?;
+    let out = env.run(&["stanza-repair"])?;
+    assert_eq!(out.status.code(), Some(6), "{}", stdout(&out));
+    assert!(stdout(&out).contains("left out"), "{}", stdout(&out));
     Ok(())
 }
 

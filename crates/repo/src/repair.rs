@@ -169,19 +169,28 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
     if unnamed.is_empty() {
         return Ok(());
     }
-    let read: Vec<(PackId, String, Result<Vec<pack::PackEntry>>)> =
-        futures_util::stream::iter(unnamed)
-            .map(|(id, meta)| async move {
-                let key = meta.key.to_string();
-                let entries = read_trailer(stanza, &meta).await;
-                Ok::<_, Error>((id, key, entries))
-            })
-            .buffered(16)
-            .try_collect()
-            .await?;
+    #[allow(clippy::type_complexity)]
+    let read: Vec<(
+        PackId,
+        String,
+        Result<(Vec<pack::PackEntry>, Option<String>)>,
+    )> = futures_util::stream::iter(unnamed)
+        .map(|(id, meta)| async move {
+            let key = meta.key.to_string();
+            let entries = read_checked(stanza, &meta).await;
+            Ok::<_, Error>((id, key, entries))
+        })
+        .buffered(2)
+        .try_collect()
+        .await?;
     let mut seg = Segment::default();
     for (id, key, entries) in read {
-        let records = entries.and_then(|e| records_of(&key, e));
+        let records = entries.and_then(|(e, warning)| {
+            if let Some(w) = warning {
+                report.unreadable_packs.push((key.clone(), w));
+            }
+            records_of(&key, e)
+        });
         match records {
             Ok(records) => {
                 let ord = seg.packs.len() as u32;
@@ -242,6 +251,40 @@ async fn read_trailer(stanza: &Stanza, meta: &ObjectMeta) -> Result<Vec<pack::Pa
     let (at, _) = pack::parse_footer(object, &footer, n)?;
     let tail = stanza.store().get(&meta.key, Some(at..n)).await?;
     pack::parse_trailer(object, &tail, at)
+}
+
+/// The entries of a pack no segment names whose chunks pass their checks (CRC, decompression,
+/// BLAKE3), read whole, and what is wrong with the rest. Such a pack may be anything: an
+/// interrupted backup's, or one planted with chunks that do not match their names (defect of
+/// 2026-11-24: indexed from its trailer alone, it became the copy garbage collection kept
+/// while it deleted the real one). Only intact chunks are indexed.
+async fn read_checked(
+    stanza: &Stanza,
+    meta: &ObjectMeta,
+) -> Result<(Vec<pack::PackEntry>, Option<String>)> {
+    let object = meta.key.as_str();
+    let bytes = stanza.store().get(&meta.key, None).await?;
+    let n = bytes.len();
+    if n < pack::PACK_HEADER_LEN + PACK_FOOTER_LEN || &bytes[..8] != pack::PACK_MAGIC {
+        return Err(Error::corrupt(object, "not a pack: bad magic or truncated"));
+    }
+    let (at, _) = pack::parse_footer(object, &bytes[n - PACK_FOOTER_LEN..], n as u64)?;
+    let entries = pack::parse_trailer(object, &bytes[at as usize..], at)?;
+    let total = entries.len();
+    let good: Vec<pack::PackEntry> = entries
+        .into_iter()
+        .filter(|e| {
+            let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+            pack::open_blob(object, e, stored).is_ok()
+        })
+        .collect();
+    let warning = (good.len() < total).then(|| {
+        format!(
+            "{} of its {total} chunk(s) fail their check and are not indexed (run `cairn verify`)",
+            total - good.len()
+        )
+    });
+    Ok((good, warning))
 }
 
 /// A pack's trailer entries as index records (pack number 0, set by the caller). The index
