@@ -137,3 +137,25 @@ fn restore_of_a_damaged_chunk_fails_loudly() -> TestResult {
     }
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): verify takes no lock, and a backup expired while it
+/// ran was reported as damage ("manifest ... is missing"). It is no longer a backup.
+#[test]
+fn a_backup_expired_while_verify_runs_is_not_damage() -> TestResult {
+    let env = Env::new("stream")?;
+    for seed in 1..=3 {
+        env.ok_stdin(&["backup", "--type", "full"], &bytes(seed, 100_000))?;
+    }
+    // verify pauses after reading the catalog; expire removes two backups meanwhile.
+    let verify = env
+        .cmd(&["verify"])
+        .env("CAIRN_FAILPOINT", "act:verify-before-backups")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    env.ok(&["expire", "--retention-full", "1"])?;
+    let out = verify.wait_with_output()?;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    Ok(())
+}
