@@ -128,24 +128,24 @@ pub struct PgClusterArgs {
 #[command(next_help_heading = "Retention options")]
 pub struct RetentionArgs {
     /// Full backups to keep (count), or days to keep them (with --retention-full-type time).
-    #[arg(long, env = "CAIRN_RETENTION_FULL")]
+    #[arg(long, env = "CAIRN_RETENTION_FULL", value_parser = clap::value_parser!(u32).range(1..))]
     pub retention_full: Option<u32>,
     /// count (default) or time.
     #[arg(long, env = "CAIRN_RETENTION_FULL_TYPE")]
     pub retention_full_type: Option<String>,
     /// Differential backups to keep (full backups count as differential ones here).
-    #[arg(long, env = "CAIRN_RETENTION_DIFF")]
+    #[arg(long, env = "CAIRN_RETENTION_DIFF", value_parser = clap::value_parser!(u32).range(1..))]
     pub retention_diff: Option<u32>,
     /// Keep the WAL to recover to any point only from the newest N backups of
     /// --retention-archive-type; older backups keep the WAL that makes them consistent.
-    #[arg(long, env = "CAIRN_RETENTION_ARCHIVE")]
+    #[arg(long, env = "CAIRN_RETENTION_ARCHIVE", value_parser = clap::value_parser!(u32).range(1..))]
     pub retention_archive: Option<u32>,
     /// full (default), diff or incr: which backups --retention-archive counts.
     #[arg(long, env = "CAIRN_RETENTION_ARCHIVE_TYPE")]
     pub retention_archive_type: Option<String>,
     /// Seconds a condemned pack waits before garbage collection deletes it (default 3600);
     /// see docs/format.md, "Condemned packs".
-    #[arg(long, env = "CAIRN_GC_MARGIN")]
+    #[arg(long, env = "CAIRN_GC_MARGIN", value_parser = clap::value_parser!(u64).range(0..=2_592_000))]
     pub gc_margin: Option<u64>,
     /// Rewrite packs at least this many percent garbage (default 80; 100 never): the chunks
     /// kept backups need are copied into new packs and the old ones freed.

@@ -94,9 +94,24 @@ fn decode_limited<T: DeserializeOwned>(
     bincode::serde::decode_from_slice(bytes, config().with_limit::<{ 1 << 40 }>())
 }
 
+/// What is wrong with a body that does not decode, in words (the decoder's own names, such
+/// as `LimitExceeded`, mean nothing to an operator).
+fn describe(e: &bincode::error::DecodeError) -> String {
+    use bincode::error::DecodeError as D;
+    match e {
+        D::UnexpectedEnd { .. } => "its body ends before its contents do (truncated)".into(),
+        D::LimitExceeded => "its body claims more contents than it holds".into(),
+        D::OtherString(s) => format!("its contents are invalid: {s}"),
+        D::Utf8 { .. } => "a text field is not valid UTF-8".into(),
+        D::UnexpectedVariant { .. } | D::InvalidBooleanValue(_) | D::InvalidCharEncoding(_) => {
+            "its contents are not a valid encoding".into()
+        }
+        other => format!("its contents cannot be decoded ({other})"),
+    }
+}
+
 pub fn decode_body<T: DeserializeOwned>(object: &str, bytes: &[u8]) -> Result<T> {
-    let (value, used) =
-        decode_limited(bytes).map_err(|e| Error::corrupt(object, format!("cannot decode: {e}")))?;
+    let (value, used) = decode_limited(bytes).map_err(|e| Error::corrupt(object, describe(&e)))?;
     if used != bytes.len() {
         return Err(Error::corrupt(
             object,

@@ -53,7 +53,7 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         say!("damaged: {}: {} (affects: {affects})", p.object, p.detail);
     }
     say!(
-        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{note}; {} problem(s); {} unreferenced pack(s) left by interrupted backups",
+        "verify: {} backup(s), {} pack(s), {} chunk(s), {} read{note}; {} problem(s); {} pack(s) no index segment names (left by interrupted backups, or named only by a damaged segment: `stanza-repair` indexes those again)",
         report.backups,
         report.packs,
         report.chunks,

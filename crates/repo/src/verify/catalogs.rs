@@ -73,6 +73,21 @@ pub(super) async fn check_catalogs(
         }
         return Ok(());
     }
+    // No generation, but a version-2 copy: the generations were lost, not a version-1
+    // stanza's copy.
+    let key = stanza.catalog_key()?;
+    if let Ok(b) = stanza.store().get(&key, None).await
+        && let Ok((_, Some(g))) = Catalog::decode_versioned(key.as_str(), &b)
+    {
+        problems.add(
+            stanza.catalog_generations_prefix()?.as_str(),
+            format!(
+                "every catalog generation is missing; the copy {key} holds generation {g}; {repair}"
+            ),
+            None,
+        );
+        return Ok(());
+    }
     for (key, what) in [
         (stanza.catalog_key()?, "the catalog"),
         (stanza.catalog_copy_key()?, "the catalog's copy"),

@@ -65,11 +65,11 @@ pub(super) fn check_records(
             Some(t) if t.stored_len == loc.stored_len && t.raw_len == loc.raw_len => continue,
             found => match found.or(passed.filter(same)).or(next.filter(same)) {
                 None => format!(
-                    "the index places chunk {chunk} in {}, whose trailer does not list it",
+                    "the index places chunk {chunk} in {}, whose trailer does not list it (recorded as damage: the next backup stores the chunk again)",
                     info.key
                 ),
                 Some(t) => format!(
-                    "the index places chunk {chunk} at offset {} ({} stored, {} plain bytes) of {}, but the pack's trailer says offset {} ({} stored, {} plain bytes)",
+                    "the index places chunk {chunk} at offset {} ({} stored, {} plain bytes) of {}, but the pack's trailer says offset {} ({} stored, {} plain bytes) (recorded as damage: the next backup stores the chunk again)",
                     loc.offset,
                     loc.stored_len,
                     loc.raw_len,

@@ -86,9 +86,12 @@ struct Problems(BTreeMap<String, Problem>);
 
 impl Problems {
     fn add(&mut self, object: &str, detail: impl Into<String>, affects: Option<&BackupLabel>) {
+        // Errors end by sending the reader to verify; this is verify.
+        let detail: String = detail.into();
+        let detail = detail.replace("; run `cairn verify` to see what it affects", "");
         let p = self.0.entry(object.to_string()).or_insert_with(|| Problem {
             object: object.to_string(),
-            detail: detail.into(),
+            detail,
             affects: BTreeSet::new(),
         });
         p.affects.extend(affects.cloned());
