@@ -675,3 +675,19 @@ fn an_expire_killed_before_the_catalog_copy_does_not_block_backups() -> TestResu
     assert!(env.ok(&["restore", "--dest", "-"])? == bytes(4, 100_000));
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): a stray file in `index/` (not a segment's name)
+/// stopped garbage collection until stanza-repair deleted it.
+#[test]
+fn a_stray_file_in_the_index_directory_does_not_stop_garbage_collection() -> TestResult {
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(1, 200_000))?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(2, 200_000))?;
+    let stray = env.stanza_dir().join("index/README");
+    fs::write(&stray, b"notes")?;
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "0"])?;
+    assert_eq!(files_under(&env.stanza_dir().join("pack")).len(), 1);
+    assert!(stray.exists(), "expire removed a file it does not own");
+    assert!(env.ok(&["restore", "--dest", "-"])? == bytes(2, 200_000));
+    Ok(())
+}
