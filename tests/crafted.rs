@@ -880,3 +880,21 @@ fn a_planted_pack_of_false_chunks_is_not_indexed_by_stanza_repair() -> TestResul
     assert!(env.ok(&["restore", "--dest", "-"])? == data);
     Ok(())
 }
+
+/// Defect (adversarial pass, 2026-11-24): after a pack was cut short, the next backup of the
+/// same data deduplicated against the lost part and said complete, and could not be
+/// restored. A chunk whose record lies beyond the end of its pack is stored again.
+#[test]
+fn a_backup_after_a_pack_was_truncated_stores_the_lost_part_again() -> TestResult {
+    let env = Env::new("stream")?;
+    let data = bytes(1, 3_000_000);
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    let pack = files_under(&env.stanza_dir().join("pack"))
+        .pop()
+        .ok_or("no pack")?;
+    let f = fs::OpenOptions::new().write(true).open(&pack)?;
+    f.set_len(1_000_000)?;
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    assert!(env.ok(&["restore", "--dest", "-"])? == data);
+    Ok(())
+}

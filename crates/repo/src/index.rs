@@ -162,8 +162,8 @@ impl Segment {
     }
 }
 
-/// Which records a job may use: (pack, chunk) -> usable.
-pub type Keep = Arc<dyn Fn(&PackId, &ChunkId) -> bool + Send + Sync>;
+/// Which records a job may use: (pack, chunk, where in the pack) -> usable.
+pub type Keep = Arc<dyn Fn(&PackId, &ChunkId, &Location) -> bool + Send + Sync>;
 
 /// The index a job looks chunks up in: segment files of the local cache, looked up in place
 /// (`SegmentFile`).
@@ -212,7 +212,7 @@ impl Index {
     pub fn get(&self, id: &ChunkId) -> Option<(PackId, Location)> {
         for f in self.files.iter() {
             match f.get(id) {
-                Ok(Some((pack, loc))) if self.keep.as_ref().is_none_or(|k| k(&pack, id)) => {
+                Ok(Some((pack, loc))) if self.keep.as_ref().is_none_or(|k| k(&pack, id, &loc)) => {
                     return Some((pack, loc));
                 }
                 Ok(_) => {}
@@ -247,7 +247,7 @@ impl Index {
         let mut last: Option<ChunkId> = None;
         for r in Merged::new(&files).map_err(io)? {
             let (id, pack, loc) = r.map_err(io)?;
-            if last == Some(id) || !self.keep.as_ref().is_none_or(|k| k(&pack, &id)) {
+            if last == Some(id) || !self.keep.as_ref().is_none_or(|k| k(&pack, &id, &loc)) {
                 continue;
             }
             last = Some(id);

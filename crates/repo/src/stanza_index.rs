@@ -11,7 +11,7 @@ use crate::lock::Lock;
 use crate::repository::Stanza;
 use crate::segment_file::SegmentFile;
 use crate::storage::{self, Key, ObjectMeta, PutMode, StorageError};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// The index a job may use, and what was left out of it.
@@ -52,12 +52,15 @@ impl Stanza {
     }
 
     async fn merged_index(&self, for_backup: bool) -> Result<UsableIndex> {
-        let present: HashSet<PackId> = self
+        // Each present pack with its size: a record whose chunk would lie beyond the end of
+        // its pack (a truncated pack) is not usable either (defect of 2026-11-24: a backup
+        // after a pack was cut short deduplicated against the missing part and said complete).
+        let present: HashMap<PackId, u64> = self
             .store()
             .list(&self.pack_prefix()?)
             .await?
             .into_iter()
-            .filter_map(|m| keys::parse_pack(&m.key))
+            .filter_map(|m| keys::parse_pack(&m.key).map(|p| (p, m.size)))
             .collect();
         let damage = match self.damage().await {
             Ok(d) => d,
@@ -83,11 +86,15 @@ impl Stanza {
         let missing: HashSet<PackId> = files
             .iter()
             .flat_map(|f| f.packs().iter())
-            .filter(|p| !present.contains(p))
+            .filter(|p| !present.contains_key(p))
             .copied()
             .collect();
-        let keep: Keep = Arc::new(move |p, c| {
-            present.contains(p) && !condemned.contains(p) && damage.usable(p, c)
+        let keep: Keep = Arc::new(move |p, c, loc| {
+            present
+                .get(p)
+                .is_some_and(|size| loc.offset as u64 + loc.stored_len as u64 <= *size)
+                && !condemned.contains(p)
+                && damage.usable(p, c)
         });
         Ok(UsableIndex {
             index: Index::from_files(files, Some(keep), cache),

@@ -179,7 +179,7 @@ pub async fn verify(
         .map(|(p, _)| *p)
         .collect();
     let damaged = damage.lookup();
-    let keep: Keep = Arc::new(move |p, c| readable.contains(p) && damaged.usable(p, c));
+    let keep: Keep = Arc::new(move |p, c, _| readable.contains(p) && damaged.usable(p, c));
     let usable = index.with_keep(Some(keep));
     for (id, (segment, detail)) in &bad_records.by_chunk {
         if usable.get(id).is_none() {
