@@ -110,7 +110,16 @@ impl SegmentCache {
             match SegmentFile::open(meta.key.as_str(), &path, Some(&name)) {
                 Ok(f) => return Ok(f),
                 Err(e) => {
-                    tracing::warn!("{e}: the cached copy {} is fetched again", path.display());
+                    // The local copy is at fault, not the repository's object.
+                    let why = match &e {
+                        Error::Corrupt { detail, .. } => detail.clone(),
+                        other => other.to_string(),
+                    };
+                    tracing::warn!(
+                        "the cached copy {} of {} is damaged ({why}); it is fetched again",
+                        path.display(),
+                        meta.key
+                    );
                     let _ = std::fs::remove_file(&path);
                 }
             }
