@@ -691,3 +691,46 @@ fn a_stray_file_in_the_index_directory_does_not_stop_garbage_collection() -> Tes
     assert!(env.ok(&["restore", "--dest", "-"])? == bytes(2, 200_000));
     Ok(())
 }
+
+/// Finding (adversarial pass, 2026-11-24): `expire --dry-run` beside a running backup counted
+/// the pack the backup was writing as garbage without a word. It says a command holds the lock.
+#[test]
+fn a_dry_run_beside_a_running_backup_says_what_it_cannot_see() -> TestResult {
+    use std::io::Write;
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(1, 100_000))?;
+    let mut backup = env
+        .cmd(&["backup", "--type", "full"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let mut input = backup.stdin.take().ok_or("stdin")?;
+    input.write_all(&bytes(2, 100_000))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let out = loop {
+        let out = env
+            .cmd(&[
+                "expire",
+                "--retention-full",
+                "1",
+                "--dry-run",
+                "--log-level",
+                "warn",
+            ])
+            .output()?;
+        if stderr(&out).contains("is locked by backup") || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    drop(input);
+    backup.wait()?;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is locked by backup"),
+        "{}",
+        stderr(&out)
+    );
+    Ok(())
+}

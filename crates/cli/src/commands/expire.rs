@@ -176,6 +176,19 @@ async fn run(
         }
         None => None,
     };
+    if dry_run
+        && let cairn_repo::lock::LockState::Held(h) =
+            cairn_repo::lock::Lock::inspect(stanza.store(), &stanza.lock_prefix()?).await?
+    {
+        // The dry run takes no lock: what a running backup is writing is not listed yet.
+        tracing::warn!(
+            "stanza '{}' is locked by {} (pid {} on {}): packs it is writing count as garbage in this dry run (a real expire refuses until it ends)",
+            stanza.name(),
+            h.command,
+            h.pid,
+            h.host
+        );
+    }
     let report = expire::expire(&stanza, selection, log, margin, dry_run).await?;
     let would = if dry_run { "would expire" } else { "expired" };
     for e in &report.expired {
