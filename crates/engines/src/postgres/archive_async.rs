@@ -288,7 +288,7 @@ pub(super) async fn push_queued(
             .take(batch_len)
             .map(|(f, _)| f.clone())
             .collect();
-        let results: Vec<(String, Option<String>, Result<()>)> = futures_util::stream::iter(batch)
+        let mut results = futures_util::stream::iter(batch)
             .map(|file: String| {
                 let (identity, archive_id) = (&identity, &archive_id);
                 async move {
@@ -312,12 +312,12 @@ pub(super) async fn push_queued(
                     }
                 }
             })
-            .buffer_unordered(spool.process_max.max(1))
-            .collect()
-            .await;
+            .buffer_unordered(spool.process_max.max(1));
         let mut unreachable = None;
         let mut failed = false;
-        for (file, h, r) in results {
+        // Each acknowledged as soon as it is durable: the call waiting for it returns then,
+        // not when the whole batch is done.
+        while let Some((file, h, r)) = results.next().await {
             match (h, r) {
                 (Some(h), Ok(())) => {
                     cairn_repo::failpoint::hit("archive-async-before-ok");
