@@ -898,3 +898,97 @@ fn a_backup_after_a_pack_was_truncated_stores_the_lost_part_again() -> TestResul
     assert!(env.ok(&["restore", "--dest", "-"])? == data);
     Ok(())
 }
+
+/// Defect (second adversarial pass, 2026-11-24): a pack trailer entry moved by one byte (its
+/// CRC recomputed; the index and the chunk untouched) made verify register the intact chunk
+/// as damaged, and restore then refused it. The chunk is checked where the index places it:
+/// intact there, it stays usable and the trailer is reported.
+#[test]
+fn a_lying_trailer_entry_does_not_make_verify_condemn_an_intact_chunk() -> TestResult {
+    let env = Env::new("stream")?;
+    let data = text(1, 3_000_000);
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    let pack = files_under(&env.stanza_dir().join("pack"))
+        .pop()
+        .ok_or("no pack")?;
+    let mut bytes = fs::read(&pack)?;
+    let n = bytes.len();
+    let (at, count) = cairn_repo::pack::parse_footer("p", &bytes[n - 32..], n as u64)?;
+    assert!(count > 1, "one chunk only");
+    let at = at as usize;
+    let off = u64::from_le_bytes(bytes[at + 32..at + 40].try_into()?) + 1;
+    bytes[at + 32..at + 40].copy_from_slice(&off.to_le_bytes());
+    let crc = crc32fast::hash(&bytes[at..n - 16]);
+    bytes[n - 16..n - 12].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&pack, &bytes)?;
+    let v = env.run(&["verify"])?;
+    assert_eq!(v.status.code(), Some(4), "{}", stdout(&v));
+    assert!(stdout(&v).contains("trailer is damaged"), "{}", stdout(&v));
+    assert!(
+        env.ok(&["restore", "--dest", "-"])? == data,
+        "verify made an intact chunk unusable"
+    );
+    Ok(())
+}
+
+/// Defect (second adversarial pass, 2026-11-24): a pack renamed to the upper-case spelling of
+/// its id (in a directory that matched) counted as present: verify passed, the next backup
+/// deduplicated against it, and no restore could find it. Only the name cairn writes counts.
+#[test]
+fn a_pack_under_an_upper_case_name_is_not_present() -> TestResult {
+    let env = Env::new("stream")?;
+    let data = bytes(1, 300_000);
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    let packs = env.stanza_dir().join("pack");
+    let pack = files_under(&packs).pop().ok_or("no pack")?;
+    let name = pack
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("name")?
+        .to_uppercase();
+    let dir = packs.join(&name[..2]);
+    fs::create_dir_all(&dir)?;
+    fs::rename(&pack, dir.join(&name))?;
+    let _ = fs::remove_dir(pack.parent().ok_or("parent")?);
+    assert_eq!(env.run(&["verify"])?.status.code(), Some(4));
+    env.ok_stdin(&["backup", "--type", "full"], &data)?;
+    assert!(env.ok(&["restore", "--dest", "-"])? == data);
+    Ok(())
+}
+
+/// Defect (second adversarial pass, 2026-11-24): files in `index/` that are not segments (a
+/// README, a temporary name, a subdirectory, an upper-case copy of a segment) were reported by
+/// verify as damaged segments, deleted by stanza-repair, or stopped expire for good. Every
+/// command now ignores them, and leaves them alone.
+#[test]
+fn files_in_the_index_directory_that_are_not_segments_are_left_alone() -> TestResult {
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(1, 200_000))?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(2, 200_000))?;
+    let index = env.stanza_dir().join("index");
+    let seg = files_under(&index).pop().ok_or("no segment")?;
+    let name = seg
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or("name")?
+        .to_string();
+    let strays = [
+        index.join("README"),
+        index.join(format!("{name}.tmp")),
+        index.join("sub").join(&name),
+        index.join(name.to_uppercase()),
+    ];
+    fs::create_dir_all(index.join("sub"))?;
+    for s in &strays {
+        fs::copy(&seg, s)?;
+    }
+    let v = env.run(&["verify"])?;
+    assert!(v.status.success(), "{}", stdout(&v));
+    env.ok(&["expire", "--retention-full", "1", "--gc-margin", "0"])?;
+    env.ok(&["stanza-repair"])?;
+    for s in &strays {
+        assert!(s.exists(), "{} was removed", s.display());
+    }
+    assert!(env.ok(&["restore", "--dest", "-"])? == bytes(2, 200_000));
+    Ok(())
+}

@@ -212,3 +212,23 @@ fn stanza_repair_keeps_a_listed_backup_whose_chunk_is_damaged() -> TestResult {
     assert!(env.ok(&["restore", "--set", &labels[1], "--dest", "-"])? == incr);
     Ok(())
 }
+
+/// Finding (second adversarial pass, 2026-11-24): when a listed backup's manifest had
+/// vanished, stanza-repair removed it from the catalog pointing at a "left out" line it never
+/// printed, and exited 0.
+#[test]
+fn stanza_repair_that_drops_a_backup_whose_manifest_is_gone_says_so_and_warns() -> TestResult {
+    let env = Env::new("stream")?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(1, 100_000))?;
+    env.ok_stdin(&["backup", "--type", "full"], &bytes(2, 100_000))?;
+    let labels = env.labels()?;
+    fs::remove_file(env.manifest_path(&labels[1]))?;
+    let out = env.run(&["stanza-repair"])?;
+    assert_eq!(out.status.code(), Some(6), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("its manifest is missing"),
+        "{}",
+        stdout(&out)
+    );
+    Ok(())
+}

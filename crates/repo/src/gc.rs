@@ -325,15 +325,9 @@ pub async fn collect(
 
     // Every segment, intact: a damaged one hides which packs hold what.
     let cache = SegmentCache::open(&store.location(), stanza.name().as_str());
-    // Objects not named as segments are (content-named, 64 hex digits) are not segments:
-    // a stray file there (`index/README`) hides nothing (defect of 2026-11-24: it stopped
-    // garbage collection until stanza-repair).
-    let metas: Vec<_> = store
-        .list(&stanza.index_prefix()?)
-        .await?
-        .into_iter()
-        .filter(|m| PackId::parse(m.key.name()).is_ok())
-        .collect();
+    // Only objects named as segments (a stray `index/README` stopped garbage collection
+    // until stanza-repair: defect of 2026-11-24).
+    let metas = stanza.segment_metas().await?;
     let mut files: Vec<SegmentFile> = Vec::new();
     for meta in &metas {
         let f = cache.segment(store, meta).await.map_err(|e| {

@@ -146,7 +146,7 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
     let store = stanza.store();
     let mut named: HashSet<PackId> = HashSet::new();
     let mut damaged = Vec::new();
-    for meta in store.list(&stanza.index_prefix()?).await? {
+    for meta in stanza.segment_metas().await? {
         let b = store.get(&meta.key, None).await?;
         match Segment::decode(meta.key.as_str(), &b) {
             Ok(seg) => named.extend(seg.packs),
@@ -192,6 +192,7 @@ async fn reindex_unlisted_packs(stanza: &Stanza, report: &mut RepairReport) -> R
             records_of(&key, e)
         });
         match records {
+            Ok(records) if records.is_empty() => {}
             Ok(records) => {
                 let ord = seg.packs.len() as u32;
                 seg.packs.push(id);

@@ -103,6 +103,18 @@ impl Stanza {
         })
     }
 
+    /// The stanza's index segments as listed: only objects named as segments
+    /// (`keys::parse_segment`); anything else under `index/` is not one.
+    pub async fn segment_metas(&self) -> Result<Vec<ObjectMeta>> {
+        Ok(self
+            .store()
+            .list(&self.index_prefix()?)
+            .await?
+            .into_iter()
+            .filter(|m| keys::parse_segment(&m.key).is_some())
+            .collect())
+    }
+
     /// Every index segment as a file of the local cache (format.md, "The local index cache"),
     /// fetched when not there yet; cached segments the repository no longer lists go.
     pub async fn segment_files(&self) -> Result<(Arc<SegmentCache>, Vec<SegmentFile>)> {
@@ -110,7 +122,7 @@ impl Stanza {
         let cache = SegmentCache::open(&self.store().location(), self.name().as_str());
         let mut attempts = 0;
         loop {
-            let metas = self.store().list(&self.index_prefix()?).await?;
+            let metas = self.segment_metas().await?;
             cache.prune(&metas.iter().map(|m| m.key.name().to_string()).collect());
             let cache2 = &cache;
             let fetched: Result<Vec<Option<SegmentFile>>> = futures_util::stream::iter(metas)
@@ -214,7 +226,7 @@ impl Stanza {
     pub async fn compact_index(&self, lock: Option<&Lock>) -> Result<usize> {
         let mut merged_away = 0;
         loop {
-            let metas = self.store().list(&self.index_prefix()?).await?;
+            let metas = self.segment_metas().await?;
             let level = |m: &ObjectMeta| {
                 let records = (m.size.saturating_sub(44) / 48).max(1024) / 1024;
                 records.ilog2() / 2

@@ -52,7 +52,11 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
     let mut removed = 0;
     if let Some(b) = &report.before {
         for label in b.iter().filter(|l| !report.listed.contains(l)) {
-            say!("removed: backup {label} (see 'left out' above)");
+            if report.skipped.iter().any(|(s, _)| s == label) {
+                say!("removed: backup {label} (see 'left out' above)");
+            } else {
+                say!("removed: backup {label}: its manifest is missing");
+            }
             removed += 1;
         }
     }
@@ -66,6 +70,7 @@ pub(crate) async fn stanza_repair(s: &Settings) -> Result<ExitCode> {
     if !report.skipped.is_empty()
         || !report.unreadable_packs.is_empty()
         || !report.kept_damaged.is_empty()
+        || removed > 0
     {
         tracing::warn!(
             "stanza-repair completed with warnings: {} backup manifest(s) left out ({removed} of them listed before), {} listed but damaged, {} pack(s) unreadable; `cairn verify` lists the damage",

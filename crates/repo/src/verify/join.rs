@@ -8,17 +8,29 @@ use crate::damage::Damage;
 use crate::error::Result;
 use crate::external_sort::Sorted;
 use crate::ids::{ChunkId, PackId};
+use crate::index::Location;
 use crate::segment_file::{Merged, SegmentFile};
 use std::collections::HashMap;
 
 /// Records that disagree with their pack's trailer kept with their message; more are counted.
 pub(super) const BAD_RECORDS_KEPT: usize = 10_000;
 
-/// Index records that disagree with their pack's trailer: by chunk, the segment's key and
-/// what disagrees; and how many more there were than could be kept.
+/// An index record that disagrees with its pack's trailer.
+#[derive(Debug, Clone)]
+pub(super) struct BadRecord {
+    /// The segment's key.
+    pub segment: String,
+    pub detail: String,
+    pub pack: PackId,
+    pub loc: Location,
+}
+
+/// Index records that disagree with their pack's trailer, by chunk (not yet in `damage`: the
+/// caller checks each chunk where the record places it first); and how many more there were
+/// than could be kept (those are in `damage`).
 #[derive(Debug, Default)]
 pub(super) struct BadRecords {
-    pub by_chunk: HashMap<ChunkId, (String, String)>,
+    pub by_chunk: HashMap<ChunkId, BadRecord>,
     pub more: u64,
 }
 
@@ -80,11 +92,19 @@ pub(super) fn check_records(
                 ),
             },
         };
-        damage.chunk(pack, chunk);
         if bad.by_chunk.len() < BAD_RECORDS_KEPT {
             let segment = files[records.source()].name().to_string();
-            bad.by_chunk.insert(chunk, (segment, detail));
+            bad.by_chunk.insert(
+                chunk,
+                BadRecord {
+                    segment,
+                    detail,
+                    pack,
+                    loc,
+                },
+            );
         } else {
+            damage.chunk(pack, chunk);
             bad.more += 1;
         }
     }
@@ -187,21 +207,28 @@ mod tests {
         want.sort();
         assert_eq!(found, want);
         assert!(
-            bad.by_chunk[&c[1]].1.contains("trailer says offset 10"),
+            bad.by_chunk[&c[1]]
+                .detail
+                .contains("trailer says offset 10"),
             "{:?}",
             bad.by_chunk[&c[1]]
         );
         assert!(
-            bad.by_chunk[&c[2]].1.contains("(9 stored"),
+            bad.by_chunk[&c[2]].detail.contains("(9 stored"),
             "{:?}",
             bad.by_chunk[&c[2]]
         );
-        assert!(bad.by_chunk[&c[4]].1.contains("does not list it"));
-        assert_eq!(bad.by_chunk[&c[4]].0, "a");
-        for id in [&c[1], &c[2], &c[4]] {
-            assert!(!damage.usable(&p, id));
-        }
-        for (pack, id) in [(&p, &c[0]), (&p, &c[3]), (&lost, &c[5]), (&missing, &c[6])] {
+        assert!(bad.by_chunk[&c[4]].detail.contains("does not list it"));
+        assert_eq!(bad.by_chunk[&c[4]].segment, "a");
+        assert_eq!(bad.by_chunk[&c[1]].loc.offset, 11);
+        // Kept records are left to the caller to check in place: nothing is in `damage`.
+        for (pack, id) in [
+            (&p, &c[0]),
+            (&p, &c[1]),
+            (&p, &c[3]),
+            (&lost, &c[5]),
+            (&missing, &c[6]),
+        ] {
             assert!(damage.usable(pack, id));
         }
         Ok(())

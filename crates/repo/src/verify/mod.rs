@@ -130,7 +130,7 @@ pub async fn verify(
     let cache = SegmentCache::open(&store.location(), stanza.name().as_str());
     let mut files = Vec::new();
     let mut damaged_segments = Vec::new();
-    for meta in store.list(&stanza.index_prefix()?).await? {
+    for meta in stanza.segment_metas().await? {
         match cache.segment_fresh(&store, &meta).await {
             Ok(f) => files.push(f),
             Err(e) => {
@@ -155,7 +155,7 @@ pub async fn verify(
     // fail too.
     let mut damage = Damage::default();
     let (mut infos, mut trailers) =
-        packs::read_packs(stanza, process_max, &mut report, &mut problems, &mut damage).await?;
+        packs::read_packs(stanza, process_max, &mut report, &mut problems).await?;
     packs::salvage(
         stanza,
         &files,
@@ -168,7 +168,48 @@ pub async fn verify(
     let trailers = trailers
         .finish()
         .map_err(packs::io("sorting the packs' trailers"))?;
-    let bad_records = join::check_records(&files, trailers, &infos, &mut damage)?;
+    let mut bad_records = join::check_records(&files, trailers, &infos, &mut damage)?;
+    packs::settle_bad_entries(stanza, &files, &mut infos, &mut damage).await?;
+    // A record that disagrees with its pack's trailer may be right, the trailer wrong: the
+    // chunk is checked where the record places it (a ranged read). Intact there, the record
+    // stays usable and the trailer is what is reported (defect of 2026-11-24: verify put an
+    // intact chunk in the damage register and so made it unrestorable).
+    let mut bad_trailers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let mut intact = Vec::new();
+    for (chunk, b) in &bad_records.by_chunk {
+        let key = stanza.pack_key(&b.pack)?;
+        let start = b.loc.offset as u64;
+        let ok = match store
+            .get(&key, Some(start..start + b.loc.stored_len as u64))
+            .await
+        {
+            Ok(stored) => restore::open_chunk(key.as_str(), chunk, &b.loc, &stored).is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            intact.push(*chunk);
+            bad_trailers
+                .entry(key.to_string())
+                .or_default()
+                .push(chunk.to_string());
+        } else {
+            damage.chunk(b.pack, *chunk);
+        }
+    }
+    for chunk in intact {
+        bad_records.by_chunk.remove(&chunk);
+    }
+    for (pack, chunks) in &bad_trailers {
+        problems.add(
+            pack,
+            format!(
+                "its trailer disagrees with the index about {} chunk(s) (first {}) that are intact where the index places them: the trailer is damaged; the chunks stay usable, and `stanza-repair` cannot index this pack from its trailer",
+                chunks.len(),
+                chunks[0]
+            ),
+            None,
+        );
+    }
 
     // A chunk is usable when some record places it, as its trailer says, in a present pack
     // where it is intact: a copy stored again after damage was found serves every backup.
@@ -181,9 +222,9 @@ pub async fn verify(
     let damaged = damage.lookup();
     let keep: Keep = Arc::new(move |p, c, _| readable.contains(p) && damaged.usable(p, c));
     let usable = index.with_keep(Some(keep));
-    for (id, (segment, detail)) in &bad_records.by_chunk {
+    for (id, b) in &bad_records.by_chunk {
         if usable.get(id).is_none() {
-            problems.add(segment, detail.clone(), None);
+            problems.add(&b.segment, b.detail.clone(), None);
         }
     }
     if bad_records.more > 0 {
@@ -314,8 +355,8 @@ pub async fn verify(
                     }
                     continue;
                 }
-                if let Some((segment, detail)) = bad_records.by_chunk.get(&c.id) {
-                    problems.add(segment, detail.clone(), Some(label));
+                if let Some(b) = bad_records.by_chunk.get(&c.id) {
+                    problems.add(&b.segment, b.detail.clone(), Some(label));
                     continue;
                 }
                 match index.get(&c.id) {

@@ -93,13 +93,12 @@ struct Checked {
 }
 
 /// Read and check every pack, `process_max` at a time. Returns each pack's summary and the
-/// trailer entries of all, to be sorted; records in `damage` the chunks that fail.
+/// trailer entries of all, to be sorted.
 pub(super) async fn read_packs(
     stanza: &Stanza,
     process_max: usize,
     report: &mut VerifyReport,
     problems: &mut Problems,
-    damage: &mut Damage,
 ) -> Result<(HashMap<PackId, PackInfo>, Sorter<TrailerRec>)> {
     let store = stanza.store().clone();
     let pack_objects = store.list(&stanza.pack_prefix()?).await?;
@@ -132,11 +131,8 @@ pub(super) async fn read_packs(
                 })
                 .map_err(io("sorting the packs' trailers"))?;
         }
-        if !unreadable {
-            for c in &checked.bad {
-                damage.chunk(id, *c);
-            }
-        }
+        // Chunks whose trailer entry fails go into `damage` once the index has been read
+        // (`settle_bad_entries`): the trailer may be what is wrong.
         infos.insert(
             id,
             PackInfo {
@@ -336,6 +332,62 @@ pub(super) async fn salvage(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// The trailer entries of present packs whose chunk failed its check: each is checked again
+/// where the index places it in that pack. A chunk intact there is usable, and the pack's
+/// trailer is what is damaged (defect of 2026-11-24: a trailer entry moved by one byte made
+/// verify register an intact chunk as damaged, and restore then refused it). The others go
+/// into `damage`.
+pub(super) async fn settle_bad_entries(
+    stanza: &Stanza,
+    files: &[SegmentFile],
+    infos: &mut HashMap<PackId, PackInfo>,
+    damage: &mut Damage,
+) -> Result<()> {
+    for (pack, info) in infos.iter_mut() {
+        if info.unreadable || info.trailer_lost || info.bad.is_empty() {
+            continue;
+        }
+        let key = stanza.pack_key(pack)?;
+        let mut still_bad = Vec::new();
+        let mut intact = 0usize;
+        for chunk in std::mem::take(&mut info.bad) {
+            let place = files.iter().find_map(|f| match f.get(&chunk) {
+                Ok(Some((p, loc))) if p == *pack => Some(loc),
+                _ => None,
+            });
+            let ok = match place {
+                Some(loc) => {
+                    let start = loc.offset as u64;
+                    match stanza
+                        .store()
+                        .get(&key, Some(start..start + loc.stored_len as u64))
+                        .await
+                    {
+                        Ok(stored) => {
+                            restore::open_chunk(key.as_str(), &chunk, &loc, &stored).is_ok()
+                        }
+                        Err(_) => false,
+                    }
+                }
+                None => false,
+            };
+            if ok {
+                intact += 1;
+            } else {
+                damage.chunk(*pack, chunk);
+                still_bad.push(chunk);
+            }
+        }
+        if intact > 0 && still_bad.is_empty() {
+            info.damage = Some(format!(
+                "its trailer is damaged: it places {intact} chunk(s) where they are not, but they are intact where the index places them and stay usable (`stanza-repair` cannot index this pack from its trailer)"
+            ));
+        }
+        info.bad = still_bad;
     }
     Ok(())
 }
