@@ -267,11 +267,12 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn segment(ids: &[u8], pack: PackId) -> Segment {
+    /// A segment placing the chunk of each byte in `ids` in `pack` (tests of the index).
+    pub(crate) fn segment(ids: &[u8], pack: PackId) -> Segment {
         let mut entries: Vec<_> = ids
             .iter()
             .map(|b| {

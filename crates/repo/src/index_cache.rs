@@ -373,26 +373,7 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn segment(ids: &[u8], pack: PackId) -> Segment {
-        let mut entries: Vec<_> = ids
-            .iter()
-            .map(|b| {
-                let loc = Location {
-                    pack: 0,
-                    offset: *b as u32 * 10,
-                    stored_len: 5,
-                    raw_len: 9,
-                };
-                (ChunkId::of(&[*b]), loc)
-            })
-            .collect();
-        entries.sort_by_key(|a| a.0);
-        Segment {
-            packs: vec![pack],
-            entries,
-        }
-    }
+    use crate::index::tests::segment;
 
     /// The first copy of each chunk goes into the file, further copies into layers; records
     /// of packs `keep` refuses go; a segment given twice counts once; the file is a segment
