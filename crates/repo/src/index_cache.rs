@@ -124,15 +124,7 @@ impl SegmentCache {
                 }
             }
         }
-        // Fetched and checked against its name just now; a cache removed meanwhile (it may
-        // be, at any time) is made again once.
-        match self.fetch(store, &meta.key, meta.size, &path).await {
-            Err(Error::Io { .. }) => {
-                self.fetch(store, &meta.key, meta.size, &path).await?;
-            }
-            other => other?,
-        }
-        SegmentFile::open(meta.key.as_str(), &path, None)
+        self.fetch_open(store, meta, &path).await
     }
 
     /// The segment object `meta` read from the repository again whatever the cache holds, and
@@ -142,14 +134,23 @@ impl SegmentCache {
         store: &Arc<dyn Storage>,
         meta: &ObjectMeta,
     ) -> Result<SegmentFile> {
-        let path = self.dir.join(meta.key.name());
-        match self.fetch(store, &meta.key, meta.size, &path).await {
-            Err(Error::Io { .. }) => {
-                self.fetch(store, &meta.key, meta.size, &path).await?;
-            }
+        self.fetch_open(store, meta, &self.dir.join(meta.key.name()))
+            .await
+    }
+
+    /// Fetch `meta` to `path` (checked against its name) and open it; a cache removed
+    /// meanwhile (it may be, at any time) is made again once.
+    async fn fetch_open(
+        &self,
+        store: &Arc<dyn Storage>,
+        meta: &ObjectMeta,
+        path: &Path,
+    ) -> Result<SegmentFile> {
+        match self.fetch(store, &meta.key, meta.size, path).await {
+            Err(Error::Io { .. }) => self.fetch(store, &meta.key, meta.size, path).await?,
             other => other?,
         }
-        SegmentFile::open(meta.key.as_str(), &path, None)
+        SegmentFile::open(meta.key.as_str(), path, None)
     }
 
     /// Copy the object at `key` to `path` in ranges of 8 MiB, checking it against its name.

@@ -138,7 +138,6 @@ pub fn parse_manifest(k: &Key) -> Option<BackupLabel> {
     }
 }
 
-/// The pack this key names (by its file name, whatever directory it sits in).
 /// The pack at `k`, only where `pack` puts it (`.../pack/<first two hex digits>/<id>`): a pack
 /// anywhere else is not found by restore, so it must not count as present for anything
 /// (defect of 2026-11-24: verify passed and backups deduplicated against a pack moved into

@@ -153,7 +153,7 @@ impl StanzaSpool {
         Some(Outcome::Failed(text))
     }
 
-    /// Remove results for segments no longer queued (`keep`), and stale temporary files.
+    /// Remove results for segments no longer queued (`keep`).
     pub fn clean(&self, keep: &std::collections::HashSet<String>) {
         for e in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();

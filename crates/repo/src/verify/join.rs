@@ -37,7 +37,8 @@ pub(super) struct BadRecords {
 /// Walk every record of `files` beside `trailers`. A record naming a pack that is missing or
 /// could not be read is left to the backups' check (its chunks are not usable); one naming a
 /// pack whose trailer is lost was checked by salvage. Every other record must match an entry
-/// of its pack's trailer exactly; one that does not is recorded in `damage` and returned.
+/// of its pack's trailer exactly; one that does not is returned (past `BAD_RECORDS_KEPT`,
+/// only counted and recorded in `damage`).
 pub(super) fn check_records(
     files: &[SegmentFile],
     mut trailers: Sorted<TrailerRec>,

@@ -177,19 +177,10 @@ pub async fn verify(
     let mut bad_trailers: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut intact = Vec::new();
     for (chunk, b) in &bad_records.by_chunk {
-        let key = stanza.pack_key(&b.pack)?;
-        let start = b.loc.offset as u64;
-        let ok = match store
-            .get(&key, Some(start..start + b.loc.stored_len as u64))
-            .await
-        {
-            Ok(stored) => restore::open_chunk(key.as_str(), chunk, &b.loc, &stored).is_ok(),
-            Err(_) => false,
-        };
-        if ok {
+        if packs::intact_at(stanza, &b.pack, chunk, &b.loc).await? {
             intact.push(*chunk);
             bad_trailers
-                .entry(key.to_string())
+                .entry(stanza.pack_key(&b.pack)?.to_string())
                 .or_default()
                 .push(chunk.to_string());
         } else {

@@ -351,7 +351,6 @@ pub(super) async fn settle_bad_entries(
         if info.unreadable || info.trailer_lost || info.bad.is_empty() {
             continue;
         }
-        let key = stanza.pack_key(pack)?;
         let mut still_bad = Vec::new();
         let mut intact = 0usize;
         for chunk in std::mem::take(&mut info.bad) {
@@ -360,19 +359,7 @@ pub(super) async fn settle_bad_entries(
                 _ => None,
             });
             let ok = match place {
-                Some(loc) => {
-                    let start = loc.offset as u64;
-                    match stanza
-                        .store()
-                        .get(&key, Some(start..start + loc.stored_len as u64))
-                        .await
-                    {
-                        Ok(stored) => {
-                            restore::open_chunk(key.as_str(), &chunk, &loc, &stored).is_ok()
-                        }
-                        Err(_) => false,
-                    }
-                }
+                Some(loc) => intact_at(stanza, pack, &chunk, &loc).await?,
                 None => false,
             };
             if ok {
@@ -390,4 +377,26 @@ pub(super) async fn settle_bad_entries(
         info.bad = still_bad;
     }
     Ok(())
+}
+
+/// Whether `chunk` is intact at `loc` in `pack` (one ranged read, then length, decompression
+/// and BLAKE3); a read that fails counts as not intact.
+pub(super) async fn intact_at(
+    stanza: &Stanza,
+    pack: &PackId,
+    chunk: &ChunkId,
+    loc: &Location,
+) -> Result<bool> {
+    let key = stanza.pack_key(pack)?;
+    let start = loc.offset as u64;
+    Ok(
+        match stanza
+            .store()
+            .get(&key, Some(start..start + loc.stored_len as u64))
+            .await
+        {
+            Ok(stored) => restore::open_chunk(key.as_str(), chunk, loc, &stored).is_ok(),
+            Err(_) => false,
+        },
+    )
 }
