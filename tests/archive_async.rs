@@ -97,14 +97,15 @@ fn killed_at_random_moments_async_archiving_never_acknowledges_a_segment_it_did_
     // Kill the background workers (what pushes and acknowledges) at random moments
     // meanwhile. (Not the calls themselves: PostgreSQL restarts its archiver, after 10 s,
     // when archive_command dies by a signal, and a dead call acknowledges nothing anyway.)
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let kills = std::sync::Arc::new(AtomicUsize::new(0));
     let killer = {
-        let stop = stop.clone();
+        let (stop, kills) = (stop.clone(), kills.clone());
         let spool = spool.display().to_string();
         std::thread::spawn(move || {
             let mut seed = 0x2545F4914F6CDD1Du64;
-            let mut kills = 0;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
@@ -115,19 +116,21 @@ fn killed_at_random_moments_async_archiving_never_acknowledges_a_segment_it_did_
                         .status()
                         .is_ok_and(|s| s.success())
                     {
-                        kills += 1;
+                        kills.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
-            kills
         })
     };
-    // Segments keep coming for a few seconds; whatever PostgreSQL has been told is archived
+    // Segments keep coming for a few seconds, and until a few workers were killed (workers
+    // live briefly: a short run may kill none); whatever PostgreSQL has been told is archived
     // at any moment must be in the repository.
     let mut last = String::new();
     let mut told = String::new();
-    let until = Instant::now() + Duration::from_secs(6);
-    while Instant::now() < until {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(6)
+        || (kills.load(Ordering::Relaxed) < 3 && start.elapsed() < Duration::from_secs(60))
+    {
         last = make_segments(&c, 1)?;
         let now = c.sql("select coalesce(last_archived_wal, '') from pg_stat_archiver")?;
         if !now.is_empty() && now != told {
@@ -140,8 +143,9 @@ fn killed_at_random_moments_async_archiving_never_acknowledges_a_segment_it_did_
             told = now;
         }
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let kills = killer.join().map_err(|_| "killer thread")?;
+    stop.store(true, Ordering::Relaxed);
+    killer.join().map_err(|_| "killer thread")?;
+    let kills = kills.load(Ordering::Relaxed);
     // Then archiving catches up, with no hole.
     c.wait_archived(&last)?;
     for name in segments_up_to(&last)? {
