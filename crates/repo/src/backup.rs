@@ -12,7 +12,10 @@ use crate::index::{Index, Location, Segment};
 use crate::lock::Lock;
 use crate::manifest::{Content, EntryKind, FileEntry, Manifest};
 use crate::pack::PackEntry;
-use crate::pipeline::{self, Opener, Outcome, PipelineConfig, Progress, ReadItem, VanishPolicy};
+use crate::pages::PageProbe;
+use crate::pipeline::{
+    self, Opener, Outcome, PagePlan, PipelineConfig, Progress, ReadItem, VanishPolicy,
+};
 use crate::repository::Stanza;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -70,6 +73,7 @@ pub struct BackupJob {
     entries: Vec<FileEntry>,
     packs: Vec<(crate::ids::PackId, Vec<PackEntry>)>,
     delta_bytes: u64,
+    probe: Option<Arc<dyn PageProbe>>,
 }
 
 impl BackupJob {
@@ -90,6 +94,7 @@ impl BackupJob {
                 entries: Vec::new(),
                 packs: Vec::new(),
                 delta_bytes: 0,
+                probe: None,
             }),
             Err(e) => {
                 let _ = lock.release().await;
@@ -176,6 +181,17 @@ impl BackupJob {
         Ok((label, start, parent, parent_files, index))
     }
 
+    /// The backup this one is based on (None for a full).
+    pub fn parent(&self) -> Option<&BackupRecord> {
+        self.parent.as_ref()
+    }
+
+    /// How paged files (`ChunkPolicy::Pages { probe: true, .. }`) tell which pages may have
+    /// changed since the parent: the engine knows, for the parent it was given.
+    pub fn set_page_probe(&mut self, probe: Arc<dyn PageProbe>) {
+        self.probe = Some(probe);
+    }
+
     /// Whether `e` can be taken from the parent without reading it.
     fn unchanged(&self, e: &FileEntry) -> bool {
         let (Some(parent), false) = (&self.parent, self.opts.delta) else {
@@ -190,10 +206,8 @@ impl BackupJob {
                 && p.mtime_ns == e.mtime_ns
                 && (e.mtime_ns as i128) < trust_before_ns
                 // Never inherit chunks whose pack is gone: read the file again instead.
-                && match &p.content {
-                    Content::Chunks(c) => c.iter().all(|c| self.index.contains(&c.id)),
-                    _ => false,
-                }
+                && p.content.is_data()
+                && p.content.chunks().all(|c| self.index.contains(&c.id))
         })
     }
 
@@ -212,11 +226,26 @@ impl BackupJob {
                 (EntryKind::File, Some(open)) if !self.unchanged(&s.entry) => {
                     total += s.entry.size;
                     slots.push(self.entries.len());
+                    let pages = match s.policy {
+                        ChunkPolicy::Pages { page, probe } => Some(PagePlan {
+                            page_size: page,
+                            prior: match self.parent_files.get(&s.entry.path).map(|p| &p.content)
+                            {
+                                Some(Content::Pages { page_size, units }) if *page_size == page => {
+                                    units.clone()
+                                }
+                                _ => Vec::new(),
+                            },
+                            probe: self.probe.clone().filter(|_| probe),
+                        }),
+                        _ => None,
+                    };
                     items.push(ReadItem {
                         policy: s.policy,
                         origin: s.origin,
                         open,
                         watch: s.watch.take(),
+                        pages,
                     });
                     s.entry.content = Content::Chunks(Vec::new());
                 }
@@ -257,13 +286,13 @@ impl BackupJob {
         for (slot, outcome) in slots.into_iter().zip(out.outcomes) {
             match outcome {
                 Outcome::Read {
-                    chunks,
+                    content,
                     size,
                     changed,
                 } => {
                     let e = &mut self.entries[slot];
                     e.size = size;
-                    e.content = Content::Chunks(chunks);
+                    e.content = content;
                     if changed {
                         e.meta.insert(CHANGED_DURING_BACKUP.into(), "true".into());
                     }
@@ -353,16 +382,14 @@ impl BackupJob {
             }
             file_count += 1;
             size += e.size;
-            let chunks = match &e.content {
-                Content::Chunks(c) => c.as_slice(),
-                Content::Inherit => match self.parent_files.get(&e.path).map(|p| &p.content) {
-                    Some(Content::Chunks(c)) => c.as_slice(),
-                    _ => &[],
-                },
-                Content::None => &[],
+            let content = match &e.content {
+                Content::Inherit => self.parent_files.get(&e.path).map(|p| &p.content),
+                other => Some(other),
             };
-            chunk_count += chunks.len() as u64;
-            all_chunks.extend(chunks.iter().map(|c| c.id));
+            for c in content.into_iter().flat_map(|c| c.chunks()) {
+                chunk_count += 1;
+                all_chunks.insert(c.id);
+            }
         }
         let stored = |id: &ChunkId| {
             new_stored

@@ -13,8 +13,19 @@ use std::io::{self, Read};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ChunkPolicy {
-    Cdc { min: u32, avg: u32, max: u32 },
+    Cdc {
+        min: u32,
+        avg: u32,
+        max: u32,
+    },
     Fixed(u32),
+    /// A paged file (`crate::pages`): units of 128 pages of `page` bytes. `probe`: the job's
+    /// page probe tells its changed pages (`BackupJob::set_page_probe`); otherwise each unit
+    /// is stored whole.
+    Pages {
+        page: u32,
+        probe: bool,
+    },
 }
 
 pub const DEFAULT_CDC: ChunkPolicy = ChunkPolicy::Cdc {
@@ -28,6 +39,7 @@ impl ChunkPolicy {
         match *self {
             ChunkPolicy::Cdc { max, .. } => max as usize,
             ChunkPolicy::Fixed(n) => n as usize,
+            ChunkPolicy::Pages { page, .. } => (page * crate::pages::UNIT_PAGES) as usize,
         }
     }
 }
@@ -49,6 +61,14 @@ pub fn chunk_stream<R: Read>(
                 total += chunk.data.len() as u64;
                 emit(chunk.data)?;
             }
+        }
+        ChunkPolicy::Pages { .. } => {
+            // Read as fixed units when not read through the pipeline's unit planner.
+            return chunk_stream(
+                ChunkPolicy::Fixed(policy.max_chunk() as u32),
+                reader,
+                emit,
+            );
         }
         ChunkPolicy::Fixed(size) => loop {
             let mut buf = vec![0u8; size as usize];

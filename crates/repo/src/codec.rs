@@ -15,9 +15,10 @@ use std::io::{self, Write};
 
 /// The current format version of every sealed object kind.
 pub const FORMAT_VERSION: u16 = 1;
-/// The newest manifest version: 2 when a manifest holds hard links or special files (only
-/// then, so that such manifests alone are refused by an older cairn, as newer).
-pub const MANIFEST_FORMAT_VERSION: u16 = 2;
+/// The newest manifest version: 2 when a manifest holds hard links or special files, 3 when
+/// it holds paged content (only then, so that such manifests alone are refused by an older
+/// cairn, as newer).
+pub const MANIFEST_FORMAT_VERSION: u16 = 3;
 /// The newest catalog version: 2, a generation written compare-and-swap (format.md,
 /// "Catalog").
 pub const CATALOG_FORMAT_VERSION: u16 = 2;

@@ -11,7 +11,6 @@ use crate::ids::{ChunkId, PackId};
 use crate::index::Location;
 use crate::index_cache::SegmentCache;
 use crate::keys;
-use crate::manifest::Content;
 use crate::repository::Stanza;
 use crate::segment_file::{Merged, SegmentFile};
 use crate::storage::{Key, PutMode, StorageError};
@@ -180,11 +179,9 @@ async fn live_chunks(stanza: &Stanza, catalog: &Catalog) -> Result<SortedIds> {
             ))
         })?;
         for e in &m.entries {
-            if let Content::Chunks(chunks) = &e.content {
-                for c in chunks {
-                    live.push(c.id)
-                        .map_err(io("sorting the chunks kept backups need"))?;
-                }
+            for c in e.content.chunks() {
+                live.push(c.id)
+                    .map_err(io("sorting the chunks kept backups need"))?;
             }
         }
     }

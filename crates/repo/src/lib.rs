@@ -24,6 +24,7 @@ pub mod keys;
 pub mod lock;
 pub mod manifest;
 pub mod pack;
+pub mod pages;
 pub mod pipeline;
 pub mod repack;
 pub mod repair;

@@ -52,6 +52,27 @@ pub enum Content {
     Chunks(Vec<ChunkRef>),
     /// The same bytes as the same path in the parent backup.
     Inherit,
+    /// Manifest version 3: a file of pages in units of 128 pages (`crate::pages`).
+    Pages {
+        page_size: u32,
+        units: Vec<crate::pages::Unit>,
+    },
+}
+
+impl Content {
+    /// Every chunk the content needs, in file order (a unit's base before its delta).
+    pub fn chunks(&self) -> Box<dyn Iterator<Item = &ChunkRef> + '_> {
+        match self {
+            Content::Chunks(c) => Box::new(c.iter()),
+            Content::Pages { units, .. } => Box::new(units.iter().flat_map(|u| u.chunks())),
+            Content::None | Content::Inherit => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// Whether this is a file's stored content (not `None` or `Inherit`).
+    pub fn is_data(&self) -> bool {
+        matches!(self, Content::Chunks(_) | Content::Pages { .. })
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -93,11 +114,18 @@ impl Manifest {
         out
     }
 
-    /// Version 1 unless an entry needs version 2 (hard links, FIFOs, devices): manifests
-    /// without them stay readable by an older cairn.
+    /// Version 3 when an entry has paged content, else 2 when one needs version 2 (hard
+    /// links, FIFOs, devices), else 1: manifests stay readable by an older cairn unless they
+    /// need what it cannot read.
     pub fn format_version(&self) -> u16 {
-        if self.entries.iter().any(|e| e.kind.needs_v2()) {
-            codec::MANIFEST_FORMAT_VERSION
+        if self
+            .entries
+            .iter()
+            .any(|e| matches!(e.content, Content::Pages { .. }))
+        {
+            3
+        } else if self.entries.iter().any(|e| e.kind.needs_v2()) {
+            2
         } else {
             codec::FORMAT_VERSION
         }
@@ -247,7 +275,7 @@ pub fn resolve_next(current: Vec<FileEntry>, m: Manifest) -> Result<Vec<FileEntr
     for mut e in m.entries {
         if e.content == Content::Inherit {
             match parent.remove(e.path.as_slice()) {
-                Some(c @ Content::Chunks(_)) => e.content = c,
+                Some(c) if c.is_data() => e.content = c,
                 _ => {
                     return Err(Error::corrupt(
                         format!("manifest of {}", m.record.label),
@@ -267,6 +295,14 @@ pub fn resolve_next(current: Vec<FileEntry>, m: Manifest) -> Result<Vec<FileEntr
 /// Every resolved file's chunks add up to its size.
 pub fn check_sizes(entries: &[FileEntry], last: &crate::ids::BackupLabel) -> Result<()> {
     for e in entries {
+        if let Content::Pages { page_size, units } = &e.content {
+            crate::pages::check_units(*page_size, units, e.size).map_err(|why| {
+                Error::corrupt(
+                    format!("manifest of {last}"),
+                    format!("'{}' is damaged: {why}", e.display_path()),
+                )
+            })?;
+        }
         if let Content::Chunks(chunks) = &e.content {
             let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
             if total != e.size {

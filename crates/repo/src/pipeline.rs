@@ -13,8 +13,9 @@ use crate::chunker::{ChunkPolicy, chunk_stream};
 use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
 use crate::index::Index;
-use crate::manifest::ChunkRef;
+use crate::manifest::{ChunkRef, Content};
 use crate::pack::{PackBuilder, PackEntry, SealedChunk};
+use crate::pages::{self, Delta, PageProbe, Planned, Unit};
 use crate::storage::{Key, PutMode, Storage, StorageError};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -53,6 +54,19 @@ pub struct ReadItem {
     pub open: Opener,
     /// For a file that may change while it is read: how to tell, and how to read it again.
     pub watch: Option<Watch>,
+    /// For a paged file (`crate::pages`): read in units, planned against the parent's units.
+    /// `policy` is then not used.
+    pub pages: Option<PagePlan>,
+}
+
+/// How a paged file is read: its page size, the parent backup's units of the same file, and
+/// the engine's way of telling a page that may have changed since (None: every unit of the
+/// file is stored whole, deduplicated by its name).
+#[derive(Debug)]
+pub struct PagePlan {
+    pub page_size: u32,
+    pub prior: Vec<Unit>,
+    pub probe: Option<Arc<dyn PageProbe>>,
 }
 
 /// What identifies a file's contents without reading them: size, mtime and ctime (ns).
@@ -87,7 +101,7 @@ pub enum Outcome {
     /// `changed`: the file still changed while it was read the last time it was tried, so
     /// its bytes may mix old and new contents.
     Read {
-        chunks: Vec<ChunkRef>,
+        content: Content,
         size: u64,
         changed: bool,
     },
@@ -111,17 +125,41 @@ pub struct PipelineOutput {
     pub bytes_read: u64,
 }
 
-/// A file being collected: chunk refs by position, and (size, chunk count, changed) once read.
-type Partial = (Vec<Option<ChunkRef>>, Option<(u64, usize, bool)>);
-/// A raw chunk: item, attempt, position, bytes.
-type Raw = (usize, u32, usize, Vec<u8>);
+/// A file being collected: its parts by position, and its end once read.
+type Partial = (Vec<Option<Part>>, Option<End>);
+/// A raw piece: item, attempt, position, what to store.
+type Raw = (usize, u32, usize, Piece);
+
+/// What the reader hands the workers.
+#[derive(Debug)]
+enum Piece {
+    /// A chunk's bytes.
+    Bytes(Vec<u8>),
+    /// A paged file's unit, as planned.
+    Unit(Planned),
+}
+
+/// What a worker hands the collector.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    Chunk(ChunkRef),
+    Unit(Unit),
+}
+
+#[derive(Clone, Copy, Debug)]
+struct End {
+    size: u64,
+    count: usize,
+    changed: bool,
+    page_size: Option<u32>,
+}
 
 enum Msg {
     Chunk {
         item: usize,
         attempt: u32,
         pos: usize,
-        r: ChunkRef,
+        r: Part,
     },
     /// The item is being read again from the start: drop what earlier attempts sent.
     Restart {
@@ -135,11 +173,7 @@ enum Msg {
 }
 
 enum EndKind {
-    Read {
-        size: u64,
-        count: usize,
-        changed: bool,
-    },
+    Read(End),
     Vanished,
 }
 
@@ -196,7 +230,17 @@ pub fn run(
         // Reader: one file at a time, chunked by its policy.
         let reader_msg = msg_tx.clone();
         let shared_r = &shared;
-        s.spawn(move || read_all(items, cfg.vanish, raw_tx, reader_msg, shared_r, progress));
+        s.spawn(move || {
+            read_all(
+                items,
+                cfg.vanish,
+                known,
+                raw_tx,
+                reader_msg,
+                shared_r,
+                progress,
+            )
+        });
 
         // CPU workers on the rayon pool.
         for _ in 0..workers {
@@ -249,29 +293,21 @@ pub fn run(
                 }
                 Msg::End {
                     item,
-                    outcome:
-                        EndKind::Read {
-                            size,
-                            count,
-                            changed,
-                        },
+                    outcome: EndKind::Read(end),
                 } => {
-                    bytes_read += size;
-                    partial.entry(item).or_default().1 = Some((size, count, changed));
+                    bytes_read += end.size;
+                    partial.entry(item).or_default().1 = Some(end);
                     item
                 }
             };
             let done = partial.get(&item).is_some_and(|(refs, end)| {
-                end.is_some_and(|(_, count, _)| {
-                    refs.len() == count && refs.iter().all(Option::is_some)
-                })
+                end.is_some_and(|e| refs.len() == e.count && refs.iter().all(Option::is_some))
             });
-            if done && let Some((refs, Some((size, _, changed)))) = partial.remove(&item) {
-                let chunks = refs.into_iter().flatten().collect();
+            if done && let Some((parts, Some(end))) = partial.remove(&item) {
                 outcomes[item] = Some(Outcome::Read {
-                    chunks,
-                    size,
-                    changed,
+                    content: assemble(parts.into_iter().flatten(), end.page_size),
+                    size: end.size,
+                    changed: end.changed,
                 });
             }
         }
@@ -313,9 +349,33 @@ pub fn run(
     })
 }
 
+/// A file's content from its parts, in order.
+fn assemble(parts: impl Iterator<Item = Part>, page_size: Option<u32>) -> Content {
+    match page_size {
+        Some(page_size) => Content::Pages {
+            page_size,
+            units: parts
+                .filter_map(|p| match p {
+                    Part::Unit(u) => Some(u),
+                    Part::Chunk(_) => None,
+                })
+                .collect(),
+        },
+        None => Content::Chunks(
+            parts
+                .filter_map(|p| match p {
+                    Part::Chunk(c) => Some(c),
+                    Part::Unit(_) => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
 fn read_all(
     items: Vec<ReadItem>,
     vanish: VanishPolicy,
+    known: &Index,
     raw_tx: Sender<Raw>,
     msg_tx: Sender<Msg>,
     shared: &Shared,
@@ -328,6 +388,7 @@ fn read_all(
             origin,
             open,
             watch,
+            pages,
         },
     ) in items.into_iter().enumerate()
     {
@@ -354,8 +415,12 @@ fn read_all(
         let mut attempt = 0u32;
         loop {
             let Some(r) = reader.take() else { return };
+            let how = match &pages {
+                Some(plan) => How::Pages(plan, known),
+                None => How::Chunks(policy),
+            };
             let Some((size, count)) =
-                read_one(item, attempt, policy, r, &origin, &raw_tx, shared, progress)
+                read_one(item, attempt, how, r, &origin, &raw_tx, shared, progress)
             else {
                 return;
             };
@@ -380,11 +445,12 @@ fn read_all(
             }
             let _ = msg_tx.send(Msg::End {
                 item,
-                outcome: EndKind::Read {
+                outcome: EndKind::Read(End {
                     size,
                     count,
                     changed,
-                },
+                    page_size: pages.as_ref().map(|p| p.page_size),
+                }),
             });
             break;
         }
@@ -400,13 +466,60 @@ fn open_error(origin: &str, e: io::Error) -> Error {
     Error::io(what, e)
 }
 
-/// Chunk one attempt at reading an item into the workers' channel; None when the backup
+/// How an item is cut into pieces.
+enum How<'a> {
+    Chunks(ChunkPolicy),
+    Pages(&'a PagePlan, &'a Index),
+}
+
+/// Read a paged file unit by unit, planning each against the parent's unit at its place.
+fn read_units(
+    plan: &PagePlan,
+    known: &Index,
+    mut reader: impl Read,
+    mut emit: impl FnMut(Piece, usize) -> io::Result<()>,
+) -> io::Result<u64> {
+    let unit = (plan.page_size * pages::UNIT_PAGES) as usize;
+    let usable = |c: &ChunkRef| known.contains(&c.id);
+    let mut total = 0u64;
+    for k in 0.. {
+        let mut buf = vec![0u8; unit];
+        let mut filled = 0;
+        while filled < unit {
+            match reader.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        total += filled as u64;
+        let planned = pages::plan_unit(
+            plan.page_size,
+            buf,
+            plan.prior.get(k),
+            plan.probe.as_deref(),
+            &usable,
+        );
+        emit(Piece::Unit(planned), filled)?;
+        if filled < unit {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Cut one attempt at reading an item into the workers' channel; None when the backup
 /// failed or was aborted.
 #[allow(clippy::too_many_arguments)]
 fn read_one(
     item: usize,
     attempt: u32,
-    policy: ChunkPolicy,
+    how: How,
     reader: Box<dyn Read + Send>,
     origin: &str,
     raw_tx: &Sender<Raw>,
@@ -414,19 +527,26 @@ fn read_one(
     progress: &dyn Progress,
 ) -> Option<(u64, usize)> {
     let mut pos = 0usize;
-    let result = chunk_stream(policy, reader, |data| {
+    let mut send = |piece: Piece, len: usize| {
         if shared.aborted() {
             return Err(io::Error::other("backup aborted"));
         }
         if attempt == 0 {
-            progress.advance(data.len() as u64);
+            progress.advance(len as u64);
         }
         raw_tx
-            .send((item, attempt, pos, data))
+            .send((item, attempt, pos, piece))
             .map_err(|_| io::Error::other("backup aborted"))?;
         pos += 1;
         Ok(())
-    });
+    };
+    let result = match how {
+        How::Chunks(policy) => chunk_stream(policy, reader, |data| {
+            let len = data.len();
+            send(Piece::Bytes(data), len)
+        }),
+        How::Pages(plan, known) => read_units(plan, known, reader, send),
+    };
     match result {
         Ok(size) => Some((size, pos)),
         Err(e) => {
@@ -447,11 +567,9 @@ fn work(
     shared: &Shared,
     level: i32,
 ) {
-    for (item, attempt, pos, data) in raw_rx {
-        if shared.aborted() {
-            continue; // drain so the reader never blocks forever
-        }
-        let id = ChunkId::of(&data);
+    // Store a chunk unless the repository or this backup has it; None when the backup fails.
+    let store = |data: &[u8]| -> Option<ChunkRef> {
+        let id = ChunkId::of(data);
         // A poisoned set (a worker panicked) must fail the backup: treating the chunk as
         // already stored would record a backup that references bytes nobody wrote.
         let is_new = if known.contains(&id) {
@@ -463,18 +581,52 @@ fn work(
                     shared.fail(Error::Invalid(
                         "a backup worker panicked; the backup is abandoned".into(),
                     ));
-                    continue;
+                    return None;
                 }
             }
         };
-        if is_new && pack_tx.send(SealedChunk::seal(id, &data, level)).is_err() {
+        if is_new && pack_tx.send(SealedChunk::seal(id, data, level)).is_err() {
             shared.fail(Error::Invalid("the packer stopped early".into()));
-            continue;
+            return None;
         }
-        let r = ChunkRef {
+        Some(ChunkRef {
             id,
             len: data.len() as u32,
+        })
+    };
+    for (item, attempt, pos, piece) in raw_rx {
+        if shared.aborted() {
+            continue; // drain so the reader never blocks forever
+        }
+        let r = match piece {
+            Piece::Bytes(data) => store(&data).map(Part::Chunk),
+            Piece::Unit(Planned::Keep(u)) => Some(Part::Unit(u)),
+            Piece::Unit(Planned::Cut { len, base }) => Some(Part::Unit(Unit {
+                len,
+                base,
+                delta: None,
+            })),
+            Piece::Unit(Planned::Base(data)) => store(&data).map(|base| {
+                Part::Unit(Unit {
+                    len: base.len,
+                    base,
+                    delta: None,
+                })
+            }),
+            Piece::Unit(Planned::Delta {
+                len,
+                base,
+                pages,
+                bytes,
+            }) => store(&bytes).map(|chunk| {
+                Part::Unit(Unit {
+                    len,
+                    base,
+                    delta: Some(Delta { pages, chunk }),
+                })
+            }),
         };
+        let Some(r) = r else { continue };
         if msg_tx
             .send(Msg::Chunk {
                 item,
@@ -575,7 +727,7 @@ mod tests {
         let (raw_tx, raw_rx) = bounded::<Raw>(1);
         let (msg_tx, msg_rx) = bounded::<Msg>(4);
         let (pack_tx, pack_rx) = bounded::<SealedChunk>(4);
-        let sent = raw_tx.send((0, 0, 0, vec![7u8; 4096]));
+        let sent = raw_tx.send((0, 0, 0, Piece::Bytes(vec![7u8; 4096])));
         assert!(sent.is_ok());
         drop(raw_tx);
         work(
@@ -607,6 +759,7 @@ mod tests {
                 None => Err(io::Error::other("opened twice")),
             }),
             watch: None,
+            pages: None,
         }
     }
 
@@ -667,13 +820,13 @@ mod tests {
         match (&out.outcomes[0], &out.outcomes[2]) {
             (
                 Outcome::Read {
-                    chunks: a,
+                    content: Content::Chunks(a),
                     size: 3_000_000,
                     changed: false,
                 },
-                Outcome::Read { chunks: b, .. },
+                Outcome::Read { content: b, .. },
             ) => {
-                assert_eq!(a, b);
+                assert_eq!(&Content::Chunks(a.clone()), b);
                 assert_eq!(stored, a.len());
             }
             other => panic!("unexpected outcomes {other:?}"),
@@ -729,6 +882,7 @@ mod tests {
                 }),
                 reopen: Box::new(open),
             }),
+            pages: None,
         }
     }
 
@@ -739,13 +893,13 @@ mod tests {
         let out = run_items(vec![watched(vec![old, new.clone()], 1)], VanishPolicy::Fail)?;
         match &out.outcomes[0] {
             Outcome::Read {
-                chunks,
+                content,
                 size,
                 changed,
             } => {
                 assert_eq!(*size, 2_000_000, "the second read is what is kept");
                 assert!(!changed, "the second read was stable");
-                let len: u64 = chunks.iter().map(|c| c.len as u64).sum();
+                let len: u64 = content.chunks().map(|c| c.len as u64).sum();
                 assert_eq!(
                     len, 2_000_000,
                     "no chunk of the first read is left in the file"

@@ -16,7 +16,7 @@ use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::ids::{BackupLabel, ChunkId, PackId};
 use crate::index::{Location, Segment};
-use crate::manifest::{self, Content, Manifest};
+use crate::manifest::{self, Manifest};
 use crate::pack::{self, PACK_FOOTER_LEN};
 use crate::repository::Stanza;
 use crate::storage::ObjectMeta;
@@ -109,12 +109,11 @@ async fn rebuild(stanza: &Stanza, lock: &crate::lock::Lock) -> Result<RepairRepo
                 continue;
             }
         };
-        let lost = entries.iter().find_map(|e| match &e.content {
-            Content::Chunks(c) => c
-                .iter()
+        let lost = entries.iter().find_map(|e| {
+            e.content
+                .chunks()
                 .find(|c| !index.contains(&c.id))
-                .map(|c| (e.display_path(), c.id)),
-            _ => None,
+                .map(|c| (e.display_path(), c.id))
         });
         if let Some((path, id)) = lost {
             let why = format!("chunk {id} of '{path}' is in no present pack");

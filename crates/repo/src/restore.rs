@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::ids::{ChunkId, PackId};
 use crate::index::{Index, Location};
 use crate::manifest::ChunkRef;
+use crate::pages::Shape;
 use crate::pipeline::Progress;
 use crate::repository::Stanza;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -38,7 +39,12 @@ pub struct Placement {
     pub target: usize,
     pub offset: u64,
     pub chunk: ChunkRef,
+    /// Which of the chunk's bytes go where (a paged file's unit base or delta, `pages`).
+    pub shape: Shape,
 }
+
+/// One use of a chunk: target, offset, shape.
+type Use = (usize, u64, Shape);
 
 /// Decode a stored chunk located through the index and check it against its name.
 pub fn open_chunk(object: &str, id: &ChunkId, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
@@ -80,7 +86,7 @@ struct Request {
 
 fn plan(
     index: &Index,
-    needed: &HashMap<ChunkId, Vec<(usize, u64)>>,
+    needed: &HashMap<ChunkId, Vec<Use>>,
     sink: &dyn WriteAt,
 ) -> Result<Vec<Request>> {
     let mut by_pack: BTreeMap<PackId, Vec<(ChunkId, Location)>> = BTreeMap::new();
@@ -88,7 +94,7 @@ fn plan(
         let (pack, loc) = index.get(id).ok_or_else(|| {
             let file = uses
                 .first()
-                .map(|(t, _)| sink.describe(*t))
+                .map(|(t, _, _)| sink.describe(*t))
                 .unwrap_or_default();
             Error::corrupt(
                 format!("chunk {id}"),
@@ -154,10 +160,10 @@ pub async fn fetch_positioned(
     sink: Arc<dyn WriteAt>,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
-    let mut needed: HashMap<ChunkId, Vec<(usize, u64)>> = HashMap::new();
+    let mut needed: HashMap<ChunkId, Vec<Use>> = HashMap::new();
     let mut total = 0u64;
     for p in placements {
-        total += p.chunk.len as u64;
+        total += p.shape.written(p.chunk.len as usize);
         if let Some((_, loc)) = index.get(&p.chunk.id) {
             check_len(&p.chunk, &loc)
                 .map_err(|why| Error::corrupt(sink.describe(p.target), why))?;
@@ -165,7 +171,7 @@ pub async fn fetch_positioned(
         needed
             .entry(p.chunk.id)
             .or_default()
-            .push((p.target, p.offset));
+            .push((p.target, p.offset, p.shape));
     }
     progress.set_total(total);
     let requests = plan(index, &needed, sink.as_ref())?;
@@ -206,11 +212,17 @@ pub async fn fetch_positioned(
                         Error::corrupt(&object, format!("chunk {id} lies past the end of the pack"))
                     })?;
                     let plain = open_chunk(&object, id, loc, stored)?;
-                    for (target, offset) in needed.get(id).map(Vec::as_slice).unwrap_or(&[]) {
-                        sink.write_at(*target, *offset, &plain).map_err(|e| {
-                            Error::io(format!("cannot write {}", sink.describe(*target)), e)
-                        })?;
-                        progress.advance(plain.len() as u64);
+                    for (target, offset, shape) in
+                        needed.get(id).map(Vec::as_slice).unwrap_or(&[])
+                    {
+                        for (at, range) in shape.pieces(plain.len()) {
+                            let n = range.len() as u64;
+                            sink.write_at(*target, *offset + at, &plain[range])
+                                .map_err(|e| {
+                                    Error::io(format!("cannot write {}", sink.describe(*target)), e)
+                                })?;
+                            progress.advance(n);
+                        }
                     }
                 }
                 Ok(())

@@ -6,6 +6,7 @@
 
 use super::datadir::{self, BadPages};
 use super::identity::Identity;
+use super::page_probe;
 use super::session::{self, BackupSession, Connection};
 use super::wal::{WalFileName, XLogFileName};
 use cairn_repo::backup::{BackupJob, BackupOptions, SourceEntry};
@@ -119,6 +120,19 @@ async fn run(
         session.start_wal,
         session.start_lsn
     );
+    if let Some(parent) = job.parent() {
+        match page_probe::for_parent(
+            &parent.meta,
+            identity.system_id,
+            session.timeline,
+            session.start_lsn,
+        ) {
+            Ok(probe) => job.set_page_probe(Arc::new(probe)),
+            Err(why) => tracing::info!(
+                "{why}: changed relation files are stored in whole units, not page by page"
+            ),
+        }
+    }
     let bad: BadPages = Default::default();
     let (path, start_lsn, checksums, relseg) = (
         pg.pg_path.clone(),

@@ -2,16 +2,17 @@
 //! reduced to their init forks, tablespaces followed), the chunking policy per file, and a
 //! reader that validates page checksums as relation files stream through it.
 //!
-//! Relation files are chunked in fixed 8 KiB blocks, one PostgreSQL page each: PostgreSQL
-//! updates pages in place, so a block changes exactly when its page does. Measured on
-//! PostgreSQL 15 relation files after a pgbench run that changed 6.6% of pages, the new bytes
-//! stored were 6.6% with 8 KiB blocks, 12.6% with 16 KiB, 63% with 128 KiB and 97% with 1 MiB
-//! content-defined chunks (../shared/DESIGN.md); 8 KiB is the only size that stores no more
-//! than what changed, at 48 bytes of index per block (0.6% of the data).
+//! Relation files are paged content (`cairn_repo::pages`): units of 128 pages (1 MiB),
+//! compressed, named and indexed whole, of which an incremental backup stores only the pages
+//! that may have changed since its parent (`page_probe`). Measured on PostgreSQL 15 relation
+//! files after a pgbench run that changed 6.6% of pages, 1 MiB content-defined chunks stored
+//! 97% of the bytes again, 8 KiB blocks 6.6% but at 48 bytes of index and 36 of manifest per
+//! page (../shared/DESIGN.md); units store the changed pages and cost that per MiB.
 
 use super::layout::{self, in_relation_dir, parse_rel_file};
 use super::lsn::Lsn;
 use super::page;
+use super::page_probe::page_lsn;
 use crate::tree::{self, TreePolicy};
 use cairn_repo::Result;
 use cairn_repo::backup::SourceEntry;
@@ -57,10 +58,13 @@ impl TreePolicy for PgPolicy {
     fn chunking(&self, rel: &[u8]) -> ChunkPolicy {
         let rel = String::from_utf8_lossy(rel);
         let name = rel.rsplit('/').next().unwrap_or("");
-        if in_relation_dir(&rel) && parse_rel_file(name).is_some() {
-            ChunkPolicy::Fixed(BLCKSZ)
-        } else {
-            DEFAULT_CDC
+        match parse_rel_file(name).filter(|_| in_relation_dir(&rel)) {
+            // Only main forks set a page's LSN on every change (see `page_probe`).
+            Some(r) => ChunkPolicy::Pages {
+                page: BLCKSZ,
+                probe: r.fork.is_none(),
+            },
+            None => DEFAULT_CDC,
         }
     }
 
@@ -152,7 +156,7 @@ pub fn sources(
                     offset: 0,
                     first_block,
                     start_lsn,
-                    page: Vec::new(),
+                    buf: Vec::new(),
                     served: 0,
                     bad,
                 }) as Box<dyn Read + Send>)
@@ -162,75 +166,80 @@ pub fn sources(
     Ok(entries)
 }
 
-/// Reads a relation file a page at a time and checks each page's checksum. A page that fails
-/// is read again (it may have been caught mid-write); a page that still fails is recorded as
-/// bad unless its LSN is at or after the backup's start, in which case WAL replay rewrites it.
+/// Reads a relation file a unit (128 pages) at a time and checks each page's checksum. A page
+/// that fails is read again (it may have been caught mid-write); a page that still fails is
+/// recorded as bad unless its LSN is at or after the backup's start, in which case WAL replay
+/// rewrites it.
 struct PageChecker {
     file: File,
     rel: String,
     offset: u64,
     first_block: u64,
     start_lsn: Lsn,
-    page: Vec<u8>,
+    buf: Vec<u8>,
     served: usize,
     bad: BadPages,
 }
 
-fn page_lsn(p: &[u8]) -> Lsn {
-    let hi = u32::from_le_bytes([p[0], p[1], p[2], p[3]]) as u64;
-    let lo = u32::from_le_bytes([p[4], p[5], p[6], p[7]]) as u64;
-    Lsn((hi << 32) | lo)
+/// Bytes read per call: one unit of paged content.
+const READ_SIZE: usize = (BLCKSZ * cairn_repo::pages::UNIT_PAGES) as usize;
+
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 impl PageChecker {
     fn fill(&mut self) -> io::Result<()> {
-        let mut page = vec![0u8; BLCKSZ as usize];
-        let mut n = 0;
-        while n < page.len() {
-            match self.file.read_at(&mut page[n..], self.offset + n as u64) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(READ_SIZE, 0);
+        let n = read_full_at(&self.file, &mut buf, self.offset)?;
+        buf.truncate(n);
+        let page = BLCKSZ as usize;
+        for (i, p) in buf.chunks_exact_mut(page).enumerate() {
+            let at = self.offset + (i * page) as u64;
+            let blkno = (self.first_block + at / BLCKSZ as u64) as u32;
+            if page::page_checksum_ok(p, blkno) {
+                continue;
             }
-        }
-        page.truncate(n);
-        if n == BLCKSZ as usize {
-            let blkno = (self.first_block + self.offset / BLCKSZ as u64) as u32;
-            if !page::page_checksum_ok(&page, blkno) {
-                let mut again = vec![0u8; BLCKSZ as usize];
-                let reread = self
-                    .file
-                    .read_at(&mut again, self.offset)
-                    .map(|k| k == again.len())
-                    .unwrap_or(false);
-                if reread && page::page_checksum_ok(&again, blkno) {
-                    page = again;
-                } else if page_lsn(&page) < self.start_lsn || self.start_lsn == Lsn(0) {
-                    tracing::warn!("invalid page checksum in {} block {blkno}", self.rel);
-                    if let Ok(mut bad) = self.bad.lock() {
-                        bad.entry(self.rel.clone()).or_default().push(blkno);
-                    }
+            let mut again = vec![0u8; page];
+            let reread = read_full_at(&self.file, &mut again, at)
+                .map(|k| k == page)
+                .unwrap_or(false);
+            if reread && page::page_checksum_ok(&again, blkno) {
+                p.copy_from_slice(&again);
+            } else if page_lsn(p) < self.start_lsn || self.start_lsn == Lsn(0) {
+                tracing::warn!("invalid page checksum in {} block {blkno}", self.rel);
+                if let Ok(mut bad) = self.bad.lock() {
+                    bad.entry(self.rel.clone()).or_default().push(blkno);
                 }
             }
         }
         self.offset += n as u64;
-        self.page = page;
+        self.buf = buf;
         self.served = 0;
         Ok(())
     }
 }
 
 impl Read for PageChecker {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.served == self.page.len() {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.served == self.buf.len() {
             self.fill()?;
-            if self.page.is_empty() {
+            if self.buf.is_empty() {
                 return Ok(0);
             }
         }
-        let n = buf.len().min(self.page.len() - self.served);
-        buf[..n].copy_from_slice(&self.page[self.served..self.served + n]);
+        let n = out.len().min(self.buf.len() - self.served);
+        out[..n].copy_from_slice(&self.buf[self.served..self.served + n]);
         self.served += n;
         Ok(n)
     }

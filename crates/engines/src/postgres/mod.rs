@@ -15,6 +15,7 @@ pub mod layout;
 pub mod lsn;
 pub mod options;
 pub mod page;
+pub mod page_probe;
 pub mod reach;
 pub mod restore;
 pub mod session;

@@ -172,6 +172,7 @@ pub async fn restore(
             target: 0,
             offset,
             chunk: *c,
+            shape: cairn_repo::pages::Shape::Whole,
         });
         offset += c.len as u64;
     }

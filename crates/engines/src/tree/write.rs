@@ -2,7 +2,8 @@
 
 use super::join;
 use super::meta::{chunk_matches, remove_path, remove_unlisted, set_meta, unsafe_geteuid};
-use cairn_repo::manifest::{Content, EntryKind, FileEntry};
+use cairn_repo::manifest::{ChunkRef, Content, EntryKind, FileEntry};
+use cairn_repo::pages::{self, Shape};
 use cairn_repo::restore::{Placement, WriteAt};
 use cairn_repo::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -168,22 +169,38 @@ impl TreeWriter {
                         .map_err(|err| Error::io(format!("cannot size {}", path.display()), err))?;
                     let target = w.files.len();
                     w.files.push(path);
-                    if let Content::Chunks(chunks) = &e.content {
-                        let mut offset = 0u64;
-                        for c in chunks {
-                            let end = offset + c.len as u64;
-                            let have = existing
+                    // With --delta, a chunk already in place is kept (a unit with a delta
+                    // is always written: no name covers its bytes as restored).
+                    let keep = |offset: u64, c: &ChunkRef, shape: Shape| {
+                        shape == Shape::Whole
+                            && existing
                                 .as_ref()
-                                .is_some_and(|f| chunk_matches(f, offset, c));
-                            if !have {
-                                placements.push(Placement {
-                                    target,
-                                    offset,
-                                    chunk: *c,
-                                });
-                            }
-                            offset = end;
+                                .is_some_and(|f| chunk_matches(f, offset, c))
+                    };
+                    let mut push = |offset: u64, c: &ChunkRef, shape: Shape| {
+                        if !keep(offset, c, shape) {
+                            placements.push(Placement {
+                                target,
+                                offset,
+                                chunk: *c,
+                                shape,
+                            });
                         }
+                    };
+                    match &e.content {
+                        Content::Chunks(chunks) => {
+                            let mut offset = 0u64;
+                            for c in chunks {
+                                push(offset, c, Shape::Whole);
+                                offset += c.len as u64;
+                            }
+                        }
+                        Content::Pages { page_size, units } => {
+                            for (offset, c, shape) in pages::placements(*page_size, units) {
+                                push(offset, &c, shape);
+                            }
+                        }
+                        Content::None | Content::Inherit => {}
                     }
                 }
                 _ => {} // links and special files: in `finish`

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::ids::{BackupLabel, PackId};
 use crate::index::{Index, Keep};
 use crate::index_cache::SegmentCache;
-use crate::manifest::{self, Content};
+use crate::manifest;
 use crate::repository::Stanza;
 use crate::restore;
 use crate::storage::Leftover;
@@ -336,10 +336,7 @@ pub async fn verify(
         // Every reference is looked up (a chunk named twice costs a second lookup of a
         // block just read, not a set of every chunk of the backup).
         for e in &entries {
-            let Content::Chunks(chunks) = &e.content else {
-                continue;
-            };
-            for c in chunks {
+            for c in e.content.chunks() {
                 if let Some((_, loc)) = usable.get(&c.id) {
                     if let Err(why) = restore::check_len(c, &loc) {
                         problems.add(&object, why, Some(label));
