@@ -243,9 +243,9 @@ fn item9_manifest_v2_with_hard_links_and_special_files() -> TestResult {
     // A manifest without the new kinds is still written as version 1.
     let v1 = manifest()?.encode();
     assert_eq!(u16::from_le_bytes([v1[8], v1[9]]), 1);
-    // Version 3 would be refused as newer, not misread.
+    // A version newer than this cairn knows is refused as newer, not misread.
     let mut newer = frozen.clone();
-    newer[8] = 3;
+    newer[8] = 4;
     let crc_at = newer.len() - 4;
     let crc = crc32fast_hash(&newer[..crc_at]);
     newer[crc_at..].copy_from_slice(&crc.to_le_bytes());
@@ -256,6 +256,74 @@ fn item9_manifest_v2_with_hard_links_and_special_files() -> TestResult {
         err.as_deref().is_some_and(|e| e.contains("newer")),
         "{err:?}"
     );
+    Ok(())
+}
+
+/// Manifest version 3 (paged content, written only by manifests that hold it): frozen like
+/// v1 and v2, with a unit of each kind (base alone, base cut short, base and delta).
+#[test]
+fn manifest_v3_with_paged_content() -> TestResult {
+    use cairn_repo::pages::{Delta, PageSet, Unit};
+    let mut m = manifest()?;
+    let cref = |seed: &[u8], len: u32| ChunkRef {
+        id: ChunkId::of(seed),
+        len,
+    };
+    let mut pages = PageSet::default();
+    pages.insert(1);
+    pages.insert(70);
+    let units = vec![
+        Unit {
+            len: 128 * 8192,
+            base: cref(b"base0", 128 * 8192),
+            delta: None,
+        },
+        Unit {
+            len: 128 * 8192,
+            base: cref(b"base1", 128 * 8192),
+            delta: Some(Delta {
+                pages,
+                chunk: cref(b"delta1", 2 * 8192),
+            }),
+        },
+        Unit {
+            len: 3 * 8192,
+            base: cref(b"base2", 5 * 8192),
+            delta: None,
+        },
+    ];
+    let size = units.iter().map(|u| u.len as u64).sum();
+    let base = m.entries[1].clone();
+    m.entries.push(FileEntry {
+        path: b"rel".to_vec(),
+        size,
+        content: Content::Pages {
+            page_size: 8192,
+            units,
+        },
+        ..base
+    });
+    golden("manifest-v3.body", &codec::encode_body(&m))?;
+    if std::env::var_os("CAIRN_REGENERATE_GOLDEN").is_some() {
+        golden("manifest-v3.bin", &m.encode())?;
+    }
+    let frozen = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/manifest-v3.bin"),
+    )?;
+    assert_eq!(u16::from_le_bytes([frozen[8], frozen[9]]), 3);
+    let decoded = Manifest::decode("golden", &frozen)?;
+    assert_eq!(decoded, m);
+    cairn_repo::manifest::check_sizes(&decoded.entries, &decoded.record.label)?;
+    // The older versions still decode, and are still written as such.
+    for (name, version) in [("manifest-v1.bin", 1), ("manifest-v2.bin", 2)] {
+        let old = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/golden")
+                .join(name),
+        )?;
+        let m = Manifest::decode("golden", &old)?;
+        assert_eq!(m.format_version(), version, "{name}");
+    }
     Ok(())
 }
 
