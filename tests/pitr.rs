@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::pg::{Cluster, PG_BIN, Res};
+use common::pg::{Cluster, Res, amcheck, checksums};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -39,34 +39,6 @@ fn restore_and_count(c: &Cluster, name: &str, args: &[&str], archive: bool) -> R
     r.wait_promoted()?;
     let rows: u32 = r.sql("select count(*) from ticks")?.parse()?;
     Ok((r, rows))
-}
-
-fn amcheck(r: &Cluster) -> Res<()> {
-    Cluster::check_output(
-        "pg_amcheck",
-        r.client(
-            "pg_amcheck",
-            &["--install-missing", "--heapallindexed", "-d", "postgres"],
-        )
-        .output()?,
-    )?;
-    Ok(())
-}
-
-fn checksums(r: &Cluster) -> Res<()> {
-    let out = Command::new("runuser")
-        .args([
-            "-u",
-            "postgres",
-            "--",
-            &format!("{PG_BIN}/pg_checksums"),
-            "--check",
-            "-D",
-        ])
-        .arg(&r.data)
-        .output()?;
-    Cluster::check_output("pg_checksums --check", out)?;
-    Ok(())
 }
 
 #[test]

@@ -395,3 +395,35 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// pg_amcheck with `--heapallindexed` over every database of a running cluster.
+#[allow(dead_code)]
+pub fn amcheck(r: &Cluster) -> Res<()> {
+    Cluster::check_output(
+        "pg_amcheck",
+        r.client(
+            "pg_amcheck",
+            &["--install-missing", "--heapallindexed", "--all"],
+        )
+        .output()?,
+    )?;
+    Ok(())
+}
+
+/// pg_checksums --check over a stopped cluster's data directory.
+#[allow(dead_code)]
+pub fn checksums(r: &Cluster) -> Res<()> {
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            &format!("{PG_BIN}/pg_checksums"),
+            "--check",
+            "-D",
+        ])
+        .arg(&r.data)
+        .output()?;
+    Cluster::check_output("pg_checksums --check", out)?;
+    Ok(())
+}

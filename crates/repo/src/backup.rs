@@ -229,8 +229,7 @@ impl BackupJob {
                     let pages = match s.policy {
                         ChunkPolicy::Pages { page, probe } => Some(PagePlan {
                             page_size: page,
-                            prior: match self.parent_files.get(&s.entry.path).map(|p| &p.content)
-                            {
+                            prior: match self.parent_files.get(&s.entry.path).map(|p| &p.content) {
                                 Some(Content::Pages { page_size, units }) if *page_size == page => {
                                     units.clone()
                                 }

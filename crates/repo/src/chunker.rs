@@ -64,11 +64,7 @@ pub fn chunk_stream<R: Read>(
         }
         ChunkPolicy::Pages { .. } => {
             // Read as fixed units when not read through the pipeline's unit planner.
-            return chunk_stream(
-                ChunkPolicy::Fixed(policy.max_chunk() as u32),
-                reader,
-                emit,
-            );
+            return chunk_stream(ChunkPolicy::Fixed(policy.max_chunk() as u32), reader, emit);
         }
         ChunkPolicy::Fixed(size) => loop {
             let mut buf = vec![0u8; size as usize];

@@ -130,8 +130,7 @@ pub fn check_unit(page: u32, u: &Unit) -> Result<(), String> {
             ));
         }
     }
-    if let Some(i) = (0..pages).find(|&i| !set.contains(i) && span(page, u.len, i).1 > u.base.len)
-    {
+    if let Some(i) = (0..pages).find(|&i| !set.contains(i) && span(page, u.len, i).1 > u.base.len) {
         return Err(format!(
             "page {i} of a unit is in neither its base ({} bytes) nor its delta",
             u.base.len
@@ -143,14 +142,19 @@ pub fn check_unit(page: u32, u: &Unit) -> Result<(), String> {
 /// The rules of `docs/format.md` for a file's units.
 pub fn check_units(page: u32, units: &[Unit], size: u64) -> Result<(), String> {
     if !valid_page_size(page) {
-        return Err(format!("page size {page} (a power of two from 512 to 32768)"));
+        return Err(format!(
+            "page size {page} (a power of two from 512 to 32768)"
+        ));
     }
     let full = page * UNIT_PAGES;
     let mut total = 0u64;
     for (k, u) in units.iter().enumerate() {
         check_unit(page, u).map_err(|why| format!("unit {k}: {why}"))?;
         if k + 1 < units.len() && u.len != full {
-            return Err(format!("unit {k} of {} bytes is short and not the last", u.len));
+            return Err(format!(
+                "unit {k} of {} bytes is short and not the last",
+                u.len
+            ));
         }
         total += u.len as u64;
     }
@@ -218,7 +222,12 @@ pub fn plan_unit(
     if changed.is_empty() && n == prior_n {
         return Planned::Keep(*p);
     }
-    let set = p.delta.map(|d| d.pages).unwrap_or_default().below(n).union(changed);
+    let set = p
+        .delta
+        .map(|d| d.pages)
+        .unwrap_or_default()
+        .below(n)
+        .union(changed);
     if set.len() > REBASE_PAGES {
         return Planned::Base(data);
     }
@@ -243,9 +252,17 @@ pub fn plan_unit(
 pub enum Shape {
     Whole,
     /// A unit's base: its first `len` bytes, except the pages in `skip` (the delta's).
-    Base { page: u32, len: u32, skip: PageSet },
+    Base {
+        page: u32,
+        len: u32,
+        skip: PageSet,
+    },
     /// A unit's delta: the pages in `pages`, back to back, each written at its place.
-    Delta { page: u32, len: u32, pages: PageSet },
+    Delta {
+        page: u32,
+        len: u32,
+        pages: PageSet,
+    },
 }
 
 impl Shape {
@@ -294,7 +311,10 @@ impl Shape {
 
     /// Bytes written.
     pub fn written(&self, plain_len: usize) -> u64 {
-        self.pieces(plain_len).iter().map(|(_, r)| r.len() as u64).sum()
+        self.pieces(plain_len)
+            .iter()
+            .map(|(_, r)| r.len() as u64)
+            .sum()
     }
 }
 

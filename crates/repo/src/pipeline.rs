@@ -232,13 +232,7 @@ pub fn run(
         let shared_r = &shared;
         s.spawn(move || {
             read_all(
-                items,
-                cfg.vanish,
-                known,
-                raw_tx,
-                reader_msg,
-                shared_r,
-                progress,
+                items, cfg.vanish, known, raw_tx, reader_msg, shared_r, progress,
             )
         });
 

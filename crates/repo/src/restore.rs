@@ -212,8 +212,7 @@ pub async fn fetch_positioned(
                         Error::corrupt(&object, format!("chunk {id} lies past the end of the pack"))
                     })?;
                     let plain = open_chunk(&object, id, loc, stored)?;
-                    for (target, offset, shape) in
-                        needed.get(id).map(Vec::as_slice).unwrap_or(&[])
+                    for (target, offset, shape) in needed.get(id).map(Vec::as_slice).unwrap_or(&[])
                     {
                         for (at, range) in shape.pieces(plain.len()) {
                             let n = range.len() as u64;
