@@ -249,7 +249,7 @@ async fn wait_for_archive(
                     stanza.name()
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     Ok(())

@@ -198,14 +198,12 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 }
 
 impl PageChecker {
-    fn fill(&mut self) -> io::Result<()> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(READ_SIZE, 0);
-        let n = read_full_at(&self.file, &mut buf, self.offset)?;
-        buf.truncate(n);
+    /// Check the whole pages of `buf`, read at `offset`: a page that fails is read again, and
+    /// replaced when the second read passes.
+    fn check(&self, buf: &mut [u8], offset: u64) {
         let page = BLCKSZ as usize;
         for (i, p) in buf.chunks_exact_mut(page).enumerate() {
-            let at = self.offset + (i * page) as u64;
+            let at = offset + (i * page) as u64;
             let blkno = (self.first_block + at / BLCKSZ as u64) as u32;
             if page::page_checksum_ok(p, blkno) {
                 continue;
@@ -223,6 +221,14 @@ impl PageChecker {
                 }
             }
         }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(READ_SIZE, 0);
+        let n = read_full_at(&self.file, &mut buf, self.offset)?;
+        buf.truncate(n);
+        self.check(&mut buf, self.offset);
         self.offset += n as u64;
         self.buf = buf;
         self.served = 0;
@@ -233,6 +239,14 @@ impl PageChecker {
 impl Read for PageChecker {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if self.served == self.buf.len() {
+            // A caller reading whole units gets them read and checked in its own buffer.
+            let direct = out.len().min(READ_SIZE) / BLCKSZ as usize * BLCKSZ as usize;
+            if direct > 0 {
+                let n = read_full_at(&self.file, &mut out[..direct], self.offset)?;
+                self.check(&mut out[..n], self.offset);
+                self.offset += n as u64;
+                return Ok(n);
+            }
             self.fill()?;
             if self.buf.is_empty() {
                 return Ok(0);

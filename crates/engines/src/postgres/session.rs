@@ -222,13 +222,16 @@ impl BackupSession {
         })
     }
 
-    /// `pg_backup_stop(true)` (waiting until the last segment is archived); returns the
-    /// contents of `backup_label` and `tablespace_map` that the restored cluster needs.
+    /// `pg_backup_stop(false)`; returns the contents of `backup_label` and `tablespace_map`
+    /// that the restored cluster needs. PostgreSQL still switches to a new WAL segment, but
+    /// does not wait for the archiver: its wait sleeps a whole second between checks, and the
+    /// backup waits for the segments to reach the repository itself (`wait_for_archive`), as
+    /// pgBackRest does.
     pub async fn stop(self) -> Result<Stopped> {
         let sql = if self.version_num >= 150000 {
-            "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_backup_stop(true)"
+            "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_backup_stop(false)"
         } else {
-            "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_stop_backup(false, true)"
+            "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_stop_backup(false, false)"
         };
         let row = self
             .client
