@@ -95,11 +95,19 @@ measure() {
   echo "$(cat "$W/time")" >>"$W/results/$name.$tool"
 }
 bytes() { du -sb "$1" | cut -f1; }
+# Let the archiver catch up (both tools push every segment), so no backup's time or bytes
+# include WAL written before it started.
+archived() {
+  local seg
+  seg=$(psql_ "select pg_walfile_name(pg_switch_wal())")
+  until [ "$(psql_ "select coalesce(last_archived_wal, '') >= '$seg' from pg_stat_archiver")" = t ]; do sleep 0.1; done
+}
 record() { echo "$3" >>"$W/results/$1.$2"; }
 tools_in_order() { if [ $(($1 % 2)) = 1 ]; then echo "cairn pgbr"; else echo "pgbr cairn"; fi; }
 for round in $(seq 1 "$RUNS"); do
   new_repos "$round"
   for tool in $(tools_in_order "$round"); do
+    archived
     if [ "$tool" = cairn ]; then
       measure full1 cairn $CAIRN backup --type full --no-expire
       record full1_bytes cairn "$(bytes "$W/cairn-$round")"
@@ -109,6 +117,7 @@ for round in $(seq 1 "$RUNS"); do
     fi
   done
   for tool in $(tools_in_order "$round"); do
+    archived
     if [ "$tool" = cairn ]; then measure full2 cairn $CAIRN backup --type full --no-expire
     else measure full2 pgbr $PGBR backup --type=full; fi
   done
@@ -118,6 +127,7 @@ for round in $(seq 1 "$RUNS"); do
   psql_ "update pgbench_accounts set abalance = abalance + 1 where aid > $OFF and aid <= $OFF + $N" >/dev/null
   psql_ "checkpoint" >/dev/null
   for tool in $(tools_in_order "$round"); do
+    archived
     if [ "$tool" = cairn ]; then
       b0=$(bytes "$W/cairn-$round"); measure incr cairn $CAIRN backup --type incr --no-expire
       record incr_bytes cairn $(( $(bytes "$W/cairn-$round") - b0 ))
