@@ -8,7 +8,7 @@
 mod common;
 
 use common::pg::{Cluster, Res, amcheck, checksums};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 const BATCH: u32 = 1000;
