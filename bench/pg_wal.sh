@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WAL under load, cairn against pgBackRest 2.59, both archiving asynchronously
 # (cairn --archive-async, pgBackRest archive-async=y; --process-max 2, zstd 3):
-#  1. archiving sustained under pgbench at full speed into a local and an S3 (s3s-fs)
+#  1. archiving sustained under pgbench at full speed (its tpcb-like transactions and one
+#     that inserts 100 rows of 1 KB, in turn) into a local and an S3 (s3s-fs)
 #     repository: WAL written per second, the backlog of `.ready` segments sampled every
 #     second (its largest and its last value), and how long archiving takes to catch up after
 #     pgbench stops;
@@ -123,6 +124,14 @@ max_wal_size = 4GB
 CONF
 as_pg $PGBIN/pg_ctl -D "$W/data" -l "$W/pg.log" -w start >/dev/null
 as_pg $PGBIN/pgbench -h "$W/sock" -p 5432 -i -s 20 -q postgres >/dev/null 2>&1
+# Full speed for WAL: pgbench's own transactions and, as often, one that inserts 100 rows of
+# 1 KB (about 120 KB of WAL each).
+psql_ "create table wal_load (id int, body text)" >/dev/null
+cat >"$W/heavy.sql" <<'SQL'
+insert into wal_load select g, md5(random()::text) || repeat(md5(g::text), 30) from generate_series(1, 100) g;
+SQL
+chown postgres "$W/heavy.sql"
+load() { as_pg $PGBIN/pgbench -h "$W/sock" -p 5432 -n -c "$CLIENTS" -j 2 -T "$1" -b tpcb-like@1 -f "$W/heavy.sql@1" postgres; }
 for repo in local s3; do
   as_pg $(cairn_cmd $repo) stanza-create --engine postgres >/dev/null
   as_pg $(pgbr_cmd $repo) stanza-create >/dev/null
@@ -146,7 +155,8 @@ for round in $(seq 1 "$ROUNDS"); do
       else set_archive "$(pgbr_cmd $repo) archive-push %p"; fi
       drain
       l0=$(lsn); max=0
-      as_pg $PGBIN/pgbench -h "$W/sock" -p 5432 -n -c "$CLIENTS" -j 2 -T "$SECS" postgres >"$W/pgbench.out" 2>&1 &
+      psql_ "truncate wal_load" >/dev/null
+      load "$SECS" >"$W/pgbench.out" 2>&1 &
       PB=$!
       while kill -0 $PB 2>/dev/null; do
         n=$(ready); [ "$n" -gt "$max" ] && max=$n; sleep 1
@@ -156,11 +166,12 @@ for round in $(seq 1 "$ROUNDS"); do
       until [ "$(ready)" = 0 ]; do sleep 0.1; done
       e=$(date +%s.%N)
       tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$W/pgbench.out" | head -1)
-      echo "$(( (l1 - l0) / SECS / 1048576 )) $max $last $(python3 -c "print(f'{$e-$s:.1f}')") $tps" >>"$R/load-$repo.$tool"
+      echo "$(python3 -c "print(f'{($l1 - $l0) / $SECS / 1048576:.1f}')") $max $last $(python3 -c "print(f'{$e-$s:.1f}')") $tps" >>"$R/load-$repo.$tool"
     done
   done
 done
 
+psql_ "truncate wal_load" >/dev/null
 # 2. Recovery of RECOVERY_MIB of WAL from S3: a full backup by each tool, then WAL archived
 # into both S3 repositories, then each tool restores its backup and the cluster recovers.
 set_archive "$(cairn_cmd s3) archive-push %p && $(pgbr_cmd s3) archive-push %p"
@@ -169,7 +180,7 @@ as_pg $(cairn_cmd s3) backup --type full --no-expire >/dev/null
 as_pg $(pgbr_cmd s3) backup --type=full >/dev/null
 l0=$(lsn)
 while [ $(( ($(lsn) - l0) / 1048576 )) -lt "$RECOVERY_MIB" ]; do
-  as_pg $PGBIN/pgbench -h "$W/sock" -p 5432 -n -c "$CLIENTS" -j 2 -T 5 postgres >/dev/null 2>&1
+  load 5 >/dev/null 2>&1
 done
 WAL_MIB=$(( ($(lsn) - l0) / 1048576 ))
 drain

@@ -125,11 +125,16 @@ impl LogArchive for WalArchive {
         let parsed = wal_name(name)?;
         let sp = archive_async::prefetch_dir(spool, stanza)?;
         if parsed.kind == WalFileKind::Segment {
-            // What follows is fetched while this one is handed over.
-            if let Err(e) = start_worker() {
+            let took = archive_async::take_prefetched(&sp, name, dest)?;
+            // What follows is fetched while recovery replays this one; a worker is started
+            // only when none runs and the spool holds less than half of what should follow
+            // (a process per segment would compete with recovery for the CPU).
+            if archive_async::needs_prefetch(&sp, stanza, &parsed, spool)?
+                && let Err(e) = start_worker()
+            {
                 tracing::warn!("cannot start prefetching the WAL after {name}: {e}");
             }
-            if archive_async::take_prefetched(&sp, name, dest)? {
+            if took {
                 tracing::info!("found {name} in the spool (prefetched)");
                 return Ok(true);
             }
