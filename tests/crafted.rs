@@ -992,3 +992,104 @@ fn files_in_the_index_directory_that_are_not_segments_are_left_alone() -> TestRe
     assert!(env.ok(&["restore", "--dest", "-"])? == bytes(2, 200_000));
     Ok(())
 }
+
+/// Paged content (manifest version 3) as someone who can write to the repository could craft
+/// it: a unit that is valid restores the file's bytes; a unit whose delta has the wrong length,
+/// or that claims bytes neither its base nor a delta holds, makes restore and verify alike
+/// refuse the backup, naming the file, instead of writing wrong or missing bytes.
+#[test]
+fn crafted_paged_units_are_refused_by_restore_and_verify() -> TestResult {
+    use cairn_repo::manifest::Content;
+    use cairn_repo::pages::{Delta, PageSet, Unit};
+    let env = Env::new("files")?;
+    let src = two_backups(&env)?;
+    let label = env.labels()?.remove(0);
+    let key = env.manifest_path(&label);
+    let original = fs::read(&key)?;
+    let m = Manifest::decode("m", &original)?;
+    let (path, chunk) = m
+        .entries
+        .iter()
+        .find_map(|e| match &e.content {
+            Content::Chunks(c) if c.len() == 1 && c[0].len <= 1 << 20 => {
+                Some((e.display_path(), c[0]))
+            }
+            _ => None,
+        })
+        .ok_or("no file of one chunk of at most 1 MiB")?;
+    let with_unit = |u: Unit, size: u64| -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+        let mut m = Manifest::decode("m", &original)?;
+        let e = m
+            .entries
+            .iter_mut()
+            .find(|e| e.display_path() == path)
+            .ok_or("entry")?;
+        e.size = size;
+        e.content = Content::Pages {
+            page_size: 8192,
+            units: vec![u],
+        };
+        Ok(m.encode())
+    };
+    let whole = Unit {
+        len: chunk.len,
+        base: chunk,
+        delta: None,
+    };
+    let restore = |out: &str| -> Result<std::process::Output, Box<dyn std::error::Error>> {
+        let dest = env.path(out);
+        let _ = fs::remove_dir_all(&dest);
+        Ok(env.run(&[
+            "restore",
+            "--set",
+            &label,
+            "--dest",
+            dest.to_str().ok_or("p")?,
+        ])?)
+    };
+    // A valid unit: the same bytes come back.
+    fs::write(&key, with_unit(whole, chunk.len as u64)?)?;
+    let r = restore("good")?;
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(
+        fs::read(env.path("good").join(&path))?,
+        fs::read(src.join(&path))?
+    );
+    assert!(env.run(&["verify"])?.status.success());
+
+    let mut first = PageSet::default();
+    first.insert(0);
+    let forgeries = [
+        // A delta chunk that is not one page long.
+        (
+            Unit {
+                delta: Some(Delta {
+                    pages: first,
+                    chunk,
+                }),
+                ..whole
+            },
+            chunk.len as u64,
+        ),
+        // A unit longer than its base, with no delta for the rest.
+        (
+            Unit {
+                len: chunk.len + 8192,
+                ..whole
+            },
+            chunk.len as u64 + 8192,
+        ),
+    ];
+    for (unit, size) in forgeries {
+        fs::write(&key, with_unit(unit, size)?)?;
+        let r = restore("bad")?;
+        assert_eq!(r.status.code(), Some(3), "{unit:?}: {}", stderr(&r));
+        assert!(stderr(&r).contains(&path), "{unit:?}: {}", stderr(&r));
+        let v = env.run(&["verify"])?;
+        assert_eq!(v.status.code(), Some(4), "{unit:?}: {}", stdout(&v));
+        assert!(stdout(&v).contains(&path), "{unit:?}: {}", stdout(&v));
+    }
+    fs::write(&key, &original)?;
+    assert!(env.run(&["verify"])?.status.success());
+    Ok(())
+}

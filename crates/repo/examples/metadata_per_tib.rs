@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         for u in &units {
             let k = seg.entries.len() as u32;
-            if k % units_per_pack == 0 {
+            if k.is_multiple_of(units_per_pack) {
                 seg.packs.push(PackId::of(&k.to_le_bytes()));
             }
             seg.entries.push((

@@ -1,8 +1,10 @@
 //! Chunking policies. The engine picks one per file:
 //! - content-defined (FastCDC 2020) for dumps and generic files, where an insertion shifts the
 //!   bytes after it and fixed blocks would all change;
-//! - fixed blocks for files updated in place at fixed offsets (PostgreSQL relation files,
-//!   8 KiB pages), where a changed page changes exactly one block.
+//! - fixed blocks for files updated in place at fixed offsets, where a changed block changes
+//!   exactly one chunk (what PostgreSQL relation files used before manifest version 3);
+//! - paged content (`crate::pages`) for PostgreSQL relation files: units of 128 pages, with
+//!   the changed pages of an incremental in a delta.
 //!
 //! The CDC sizes (256 KiB min, 1 MiB average, 4 MiB max) keep an index record per MiB of
 //! unique data while a small edit costs about one chunk; restic and borg choose similarly.

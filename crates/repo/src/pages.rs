@@ -202,7 +202,7 @@ pub fn plan_unit(
         return Planned::Base(data);
     };
     let len = data.len() as u32;
-    let whole = |n: u32| n % page == 0;
+    let whole = |n: u32| n.is_multiple_of(page);
     if !whole(len)
         || !whole(p.len)
         || len > page * UNIT_PAGES
