@@ -127,7 +127,41 @@ fn plan(
         }
         out.extend(cur);
     }
-    Ok(out)
+    Ok(interleave_by_file(out, needed))
+}
+
+/// Order requests so that those in flight together write different files where they can:
+/// round robin over the files (by each request's first chunk's first use), each file's
+/// requests keeping their order. Two threads writing one file contend for its inode lock: a
+/// profile of restoring a 1.5 GB cluster spent 15% of its CPU spinning on it.
+fn interleave_by_file(requests: Vec<Request>, needed: &HashMap<ChunkId, Vec<Use>>) -> Vec<Request> {
+    let mut turns: VecDeque<usize> = VecDeque::new();
+    let mut by_file: HashMap<usize, VecDeque<Request>> = HashMap::new();
+    let mut out = Vec::with_capacity(requests.len());
+    for r in requests {
+        let file = r
+            .chunks
+            .first()
+            .and_then(|(id, _)| needed.get(id))
+            .and_then(|uses| uses.first())
+            .map(|(t, _, _)| *t)
+            .unwrap_or(usize::MAX);
+        if !by_file.contains_key(&file) {
+            turns.push_back(file);
+        }
+        by_file.entry(file).or_default().push_back(r);
+    }
+    while let Some(file) = turns.pop_front() {
+        if let Some(q) = by_file.get_mut(&file)
+            && let Some(r) = q.pop_front()
+        {
+            out.push(r);
+            if !q.is_empty() {
+                turns.push_back(file);
+            }
+        }
+    }
+    out
 }
 
 fn cpu_pool(process_max: usize) -> Result<Arc<rayon::ThreadPool>> {
