@@ -156,3 +156,92 @@ fn every_backup_of_a_changing_cluster_restores_exactly_and_passes_amcheck_and_ch
     }
     Ok(())
 }
+
+/// A digest of `big` that does not build one string of the whole table (it is over 1 GiB).
+fn big_digest(c: &Cluster) -> Res<String> {
+    c.sql("select count(*) || ':' || sum(id::bigint) || ':' || sum(hashtext(pad)::bigint) from big")
+}
+
+/// A table that grows across its 1 GiB segment boundary between a full and an incremental
+/// (its `.1` file appears) while the end of its first segment changes: the incremental stores
+/// what changed, and the restore holds exactly the data and passes amcheck and checksums.
+#[test]
+fn a_table_extended_across_its_1_gib_segment_boundary_restores_exactly() -> Res<()> {
+    // 4 rows of about 1.9 KB per page: 130,610 pages, 3.6 MiB short of the 1 GiB boundary,
+    // the last 128-page unit of the first segment part full.
+    const ROWS: u32 = 4 * 130_610;
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    // No backup needs the WAL that builds the table: archive it to nowhere, then to cairn.
+    c.set("archive_command = '/bin/true'")?;
+    c.start()?;
+    c.sql(&format!(
+        "create table big (id int, pad text) with (autovacuum_enabled = off);
+         alter table big alter column pad set storage plain;
+         insert into big select g, lpad(g::text, 1900, 'x') from generate_series(1, {ROWS}) g;
+         create index on big (id)"
+    ))?;
+    c.sql("vacuum freeze big")?;
+    let file = c.data.join(c.sql("select pg_relation_filepath('big')")?);
+    let first = std::fs::metadata(&file)?.len();
+    assert!(
+        first < 1 << 30 && first > (1 << 30) - (16 << 20),
+        "the table's first segment holds {first} bytes, not just under 1 GiB"
+    );
+    let second = file.with_extension("1");
+    assert!(
+        !second.exists(),
+        "{} exists before the full",
+        second.display()
+    );
+    c.set(&format!("archive_command = '{}'", c.archive_command()))?;
+    c.sql("select pg_reload_conf()")?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+
+    // Across the boundary: 2,000 new pages, and the last rows of the first segment updated
+    // (their old pages change in place, their new versions land in the second segment).
+    c.sql(&format!(
+        "insert into big select g, lpad(g::text, 1900, 'y') from generate_series({}, {}) g;
+         update big set pad = lpad(id::text, 1900, 'z') where id > {} and id <= {ROWS}",
+        ROWS + 1,
+        ROWS + 8_000,
+        ROWS - 400
+    ))?;
+    assert!(second.exists(), "{} was not created", second.display());
+    c.cairn_ok(&["backup", "--type", "incr"])?;
+    c.sql("select pg_create_restore_point('grown')")?;
+    let want = big_digest(&c)?;
+    let last = c.switch_wal()?;
+    c.wait_archived(&last)?;
+
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let stored = |i: usize| info[0]["backup"][i]["info"]["repository"]["delta"].as_u64();
+    let (full, incr) = (stored(0).ok_or("full size")?, stored(1).ok_or("incr size")?);
+    assert!(
+        incr * 4 < full,
+        "the incremental stored {incr} bytes against the full's {full}"
+    );
+    c.stop()?;
+    let dest = c.dir.path().join("restore");
+    c.cairn_ok(&[
+        "restore",
+        "--dest",
+        dest.to_str().ok_or("path")?,
+        "--type",
+        "name",
+        "--target",
+        "grown",
+        "--target-action",
+        "promote",
+    ])?;
+    let mut r = c.sibling(dest.clone());
+    r.set("archive_mode = off")?;
+    r.start()?;
+    r.wait_promoted()?;
+    assert_eq!(big_digest(&r)?, want, "the restored table");
+    amcheck(&r)?;
+    r.stop()?;
+    checksums(&r)?;
+    Ok(())
+}
