@@ -89,8 +89,11 @@ new_repos() { # round
   as_pg $PGBR stanza-create >/dev/null
 }
 # measure NAME TOOL command...: wall seconds and peak RSS into results/NAME.TOOL
+# Each starts with no writeback pending from the step before (the other tool's restore, a
+# deleted restore, a checkpoint): neither pays for the other's dirty pages.
 measure() {
   local name=$1 tool=$2; shift 2
+  sync
   /usr/bin/time -f "%e %M" -o "$W/time" runuser -u postgres -- "$@" >/dev/null
   echo "$(cat "$W/time")" >>"$W/results/$name.$tool"
 }
@@ -173,14 +176,17 @@ push_round() { # tool mode
     [ "$tool" = cairn ] && extra="--archive-async --spool-path $W/spool-cairn" || extra="--archive-async"
   fi
   [ "$tool" = cairn ] && cmd="$C2 archive-push $extra" || cmd="$P2 $extra archive-push"
-  local s0 e0
-  s0=$(date +%s.%N)
+  # Only the command is timed, as PostgreSQL's archiver waits only for it (its own rename
+  # of .ready to .done is not part of either tool's cost).
+  local spans="" t0 t1
   for s in $SEGS; do
+    t0=$EPOCHREALTIME
     (cd "$FAKE" && runuser -u postgres -- $cmd "pg_wal/$s") >/dev/null
+    t1=$EPOCHREALTIME
+    spans="$spans $t0 $t1"
     as_pg mv "$FAKE/pg_wal/archive_status/$s.ready" "$FAKE/pg_wal/archive_status/$s.done"
   done
-  e0=$(date +%s.%N)
-  record "push_$mode" "$tool" "$(python3 -c "print(($e0 - $s0) / $NSEG)")"
+  record "push_$mode" "$tool" "$(python3 -c "import sys; v = [float(x) for x in sys.argv[1:]]; print(sum(b - a for a, b in zip(v[0::2], v[1::2])) / $NSEG)" $spans)"
 }
 for round in $(seq 1 "$RUNS"); do
   for mode in sync async; do
