@@ -102,6 +102,9 @@ bytes() { du -sb "$1" | cut -f1; }
 # include WAL written before it started.
 archived() {
   local seg
+  # Write a record first: with no WAL since the last switch, pg_switch_wal does nothing and
+  # names the segment in use, which would never be archived.
+  psql_ "select pg_logical_emit_message(false, 'bench', 'archived')" >/dev/null
   seg=$(psql_ "select pg_walfile_name(pg_switch_wal())")
   until [ "$(psql_ "select coalesce(last_archived_wal, '') >= '$seg' from pg_stat_archiver")" = t ]; do sleep 0.1; done
 }

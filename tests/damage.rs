@@ -50,7 +50,7 @@ fn item8_a_damaged_pack_is_not_deduplicated_against_after_verify() -> TestResult
     // info no longer says "ok" for a stanza verify found damaged (defect: it did).
     assert_eq!(env.info()?[0]["status"]["code"], 99);
     let text = String::from_utf8(env.ok(&["info"])?)?;
-    assert!(text.contains("status: damaged"), "{text}");
+    assert!(text.contains("status: error (damaged"), "{text}");
 
     let s = src.to_str().ok_or("path")?;
     let out = env.run(&["backup", "--type", "full", "--source", s])?;

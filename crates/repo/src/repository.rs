@@ -327,6 +327,11 @@ impl Repository {
             .find_map(|b| b.meta.get(RECORD_ENGINE_KEY).cloned())
     }
 
+    /// Whether the repository holds anything of the stanza (its info, backups or WAL).
+    pub async fn holds_stanza(&self, name: &StanzaName) -> Result<bool> {
+        Ok(self.store.any(&keys::stanza_prefix(name)?).await?)
+    }
+
     pub async fn stanzas(&self) -> Result<Vec<StanzaName>> {
         let mut names: Vec<StanzaName> = self
             .store

@@ -191,7 +191,7 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
             let dest = s.path(&dest, "dest")?;
             restore(s, set, dest, &opts(given), quiet).await
         }
-        Command::Info { output } => info_cmd(s, output).await,
+        Command::Info { output, set, kind } => info_cmd(s, output, set, kind).await,
         Command::StanzaRepair => stanza_repair(s).await,
         Command::Stop => stop_cmd(s).await,
         Command::Start => start_cmd(s).await,

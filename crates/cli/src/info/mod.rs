@@ -1,14 +1,58 @@
-//! `info` output. JSON follows the layout of pgBackRest's `info --output=json` (a list of
-//! stanzas, each with `backup` oldest first, `archive`, `db`, `status`), with cairn's extra
-//! facts under `cairn` keys; text follows pgBackRest's text layout and adds what each backup
-//! added to the repository and the stanza's deduplication ratio.
+//! `info` output. JSON follows pgBackRest's `info --output=json` field for field (a list of
+//! stanzas, each with `archive` per database identity, `backup` oldest first, `db`, `repo` and
+//! `status`), with cairn's extra facts under `cairn` keys; text follows pgBackRest's text
+//! layout and adds what each backup added to the repository and the deduplication ratio.
+
+mod detail;
+mod history;
+mod json;
+mod text;
+
+pub use json::json;
+pub use text::text;
+
+use cairn_repo::catalog::BackupRecord;
+
+/// What `info` shows: every backup, those of one type (`--type`), or one (`--set`, with the
+/// detail read from its manifest).
+#[derive(Debug, Default)]
+pub struct View {
+    pub kind: Option<String>,
+    pub set: Option<String>,
+}
+
+impl View {
+    fn shows(&self, b: &BackupRecord) -> bool {
+        self.kind.as_deref().is_none_or(|k| b.kind.as_str() == k)
+            && self.set.as_deref().is_none_or(|l| b.label.as_str() == l)
+    }
+}
+
+/// What `info --set` adds about the one backup (pgBackRest's `database-ref`, `link`,
+/// `tablespace` and `error-list`).
+#[derive(Debug, Default)]
+pub struct SetDetail {
+    /// (name, oid) of each database but the templates.
+    pub databases: Vec<(String, u64)>,
+    /// (path in the data directory, target) of each symlink but tablespaces'.
+    pub links: Vec<(String, String)>,
+    /// (name, target, oid) of each tablespace.
+    pub tablespaces: Vec<(String, String, u32)>,
+    /// Files with invalid page checksums.
+    pub error_files: Vec<String>,
+}
+
+/// How far a running backup is (pgBackRest's `size` and `size-cplt` under the lock).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub size: u64,
+    pub done: u64,
+}
 
 use anyhow::Result;
 use cairn_engines::engine::BackupFacts;
 use cairn_repo::Stanza;
 use cairn_repo::catalog::Catalog;
-use serde_json::{Value, json};
-use std::fmt::Write;
 
 pub struct StanzaReport {
     pub name: String,
@@ -29,6 +73,14 @@ pub struct StanzaReport {
     pub damage: Result<Option<cairn_repo::damage::DamageRegister>, String>,
     /// Why the stanza could not be read at all (the rest is then empty).
     pub unreadable: Option<String>,
+    /// No stanza of that name in the repository (pgBackRest: "missing stanza path").
+    pub missing: bool,
+    /// With `--set`: that backup's detail (None when it is not in the catalog).
+    pub set_detail: Option<SetDetail>,
+    /// The running backup's progress, when one is running and has published it.
+    pub progress: Option<Progress>,
+    /// A restore of this stanza is running on this host.
+    pub restore_held: bool,
     pub wal_files: usize,
     pub wal_bytes: u64,
     /// Plaintext bytes of the distinct chunks stored (what deduplication leaves).
@@ -54,6 +106,10 @@ impl StanzaReport {
             facts: Default::default(),
             damage: Ok(None),
             unreadable: Some(why),
+            missing: false,
+            set_detail: None,
+            progress: None,
+            restore_held: false,
             wal_files: 0,
             wal_bytes: 0,
             unique_bytes: 0,
@@ -62,7 +118,31 @@ impl StanzaReport {
         }
     }
 
-    pub async fn gather(stanza: &Stanza) -> Result<StanzaReport> {
+    /// A stanza asked for by name that the repository does not hold: reported with
+    /// pgBackRest's status 1, so a monitor reads JSON it can judge.
+    pub fn missing(name: &str) -> StanzaReport {
+        StanzaReport {
+            missing: true,
+            unreadable: None,
+            ..StanzaReport::unreadable(name, String::new())
+        }
+    }
+
+    pub async fn gather(stanza: &Stanza, view: &View) -> Result<StanzaReport> {
+        let mut report = Self::gather_all(stanza).await?;
+        if let Some(set) = &view.set
+            && let Some(b) = report
+                .catalog
+                .backups
+                .iter()
+                .find(|b| b.label.as_str() == set)
+        {
+            report.set_detail = Some(detail::gather(stanza, b).await?);
+        }
+        Ok(report)
+    }
+
+    async fn gather_all(stanza: &Stanza) -> Result<StanzaReport> {
         let catalog = stanza.catalog().await?;
         let packs = stanza.store().list(&stanza.pack_prefix()?).await?;
         use cairn_repo::lock::{Lock, LockState};
@@ -118,6 +198,10 @@ impl StanzaReport {
             damage,
             facts,
             unreadable: None,
+            missing: false,
+            set_detail: None,
+            progress: None,
+            restore_held: false,
             wal_files,
             wal_bytes,
             unique_bytes,
@@ -152,9 +236,18 @@ impl StanzaReport {
     /// pgBackRest's status codes where they apply (0 ok, 2 no valid backups); 99 ("other")
     /// when the last verify found problems, so monitoring that alerts on a non-zero code
     /// notices damage that only verify can see.
-    fn status(&self) -> (i32, String) {
+    /// The status, given what was asked: pgBackRest's 6 when `--set` names no backup.
+    fn status_in(&self, view: &View) -> (i32, String) {
+        if self.missing {
+            return (1, "missing stanza path".into());
+        }
         if let Some(why) = &self.unreadable {
             return (99, format!("cannot be read: {why}"));
+        }
+        if let Some(set) = &view.set
+            && !self.catalog.backups.iter().any(|b| b.label.as_str() == set)
+        {
+            return (6, "requested backup not found".into());
         }
         match &self.damage {
             Ok(Some(r)) if r.problems > 0 => {
@@ -204,209 +297,4 @@ pub fn human(bytes: u64) -> String {
         unit += 1;
     }
     format!("{v:.1}{}", UNITS[unit])
-}
-
-pub fn json(stanzas: &[StanzaReport]) -> Value {
-    Value::Array(
-        stanzas
-            .iter()
-            .map(|s| {
-                let (code, message) = s.status();
-                let backups: Vec<Value> = s
-                    .catalog
-                    .backups
-                    .iter()
-                    .map(|b| {
-                        json!({
-                            "label": b.label.as_str(),
-                            "type": b.kind.as_str(),
-                            "prior": b.parent.as_ref().map(|p| p.as_str()),
-                            "reference": if b.references.is_empty() { Value::Null } else {
-                                Value::Array(b.references.iter().map(|r| Value::from(r.as_str())).collect())
-                            },
-                            "timestamp": {"start": b.start, "stop": b.stop},
-                            "info": {
-                                "size": b.size,
-                                "delta": b.delta,
-                                "repository": {"size": b.repo_size, "delta": b.repo_delta},
-                            },
-                            "archive": match (b.meta.get("wal-start"), b.meta.get("wal-stop")) {
-                                (Some(a), Some(z)) => json!({"start": a, "stop": z}),
-                                _ => Value::Null,
-                            },
-                            "lsn": match (b.meta.get("start-lsn"), b.meta.get("stop-lsn")) {
-                                (Some(a), Some(z)) => json!({"start": a, "stop": z}),
-                                _ => Value::Null,
-                            },
-                            "error": false,
-                            "recovery": s.facts.get(b.label.as_str()).map(|f| f.recovery.clone()),
-                            "cairn": {
-                                "files": b.file_count,
-                                "chunks": b.chunk_count,
-                                "new-chunks": b.new_chunk_count,
-                                "meta": b.meta,
-                            },
-                        })
-                    })
-                    .collect();
-                json!({
-                    "name": s.name,
-                    "cipher": "none",
-                    "status": {
-                        "code": code,
-                        "message": message,
-                        "lock": {"backup": {"held": s.locked, "stale": s.stale_lock.is_some()}},
-                    },
-                    "db": match (s.meta.get("system-id"), s.meta.get("version")) {
-                        (Some(id), Some(v)) => json!([{
-                            "id": 1,
-                            "repo-key": 1,
-                            "system-id": id.parse::<u64>().unwrap_or(0),
-                            "version": v,
-                        }]),
-                        _ => json!([]),
-                    },
-                    "archive": s.archives.iter().map(|(id, tli, min, max)| json!({
-                        "id": id,
-                        "timeline": tli,
-                        "database": {"id": 1, "repo-key": 1},
-                        "min": min,
-                        "max": max,
-                    })).collect::<Vec<_>>(),
-                    "backup": backups,
-                    "cairn": {
-                        "engine": s.engine,
-                        "repository": {
-                            "size": s.pack_bytes + s.wal_bytes,
-                            "packs": s.packs,
-                            "pack-size": s.pack_bytes,
-                            "wal": {"files": s.wal_files, "size": s.wal_bytes},
-                            "logical-size": s.logical_total(),
-                            "unique-size": s.unique_bytes,
-                            "dedup-ratio": s.dedup_ratio(),
-                            "compression-ratio": s.compression_ratio(),
-                            "condemned": {"packs": s.condemned_packs, "size": s.condemned_bytes},
-                        },
-                    },
-                })
-            })
-            .collect(),
-    )
-}
-
-pub fn text(stanzas: &[StanzaReport]) -> String {
-    let mut out = String::new();
-    for s in stanzas {
-        let (_, message) = s.status();
-        let _ = writeln!(out, "stanza: {}", s.name);
-        let _ = writeln!(
-            out,
-            "    status: {message}{}",
-            match (&s.stale_lock, s.locked) {
-                (_, true) => " (backup/expire running)".to_string(),
-                (Some(h), false) => format!(
-                    " (stale lock left by `{}`, pid {}, which is no longer running; the next backup takes it over)",
-                    h.command, h.pid
-                ),
-                (None, false) => String::new(),
-            }
-        );
-        let _ = writeln!(out, "    engine: {}", s.engine);
-        let _ = writeln!(
-            out,
-            "    repository: {} ({} in {} packs, {} of WAL in {} files)",
-            human(s.pack_bytes + s.wal_bytes),
-            human(s.pack_bytes),
-            s.packs,
-            human(s.wal_bytes),
-            s.wal_files
-        );
-        let _ = writeln!(
-            out,
-            "    backups: {} logical, {} after deduplication (ratio {:.2}x), stored in {} (compression ratio {:.2}x)",
-            human(s.logical_total()),
-            human(s.unique_bytes),
-            s.dedup_ratio(),
-            human(s.pack_bytes),
-            s.compression_ratio()
-        );
-        if s.condemned_packs > 0 {
-            let _ = writeln!(
-                out,
-                "    waiting for deletion: {} in {} condemned pack(s) no backup needs (a later expire deletes them)",
-                human(s.condemned_bytes),
-                s.condemned_packs
-            );
-        }
-        for (id, tli, min, max) in &s.archives {
-            let _ = writeln!(
-                out,
-                "    wal archive min/max ({id}, timeline {tli}): {min} / {max}"
-            );
-        }
-        if let (Some(first), Some((_, tli, _, max))) =
-            (s.catalog.backups.first(), s.archives.last())
-        {
-            let _ = writeln!(
-                out,
-                "    recovery window: from {} (end of backup {}) to the end of WAL {max} (timeline {tli})",
-                cairn_repo::time::display(first.stop),
-                first.label
-            );
-        }
-        for b in &s.catalog.backups {
-            let _ = writeln!(out);
-            let _ = writeln!(out, "    {} backup: {}", b.kind, b.label);
-            let _ = writeln!(
-                out,
-                "        timestamp start/stop: {} / {}",
-                cairn_repo::time::display(b.start),
-                cairn_repo::time::display(b.stop)
-            );
-            let _ = writeln!(
-                out,
-                "        size: {}, read: {}, files: {}",
-                human(b.size),
-                human(b.delta),
-                b.file_count
-            );
-            let _ = writeln!(
-                out,
-                "        repository: backup set size: {}, added: {} ({} new chunks of {})",
-                human(b.repo_size),
-                human(b.repo_delta),
-                b.new_chunk_count,
-                b.chunk_count
-            );
-            if let (Some(a), Some(z)) = (b.meta.get("wal-start"), b.meta.get("wal-stop")) {
-                let _ = writeln!(out, "        wal start/stop: {a} / {z}");
-            }
-            if let (Some(a), Some(z)) = (b.meta.get("start-lsn"), b.meta.get("stop-lsn")) {
-                let _ = writeln!(out, "        lsn start/stop: {a} / {z}");
-            }
-            for (name, value) in s.facts.get(b.label.as_str()).map_or(&[][..], |f| &f.lines) {
-                let _ = writeln!(out, "        {name}: {value}");
-            }
-            if let Some(n) = b.meta.get("checksum-page-errors").filter(|n| *n != "0") {
-                let list = b
-                    .meta
-                    .get("checksum-page-error-list")
-                    .map(String::as_str)
-                    .unwrap_or("");
-                let _ = writeln!(out, "        page checksum errors: {n}: {list}");
-            }
-            if let Some(n) = b.meta.get("files-changed-during-backup") {
-                let _ = writeln!(
-                    out,
-                    "        warning: {n} file(s) changed while they were read (kept as last read; marked changed-during-backup in the manifest)"
-                );
-            }
-            if !b.references.is_empty() {
-                let refs: Vec<&str> = b.references.iter().map(|r| r.as_str()).collect();
-                let _ = writeln!(out, "        backup reference list: {}", refs.join(", "));
-            }
-        }
-        let _ = writeln!(out);
-    }
-    out
 }

@@ -109,6 +109,7 @@ async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<BTreeMap<String, String>> {
     let tablespaces = session::tablespaces(&client).await?;
+    let databases = session::databases(&client).await?;
     let session = BackupSession::start(
         client,
         &format!("cairn backup {}", job.label),
@@ -190,6 +191,11 @@ async fn run(
             bad.values().map(Vec::len).sum::<usize>().to_string(),
         ),
     ]);
+    // A JSON list of [oid, name] (names may hold any character).
+    meta.insert(
+        "databases".to_string(),
+        serde_json::to_string(&databases).unwrap_or_default(),
+    );
     if !tablespaces.is_empty() {
         let list: Vec<String> = tablespaces
             .iter()

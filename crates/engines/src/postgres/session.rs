@@ -183,6 +183,25 @@ pub async fn tablespaces(client: &Client) -> Result<Vec<(u32, String)>> {
         .collect()
 }
 
+/// Every database: (oid, name), as `info --set` lists them.
+pub async fn databases(client: &Client) -> Result<Vec<(u32, String)>> {
+    let rows = client
+        .query(
+            "select oid::int8, datname::text from pg_database order by oid",
+            &[],
+        )
+        .await
+        .map_err(sql_err("listing databases"))?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                col::<i64>(r, 0, "the database list")? as u32,
+                col::<String>(r, 1, "the database list")?,
+            ))
+        })
+        .collect()
+}
+
 impl BackupSession {
     /// `pg_backup_start(label, fast)` on PostgreSQL 15+, `pg_start_backup(label, fast, false)`
     /// on 12 to 14.
