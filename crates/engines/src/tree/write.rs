@@ -25,6 +25,13 @@ pub struct TreeWriter {
     /// Symlinks with restored contents beneath them (tablespaces), created before the
     /// contents, by path.
     links: std::collections::HashSet<Vec<u8>>,
+    /// Each target's size, and whether it is still to be created: a new restore creates each
+    /// file when its first chunk arrives (or in `finish` if none does), so the creations,
+    /// which ext4 makes slow after a mass deletion (its inode allocator skips recently
+    /// deleted inodes one by one: 0.67 ms per file, 0.66 s for a 1,000-file cluster restored
+    /// right after `rm -rf` of the last copy), overlap the data instead of preceding it.
+    sizes: Vec<u64>,
+    pending: std::sync::Mutex<Vec<bool>>,
 }
 
 /// Files a restore keeps open at once.
@@ -107,7 +114,10 @@ impl TreeWriter {
             files: Vec::new(),
             open: Default::default(),
             links: Default::default(),
+            sizes: Vec::new(),
+            pending: Default::default(),
         };
+        let mut pending = Vec::new();
         let mut placements = Vec::new();
         if delta {
             remove_unlisted(dest, entries)?;
@@ -154,21 +164,15 @@ impl TreeWriter {
                     } else {
                         None
                     };
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .create(delta)
-                        .create_new(!delta)
-                        .truncate(false)
-                        .mode(0o600)
-                        .custom_flags(NOFOLLOW)
-                        .open(&path)
-                        .map_err(|err| {
+                    if delta {
+                        create(&path, e.size, true).map_err(|err| {
                             Error::io(format!("cannot create {}", path.display()), err)
                         })?;
-                    f.set_len(e.size)
-                        .map_err(|err| Error::io(format!("cannot size {}", path.display()), err))?;
+                    }
                     let target = w.files.len();
                     w.files.push(path);
+                    w.sizes.push(e.size);
+                    pending.push(!delta);
                     // With --delta, a chunk already in place is kept (a unit with a delta
                     // is always written: no name covers its bytes as restored).
                     let keep = |offset: u64, c: &ChunkRef, shape: Shape| {
@@ -206,7 +210,27 @@ impl TreeWriter {
                 _ => {} // links and special files: in `finish`
             }
         }
+        w.pending = std::sync::Mutex::new(pending);
         Ok((w, placements))
+    }
+
+    /// Create `target` if it is still to be created (`O_EXCL`, never through a symlink, at
+    /// its size); returns the new file, or None when it already exists.
+    fn create_pending(&self, target: usize) -> io::Result<Option<File>> {
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| io::Error::other("a restore thread panicked"))?;
+        if !pending.get(target).copied().unwrap_or(false) {
+            return Ok(None);
+        }
+        let path = self
+            .files
+            .get(target)
+            .ok_or_else(|| io::Error::other("unknown restore target"))?;
+        let f = create(path, self.sizes[target], false)?;
+        pending[target] = false;
+        Ok(Some(f))
     }
 
     /// Create, before anything beneath them, the symlinks whose contents are in the backup
@@ -261,6 +285,15 @@ impl TreeWriter {
     pub fn finish(&self, entries: &[FileEntry]) -> Result<()> {
         if let Ok(mut m) = self.open.lock() {
             m.clear();
+        }
+        // Files no chunk was written to (empty, or all holes).
+        for target in 0..self.files.len() {
+            self.create_pending(target).map_err(|err| {
+                Error::io(
+                    format!("cannot create {}", self.files[target].display()),
+                    err,
+                )
+            })?;
         }
         let as_root = unsafe_geteuid() == 0;
         for e in entries
@@ -352,12 +385,13 @@ impl WriteAt for TreeWriter {
                     .files
                     .get(target)
                     .ok_or_else(|| io::Error::other("unknown restore target"))?;
-                let f = std::sync::Arc::new(
-                    OpenOptions::new()
+                let f = std::sync::Arc::new(match self.create_pending(target)? {
+                    Some(f) => f,
+                    None => OpenOptions::new()
                         .write(true)
                         .custom_flags(NOFOLLOW)
                         .open(path)?,
-                );
+                });
                 if let Ok(mut m) = self.open.lock() {
                     if m.len() >= MAX_OPEN_FILES {
                         m.clear();
@@ -378,6 +412,21 @@ impl WriteAt for TreeWriter {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     }
+}
+
+/// Create the regular file `path` at `size` (mode 0600 until `finish` sets the recorded one),
+/// never through a symlink: `O_EXCL` for a new restore, or reusing what is there for `--delta`.
+fn create(path: &Path, size: u64, delta: bool) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .write(true)
+        .create(delta)
+        .create_new(!delta)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(NOFOLLOW)
+        .open(path)?;
+    f.set_len(size)?;
+    Ok(f)
 }
 
 /// Filesystem blocks assumed for holes: a hole smaller than this never saves space.
