@@ -31,7 +31,7 @@ install -m 755 target/release/cairn "$W/cairn"
 install -m 755 target/release/examples/machine_limits "$W/machine_limits"
 mkdir -p "$W/sock" "$W/pgbr-log" "$W/pgbr-lock" "$W/spool-cairn" "$W/spool-pgbr" "$W/results"
 chown -R postgres:postgres "$W"
-cleanup() { runuser -u postgres -- $PGBIN/pg_ctl -D "$W/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$W"; }
+cleanup() { [ -n "${KEEP:-}" ] && { echo "kept $W"; return; }; runuser -u postgres -- $PGBIN/pg_ctl -D "$W/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$W"; }
 trap cleanup EXIT
 as_pg() { runuser -u postgres -- "$@"; }
 psql_() { as_pg psql -h "$W/sock" -p 5432 -XAtq -d postgres -c "$1"; }
@@ -200,6 +200,8 @@ done
 as_pg $PGBIN/pg_ctl -D "$W/data" -m fast -w stop >/dev/null
 LIMITS=$("$W/machine_limits" "$W/data" "$PMAX")
 
+# Every run's figures (seconds and peak KiB, one line per run), when asked for.
+if [ -n "${BENCH_RESULTS:-}" ]; then mkdir -p "$BENCH_RESULTS" && cp "$W"/results/* "$BENCH_RESULTS"/; fi
 python3 - "$W/results" "$DBSIZE" "$SCALE" "$TEXT_ROWS" "$RUNS" "$PMAX" "$NSEG" "$LIMITS" <<'PY'
 import os, statistics, sys
 res, db, scale, rows, runs, pmax, nseg, limits = sys.argv[1:]

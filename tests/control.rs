@@ -50,8 +50,14 @@ fn stanza_delete_needs_a_stop_and_removes_only_that_stanza() -> TestResult {
     env.ok(&["stop"])?;
     env.ok(&["stanza-delete"])?;
     assert!(files_under(&env.repo.join("stanza/main")).is_empty());
+    // Gone: info reports it as pgBackRest reports a missing stanza (status, exit code 0).
     let out = env.run(&["info"])?;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("status: error (missing stanza path)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The other stanza is untouched.
     assert_eq!(other.labels()?.len(), 1);
     assert!(other.run(&["verify"])?.status.success());

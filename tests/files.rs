@@ -253,8 +253,14 @@ fn bad_input_gets_a_clear_error_and_exit_code() -> TestResult {
     env.ok(&["backup", "--source", src.to_str().ok_or("path")?])?;
     let mut other = env.cmd(&["info"]);
     other.args(["--stanza", "nope"]);
+    // As pgBackRest: a status on stdout (exit 0) for monitors, and the why on stderr.
     let out = other.output()?;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("status: error (missing stanza path)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(
         stderr_of(&out).contains("stanza 'nope' does not exist"),
         "{}",

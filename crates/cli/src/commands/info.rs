@@ -42,6 +42,12 @@ pub(crate) async fn info_cmd(
         // A stanza asked for by name that the repository does not hold is a status (1), as
         // pgBackRest reports it: a monitor gets JSON it can judge, and the exit code is 0.
         if s.stanza.is_some() && !repo.holds_stanza(&name).await? {
+            // A typo gets its answer on stderr too; stdout stays what a monitor parses.
+            tracing::warn!(
+                "stanza '{name}' does not exist in {}; check --stanza (the repository holds: {})",
+                repo.store().location(),
+                list_or_none(&repo.stanzas().await?)
+            );
             stanzas.push(info::StanzaReport::missing(name.as_str()));
             continue;
         }
@@ -76,4 +82,16 @@ pub(crate) async fn info_cmd(
         ))));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn list_or_none(names: &[cairn_repo::StanzaName]) -> String {
+    if names.is_empty() {
+        "no stanza".into()
+    } else {
+        names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
