@@ -43,15 +43,11 @@ impl Stanza {
         name: &str,
         data: Vec<u8>,
         level: i32,
-        threads: u32,
     ) -> Result<PushOutcome> {
         self.refuse_if_stopped("archive-push").await?;
         let key = self.archive_key(archive_id, timeline, name)?;
         let (sealed, data) = tokio::task::spawn_blocking(move || {
-            (
-                codec::seal_raw_threads(magic::WAL, &data, Some(level), threads),
-                data,
-            )
+            (codec::seal_raw_level(magic::WAL, &data, Some(level)), data)
         })
         .await
         .map_err(|e| Error::Invalid(format!("compressing {name} failed: {e}")))?;

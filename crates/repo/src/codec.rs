@@ -132,23 +132,8 @@ pub fn seal_raw(magic: &[u8; 8], body: &[u8], compress: bool) -> Vec<u8> {
 
 /// `seal_raw` with the zstd level to use (None: store the body plain).
 pub fn seal_raw_level(magic: &[u8; 8], body: &[u8], level: Option<i32>) -> Vec<u8> {
-    seal_raw_threads(magic, body, level, 1)
-}
-
-/// `seal_raw_level`, compressing with up to `threads` threads (zstd's own multithreading: one
-/// frame all the same, decoded like any other). A synchronous archive-push compresses its one
-/// 16 MiB segment this way, on every core `--process-max` allows.
-pub fn seal_raw_threads(magic: &[u8; 8], body: &[u8], level: Option<i32>, threads: u32) -> Vec<u8> {
-    let compress = |level: i32| -> std::io::Result<Vec<u8>> {
-        if threads <= 1 {
-            return zstd::bulk::compress(body, level);
-        }
-        let mut c = zstd::bulk::Compressor::new(level)?;
-        c.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(threads))?;
-        c.compress(body)
-    };
     let (flags, stored) = if let Some(level) = level {
-        match compress(level) {
+        match zstd::bulk::compress(body, level) {
             Ok(c) => (FLAG_ZSTD, c),
             Err(_) => (0, body.to_vec()),
         }

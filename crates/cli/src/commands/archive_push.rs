@@ -22,7 +22,7 @@ pub(crate) async fn archive_push(
     match spool {
         None => {
             archive
-                .push(&stanza, wal_path, s.compress_level, s.process_max, opts)
+                .push(&stanza, wal_path, s.compress_level, opts)
                 .await?
         }
         Some(spool) if is_async_worker() => {

@@ -178,13 +178,11 @@ pub const DEFAULT_GET_QUEUE_MAX: u64 = 128 << 20;
 #[async_trait]
 pub trait LogArchive: Send + Sync {
     /// Store the log file at `path` (archive-push); durable in the repository when it returns.
-    /// `threads`: how many threads may compress the one file (`--process-max`).
     async fn push(
         &self,
         stanza: &Stanza,
         path: &Path,
         compress_level: i32,
-        threads: usize,
         opts: &dyn Options,
     ) -> Result<()>;
 

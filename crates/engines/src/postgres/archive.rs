@@ -44,7 +44,6 @@ impl LogArchive for WalArchive {
         stanza: &Stanza,
         wal_path: &Path,
         compress_level: i32,
-        threads: usize,
         opts: &dyn Options,
     ) -> Result<()> {
         let name = wal_name(file_name(wal_path)?)?;
@@ -56,14 +55,7 @@ impl LogArchive for WalArchive {
         identity.check_wal(&name, &data)?;
         let id = identity.archive_id();
         let outcome = stanza
-            .archive_push(
-                &id,
-                name.timeline,
-                &name.name,
-                data,
-                compress_level,
-                threads as u32,
-            )
+            .archive_push(&id, name.timeline, &name.name, data, compress_level)
             .await?;
         match outcome {
             PushOutcome::Stored => {

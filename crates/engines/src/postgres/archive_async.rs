@@ -301,7 +301,7 @@ pub(super) async fn push_queued(
                         identity.check_wal(&name, &data)?;
                         let h = hash(&data);
                         stanza
-                            .archive_push(archive_id, name.timeline, &file, data, compress_level, 1)
+                            .archive_push(archive_id, name.timeline, &file, data, compress_level)
                             .await?;
                         Ok::<_, Error>(h)
                     }
