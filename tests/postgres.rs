@@ -387,3 +387,129 @@ fn verify_names_a_damaged_or_missing_wal_segment_and_the_backup_that_needs_it() 
     c.cairn_ok(&["verify"])?;
     Ok(())
 }
+
+/// Defect (found by an adversarial pass): a cluster whose `pg_wal` is a symlink (WAL on its
+/// own disk) was restored with that symlink, pointing at the source's live WAL directory; the
+/// restored copy's checkpoints then recycled the source's segments and the source could no
+/// longer start. pg_wal must come back as a directory inside the destination.
+#[test]
+fn defect_a_symlinked_pg_wal_was_restored_as_a_link_to_the_source_wal() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    let wal = c.dir.path().join("wal-disk");
+    fs::rename(c.data.join("pg_wal"), &wal)?;
+    std::os::unix::fs::symlink(&wal, c.data.join("pg_wal"))?;
+    chown_postgres(&wal)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql("create table t as select g from generate_series(1, 1000) g")?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let last = c.switch_wal()?;
+    c.wait_archived(&last)?;
+    c.stop()?;
+    let listing = |dir: &std::path::Path| -> Res<Vec<_>> {
+        let mut v: Vec<_> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.file_name()))
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let before = listing(&wal)?;
+
+    let dest = c.dir.path().join("restored");
+    c.cairn_ok(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+    let m = fs::symlink_metadata(dest.join("pg_wal"))?;
+    assert!(
+        m.is_dir(),
+        "pg_wal restored as {:?}, not a directory",
+        m.file_type()
+    );
+    // The copy starts (the source stopped: they share a port), promotes and checkpoints.
+    let mut r = c.sibling(dest.clone());
+    r.set("archive_mode = off")?;
+    r.start()?;
+    r.wait_promoted()?;
+    r.sql("insert into t select g from generate_series(1, 100000) g")?;
+    r.sql("checkpoint")?;
+    r.stop()?;
+    assert_eq!(before, listing(&wal)?, "the source's WAL directory changed");
+    c.start()?;
+    assert_eq!(c.sql("select count(*) from t")?, "1000");
+    c.stop()?;
+    Ok(())
+}
+
+/// Defect (found by an adversarial pass): `restore --delta` into a new directory on the
+/// source's host reused the source's non-empty tablespace directory (the emptiness check was
+/// skipped under --delta) and overwrote the live cluster's files there with older pages.
+#[test]
+fn defect_a_delta_restore_elsewhere_overwrote_the_source_tablespace() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    let ts = c.dir.path().join("ts1");
+    fs::create_dir_all(&ts)?;
+    chown_postgres(&ts)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql(&format!(
+        "create tablespace ts1 location '{}'",
+        ts.display()
+    ))?;
+    c.sql("create table in_ts tablespace ts1 as select g from generate_series(1, 20000) g")?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.sql("insert into in_ts select g from generate_series(1, 20000) g")?;
+    c.sql("checkpoint")?;
+
+    let dest = c.dir.path().join("elsewhere");
+    let out = c.cairn(&["restore", "--delta", "--dest", dest.to_str().ok_or("path")?])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("does not already point there"), "{err}");
+    c.stop()?;
+    c.start()?;
+    assert_eq!(c.sql("select count(*) from in_ts")?, "40000");
+    c.stop()?;
+    Ok(())
+}
+
+/// Defect (found by an adversarial pass): `restore --delta` into a directory that is not a
+/// data directory (a typo in --dest, or a subdirectory such as $PGDATA/base) deleted
+/// everything in it that the backup does not list.
+#[test]
+fn defect_a_delta_restore_into_a_directory_that_is_not_a_data_directory_deleted_its_files()
+-> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.stop()?;
+    let precious = c.dir.path().join("home");
+    fs::create_dir_all(precious.join("docs"))?;
+    fs::write(precious.join("docs/thesis.txt"), b"years of work")?;
+    chown_postgres(&precious)?;
+    for dest in [precious.clone(), c.data.join("base")] {
+        let before = fs::read_dir(&dest)?.count();
+        let out = c.cairn(&["restore", "--delta", "--dest", dest.to_str().ok_or("path")?])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {err}", dest.display());
+        assert!(err.contains("is not a PostgreSQL data directory"), "{err}");
+        assert_eq!(
+            fs::read_dir(&dest)?.count(),
+            before,
+            "{} changed",
+            dest.display()
+        );
+    }
+    assert_eq!(
+        fs::read(precious.join("docs/thesis.txt"))?,
+        b"years of work"
+    );
+    // A data directory (or an interrupted restore of one) is still refreshed.
+    c.cairn_ok(&[
+        "restore",
+        "--delta",
+        "--dest",
+        c.data.to_str().ok_or("path")?,
+    ])?;
+    c.start()?;
+    c.stop()?;
+    Ok(())
+}

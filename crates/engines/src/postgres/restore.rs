@@ -7,7 +7,7 @@ use super::target;
 use crate::tree::TreeWriter;
 use cairn_repo::catalog::BackupRecord;
 use cairn_repo::index::Index;
-use cairn_repo::manifest::FileEntry;
+use cairn_repo::manifest::{EntryKind, FileEntry};
 use cairn_repo::pipeline::{NoProgress, Progress};
 use cairn_repo::restore;
 use cairn_repo::{Error, Result, Stanza};
@@ -123,6 +123,25 @@ pub fn check_destination(dest: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `--delta` removes whatever the backup does not list, so it goes only where a data
+/// directory is (or was being restored): an empty or new directory, one with `PG_VERSION`,
+/// or one with `global` and `base` directories (a restore that was interrupted before
+/// `PG_VERSION` was written). pgBackRest asks the same (`PG_VERSION` or its manifest).
+pub fn check_delta_destination(dest: &Path) -> Result<()> {
+    let empty = match std::fs::read_dir(dest) {
+        Ok(mut rd) => rd.next().is_none(),
+        Err(_) => true,
+    };
+    let is_dir = |p: &str| std::fs::symlink_metadata(dest.join(p)).is_ok_and(|m| m.is_dir());
+    if empty || dest.join("PG_VERSION").is_file() || (is_dir("global") && is_dir("base")) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} is not a PostgreSQL data directory (no PG_VERSION, no global and base directories), and --delta would delete everything in it that the backup does not list; check --dest, or restore into an empty or new directory without --delta",
+        dest.display()
+    )))
 }
 
 /// Where and how to restore.
@@ -268,6 +287,10 @@ pub async fn restore(
         &opts.recovery,
     );
     check_destination(dest)?;
+    if delta {
+        check_delta_destination(dest)?;
+    }
+    let entries = &*wal_link_as_directory(entries);
     let (writer, placements) = TreeWriter::prepare_with(
         dest,
         entries,
@@ -285,6 +308,44 @@ pub async fn restore(
     writer.finish(entries)?;
     rewrite_tablespace_map(dest, &links)?;
     write_recovery(dest, recovery)
+}
+
+/// A `pg_wal` (or `pg_xlog`) that was a symlink in the backed-up cluster (WAL on its own disk)
+/// comes back as a directory inside the destination, as pgBackRest restores it: recreated as
+/// the link, it would point at the source cluster's live WAL, which the restored cluster's
+/// checkpoints would then recycle and remove (the source could no longer start). The backup
+/// holds no WAL files, so the directory starts empty.
+fn wal_link_as_directory(entries: &[FileEntry]) -> std::borrow::Cow<'_, [FileEntry]> {
+    let is_wal_link = |e: &FileEntry| {
+        e.kind == EntryKind::Symlink && (e.path == b"pg_wal" || e.path == b"pg_xlog")
+    };
+    // Other links (a configuration file kept elsewhere, say) are restored as recorded: the
+    // backup holds no contents for them. Say so, since the copy then shares them.
+    for e in entries.iter().filter(|e| {
+        e.kind == EntryKind::Symlink && !is_wal_link(e) && !e.path.starts_with(b"pg_tblspc/")
+    }) {
+        tracing::warn!(
+            "{} is restored as a symlink to {}, as it was in the backed-up cluster: the restored copy shares that target with the source",
+            e.display_path(),
+            String::from_utf8_lossy(e.link_target.as_deref().unwrap_or_default())
+        );
+    }
+    if !entries.iter().any(is_wal_link) {
+        return std::borrow::Cow::Borrowed(entries);
+    }
+    let mut owned = entries.to_vec();
+    for e in owned.iter_mut().filter(|e| is_wal_link(e)) {
+        tracing::info!(
+            "{} was a symlink to {}: restored as a directory inside the destination (map it elsewhere after the restore if WAL belongs on its own disk)",
+            e.display_path(),
+            String::from_utf8_lossy(e.link_target.as_deref().unwrap_or_default())
+        );
+        e.kind = EntryKind::Dir;
+        e.mode = 0o700;
+        e.size = 0;
+        e.link_target = None;
+    }
+    std::borrow::Cow::Owned(owned)
 }
 
 fn quote(s: &str) -> String {

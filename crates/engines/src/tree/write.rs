@@ -258,17 +258,30 @@ impl TreeWriter {
                     e.link_target.as_deref().unwrap_or_default(),
                 )),
             };
-            if !delta && fs::read_dir(&target).is_ok_and(|mut rd| rd.next().is_some()) {
+            let link = join(&self.root, &e.path);
+            // --delta reuses a non-empty target only when the destination's own link already
+            // points there (the copy being refreshed owns it): a delta restore into another
+            // directory would otherwise overwrite whatever lives there, such as the source
+            // cluster's own tablespace.
+            let owned = delta && fs::read_link(&link).is_ok_and(|t| t == target);
+            if !owned && fs::read_dir(&target).is_ok_and(|mut rd| rd.next().is_some()) {
                 return Err(Error::Usage(format!(
-                    "{} (the target of {}) is not empty; empty it, or restore it elsewhere with --tablespace-map",
+                    "{} (the target of {}) is not empty{}; empty it, or restore it elsewhere with --tablespace-map",
                     target.display(),
-                    e.display_path()
+                    e.display_path(),
+                    if delta {
+                        format!(
+                            " and {} does not already point there, so it may belong to another cluster (the source's own tablespace, if restoring on its host)",
+                            link.display()
+                        )
+                    } else {
+                        String::new()
+                    }
                 )));
             }
             fs::create_dir_all(&target)
                 .map_err(|err| Error::io(format!("cannot create {}", target.display()), err))?;
             self.parents(&e.path, checked)?;
-            let link = join(&self.root, &e.path);
             if fs::symlink_metadata(&link).is_ok() {
                 remove_path(&link)?;
             }
