@@ -205,3 +205,29 @@ fn info_for_a_stanza_that_does_not_exist_is_json_with_status_1_and_exit_code_0()
     );
     Ok(())
 }
+
+#[test]
+fn version_prints_text_or_one_number_as_pgbackrest_and_needs_no_repository() -> Res<()> {
+    let run = |args: &[&str]| {
+        as_postgres(&cairn_bin().display().to_string())
+            .args(args)
+            .output()
+    };
+    let text = run(&["version"])?;
+    assert!(text.status.success(), "{text:?}");
+    assert_eq!(
+        String::from_utf8(text.stdout)?.trim(),
+        format!("cairn {}", env!("CARGO_PKG_VERSION"))
+    );
+    let num = run(&["version", "--output", "num"])?;
+    assert!(num.status.success(), "{num:?}");
+    let n: u64 = String::from_utf8(num.stdout)?.trim().parse()?;
+    let parts: Vec<u64> = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse().unwrap_or(0))
+        .collect();
+    assert_eq!(n, parts[0] * 1_000_000 + parts[1] * 1_000 + parts[2]);
+    let bad = run(&["version", "--output", "json"])?;
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    Ok(())
+}

@@ -312,6 +312,13 @@ pub enum Command {
         #[arg(long = "type")]
         kind: Option<String>,
     },
+    /// Print cairn's version: text (`cairn 0.1.0`), or `--output num` for one integer as
+    /// pgBackRest prints its own (major * 1,000,000 + minor * 1,000 + patch).
+    Version {
+        /// text (default) or num.
+        #[arg(long)]
+        output: Option<String>,
+    },
     /// Rebuild the stanza's catalog from its backup manifests (and a lost repository marker).
     StanzaRepair,
     /// Stop the stanza: backups, expires, repairs and archive-push refuse until `start`.

@@ -29,8 +29,13 @@ mod restore;
 mod stanza_create;
 mod stanza_repair;
 mod verify;
+mod version;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    // Needs no repository, configuration or runtime.
+    if let Command::Version { output } = &cli.command {
+        return version::version_cmd(output.as_deref());
+    }
     let settings = Settings::resolve(&cli)?;
     let level = settings
         .string(&cli.global.log_level, "log-level")?
@@ -192,6 +197,7 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
             restore(s, set, dest, &opts(given), quiet).await
         }
         Command::Info { output, set, kind } => info_cmd(s, output, set, kind).await,
+        Command::Version { output } => version::version_cmd(output.as_deref()),
         Command::StanzaRepair => stanza_repair(s).await,
         Command::Stop => stop_cmd(s).await,
         Command::Start => start_cmd(s).await,
