@@ -47,6 +47,38 @@ fn labels(c: &Cluster) -> Res<Vec<String>> {
         .collect())
 }
 
+/// What the first two backups each added to the repository (bytes).
+fn stored(c: &Cluster) -> Res<(u64, u64)> {
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let stored = |i: usize| info[0]["backup"][i]["info"]["repository"]["delta"].as_u64();
+    Ok((
+        stored(0).ok_or("the first backup's size")?,
+        stored(1).ok_or("the second backup's size")?,
+    ))
+}
+
+/// Restore (with `extra` options) into `dest` up to the restore point `rp`, and start the
+/// copy (the source stopped: they share a port) once it has promoted.
+fn restore_to_point(c: &Cluster, dest: &std::path::Path, extra: &[&str], rp: &str) -> Res<Cluster> {
+    let mut args = vec!["restore", "--dest", dest.to_str().ok_or("path")?];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "--type",
+        "name",
+        "--target",
+        rp,
+        "--target-action",
+        "promote",
+    ]);
+    c.cairn_ok(&args)?;
+    let mut r = c.sibling(dest.to_path_buf());
+    r.set("archive_mode = off")?;
+    r.start()?;
+    r.wait_promoted()?;
+    Ok(r)
+}
+
 #[test]
 fn every_backup_of_a_changing_cluster_restores_exactly_and_passes_amcheck_and_checksums() -> Res<()>
 {
@@ -117,10 +149,7 @@ fn every_backup_of_a_changing_cluster_restores_exactly_and_passes_amcheck_and_ch
     let labels = labels(&c)?;
     assert_eq!(labels.len(), expected.len(), "{labels:?}");
     // Incrementals store the pages that changed, not whole files again.
-    let info: serde_json::Value =
-        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
-    let stored = |i: usize| info[0]["backup"][i]["info"]["repository"]["delta"].as_u64();
-    let (full, first_incr) = (stored(0).ok_or("full size")?, stored(1).ok_or("incr")?);
+    let (full, first_incr) = stored(&c)?;
     assert!(
         first_incr * 20 < full,
         "the first incremental stored {first_incr} bytes against the full's {full}"
@@ -130,23 +159,7 @@ fn every_backup_of_a_changing_cluster_restores_exactly_and_passes_amcheck_and_ch
     for (i, (label, want)) in labels.iter().zip(&expected).enumerate() {
         let dest = c.dir.path().join(format!("restore-{i}"));
         let rp = format!("rp{i}");
-        c.cairn_ok(&[
-            "restore",
-            "--dest",
-            dest.to_str().ok_or("path")?,
-            "--set",
-            label,
-            "--type",
-            "name",
-            "--target",
-            &rp,
-            "--target-action",
-            "promote",
-        ])?;
-        let mut r = c.sibling(dest.clone());
-        r.set("archive_mode = off")?;
-        r.start()?;
-        r.wait_promoted()?;
+        let mut r = restore_to_point(&c, &dest, &["--set", label], &rp)?;
         let got = digest(&r)?;
         assert_eq!(&got, want, "backup {label} restored to {rp}");
         amcheck(&r)?;
@@ -214,31 +227,13 @@ fn a_table_extended_across_its_1_gib_segment_boundary_restores_exactly() -> Res<
     let last = c.switch_wal()?;
     c.wait_archived(&last)?;
 
-    let info: serde_json::Value =
-        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
-    let stored = |i: usize| info[0]["backup"][i]["info"]["repository"]["delta"].as_u64();
-    let (full, incr) = (stored(0).ok_or("full size")?, stored(1).ok_or("incr size")?);
+    let (full, incr) = stored(&c)?;
     assert!(
         incr * 4 < full,
         "the incremental stored {incr} bytes against the full's {full}"
     );
     c.stop()?;
-    let dest = c.dir.path().join("restore");
-    c.cairn_ok(&[
-        "restore",
-        "--dest",
-        dest.to_str().ok_or("path")?,
-        "--type",
-        "name",
-        "--target",
-        "grown",
-        "--target-action",
-        "promote",
-    ])?;
-    let mut r = c.sibling(dest.clone());
-    r.set("archive_mode = off")?;
-    r.start()?;
-    r.wait_promoted()?;
+    let mut r = restore_to_point(&c, &c.dir.path().join("restore"), &[], "grown")?;
     assert_eq!(big_digest(&r)?, want, "the restored table");
     amcheck(&r)?;
     r.stop()?;

@@ -240,8 +240,9 @@ fn a_backup_killed_mid_copy_is_not_listed_and_leaves_no_backup_running() -> Res<
     Ok(())
 }
 
-#[test]
-fn tablespaces_restore_to_a_mapped_path_and_delta_restore_repairs_a_data_directory() -> Res<()> {
+/// A running cluster with a stanza and tablespace `ts1` (in the test's directory) holding
+/// table `in_ts` of `rows` rows; returns the cluster and the tablespace's directory.
+fn cluster_with_tablespace(rows: u32) -> Res<(Cluster, std::path::PathBuf)> {
     let mut c = Cluster::init(None)?;
     let ts = c.dir.path().join("ts1");
     fs::create_dir_all(&ts)?;
@@ -252,7 +253,15 @@ fn tablespaces_restore_to_a_mapped_path_and_delta_restore_repairs_a_data_directo
         "create tablespace ts1 location '{}'",
         ts.display()
     ))?;
-    c.sql("create table in_ts tablespace ts1 as select g from generate_series(1, 50000) g")?;
+    c.sql(&format!(
+        "create table in_ts tablespace ts1 as select g from generate_series(1, {rows}) g"
+    ))?;
+    Ok((c, ts))
+}
+
+#[test]
+fn tablespaces_restore_to_a_mapped_path_and_delta_restore_repairs_a_data_directory() -> Res<()> {
+    let (mut c, ts) = cluster_with_tablespace(50_000)?;
     c.cairn_ok(&["backup", "--type", "full"])?;
     c.sql("insert into in_ts select g from generate_series(1, 1000) g")?;
     let last = c.switch_wal()?;
@@ -443,17 +452,7 @@ fn defect_a_symlinked_pg_wal_was_restored_as_a_link_to_the_source_wal() -> Res<(
 /// skipped under --delta) and overwrote the live cluster's files there with older pages.
 #[test]
 fn defect_a_delta_restore_elsewhere_overwrote_the_source_tablespace() -> Res<()> {
-    let mut c = Cluster::init(None)?;
-    let ts = c.dir.path().join("ts1");
-    fs::create_dir_all(&ts)?;
-    chown_postgres(&ts)?;
-    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
-    c.start()?;
-    c.sql(&format!(
-        "create tablespace ts1 location '{}'",
-        ts.display()
-    ))?;
-    c.sql("create table in_ts tablespace ts1 as select g from generate_series(1, 20000) g")?;
+    let (mut c, _ts) = cluster_with_tablespace(20_000)?;
     c.cairn_ok(&["backup", "--type", "full"])?;
     c.sql("insert into in_ts select g from generate_series(1, 20000) g")?;
     c.sql("checkpoint")?;

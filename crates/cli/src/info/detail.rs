@@ -3,6 +3,7 @@
 
 use super::SetDetail;
 use anyhow::Result;
+use cairn_engines::postgres::backup::{recorded_databases, recorded_tablespaces};
 use cairn_repo::Stanza;
 use cairn_repo::catalog::BackupRecord;
 use cairn_repo::manifest::EntryKind;
@@ -14,17 +15,8 @@ pub async fn gather(stanza: &Stanza, record: &BackupRecord) -> Result<SetDetail>
         databases: databases(record),
         ..SetDetail::default()
     };
-    // pgBackRest lists tablespaces by name: `tablespaces` is `oid=name,...`.
-    let names: Vec<(u32, &str)> = record
-        .meta
-        .get("tablespaces")
-        .map(|t| {
-            t.split(',')
-                .filter_map(|p| p.split_once('='))
-                .filter_map(|(oid, name)| Some((oid.parse().ok()?, name)))
-                .collect()
-        })
-        .unwrap_or_default();
+    // pgBackRest lists tablespaces by name.
+    let names = recorded_tablespaces(&record.meta);
     for e in manifest
         .entries
         .iter()
@@ -44,7 +36,7 @@ pub async fn gather(stanza: &Stanza, record: &BackupRecord) -> Result<SetDetail>
                 let name = names
                     .iter()
                     .find(|(o, _)| *o == oid)
-                    .map_or_else(|| oid.to_string(), |(_, n)| n.to_string());
+                    .map_or_else(|| oid.to_string(), |(_, n)| n.clone());
                 detail.tablespaces.push((name, target, oid));
             }
             None => detail.links.push((path, target)),
@@ -62,16 +54,12 @@ pub async fn gather(stanza: &Stanza, record: &BackupRecord) -> Result<SetDetail>
     Ok(detail)
 }
 
-/// The backup's databases but the templates, from `databases` (a JSON list of `[oid,
-/// name]` the postgres engine records at backup time; older backups have none).
+/// The backup's databases but the templates (none for backups made before they were
+/// recorded).
 fn databases(record: &BackupRecord) -> Vec<(String, u64)> {
-    let Some(list) = record.meta.get("databases") else {
-        return Vec::new();
-    };
-    let parsed: Vec<(u64, String)> = serde_json::from_str(list).unwrap_or_default();
-    parsed
+    recorded_databases(&record.meta)
         .into_iter()
         .filter(|(_, name)| name != "template0" && name != "template1")
-        .map(|(oid, name)| (name, oid))
+        .map(|(oid, name)| (name, u64::from(oid)))
         .collect()
 }

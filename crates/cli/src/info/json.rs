@@ -61,7 +61,7 @@ fn stanza(s: &StanzaReport, view: &View) -> Value {
                     "meta": b.meta,
                 },
             });
-            if let Some(d) = s.set_detail.as_ref().filter(|_| view.set.is_some())
+            if let Some(d) = &s.set_detail
                 && let Some(o) = v.as_object_mut()
             {
                 o.insert(
@@ -92,15 +92,6 @@ fn stanza(s: &StanzaReport, view: &View) -> Value {
             v
         })
         .collect();
-    let mut backup_lock = json!({"held": s.locked, "stale": s.stale_lock.is_some()});
-    if let (Some(p), Some(o)) = (&s.progress, backup_lock.as_object_mut()) {
-        o.insert("size".into(), p.size.into());
-        o.insert("size-cplt".into(), p.done.into());
-        o.insert(
-            "repo".into(),
-            json!([{"key": 1, "size": p.size, "size-cplt": p.done}]),
-        );
-    }
     json!({
         "name": s.name,
         "cipher": "none",
@@ -108,8 +99,9 @@ fn stanza(s: &StanzaReport, view: &View) -> Value {
             "code": code,
             "message": message,
             "lock": {
-                "backup": backup_lock,
-                "restore": {"held": s.restore_held},
+                "backup": {"held": s.locked, "stale": s.stale_lock.is_some()},
+                // cairn's restore takes no lock (yet): none is ever held.
+                "restore": {"held": false},
             },
         },
         "repo": [{

@@ -42,13 +42,6 @@ pub struct SetDetail {
     pub error_files: Vec<String>,
 }
 
-/// How far a running backup is (pgBackRest's `size` and `size-cplt` under the lock).
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    pub size: u64,
-    pub done: u64,
-}
-
 use anyhow::Result;
 use cairn_engines::engine::BackupFacts;
 use cairn_repo::Stanza;
@@ -77,10 +70,6 @@ pub struct StanzaReport {
     pub missing: bool,
     /// With `--set`: that backup's detail (None when it is not in the catalog).
     pub set_detail: Option<SetDetail>,
-    /// The running backup's progress, when one is running and has published it.
-    pub progress: Option<Progress>,
-    /// A restore of this stanza is running on this host.
-    pub restore_held: bool,
     pub wal_files: usize,
     pub wal_bytes: u64,
     /// Plaintext bytes of the distinct chunks stored (what deduplication leaves).
@@ -108,8 +97,6 @@ impl StanzaReport {
             unreadable: Some(why),
             missing: false,
             set_detail: None,
-            progress: None,
-            restore_held: false,
             wal_files: 0,
             wal_bytes: 0,
             unique_bytes: 0,
@@ -200,8 +187,6 @@ impl StanzaReport {
             unreadable: None,
             missing: false,
             set_detail: None,
-            progress: None,
-            restore_held: false,
             wal_files,
             wal_bytes,
             unique_bytes,
@@ -233,10 +218,10 @@ impl StanzaReport {
         ratio(self.unique_bytes, self.pack_bytes)
     }
 
-    /// pgBackRest's status codes where they apply (0 ok, 2 no valid backups); 99 ("other")
-    /// when the last verify found problems, so monitoring that alerts on a non-zero code
-    /// notices damage that only verify can see.
-    /// The status, given what was asked: pgBackRest's 6 when `--set` names no backup.
+    /// pgBackRest's status codes where they apply (0 ok, 1 missing stanza path, 2 no valid
+    /// backups, 6 requested backup not found for `--set`); 99 ("other") when the last verify
+    /// found problems, so monitoring that alerts on a non-zero code notices damage that only
+    /// verify can see.
     fn status_in(&self, view: &View) -> (i32, String) {
         if self.missing {
             return (1, "missing stanza path".into());

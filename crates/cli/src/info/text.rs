@@ -23,7 +23,6 @@ pub fn text(stanzas: &[StanzaReport], view: &View) -> String {
                     " (stale lock left by `{}`, pid {}, which is no longer running; the next backup takes it over)",
                     h.command, h.pid
                 ),
-                (None, false) if s.restore_held => " (restore running)".to_string(),
                 (None, false) => String::new(),
             }
         );
@@ -134,7 +133,7 @@ pub fn text(stanzas: &[StanzaReport], view: &View) -> String {
                     "        warning: {n} file(s) changed while they were read (kept as last read; marked changed-during-backup in the manifest)"
                 );
             }
-            if let Some(d) = s.set_detail.as_ref().filter(|_| view.set.is_some()) {
+            if let Some(d) = &s.set_detail {
                 let dbs: Vec<String> = d
                     .databases
                     .iter()

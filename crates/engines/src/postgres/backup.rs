@@ -223,6 +223,26 @@ async fn run(
     Ok(meta)
 }
 
+/// The tablespaces a backup recorded (`tablespaces`: `oid=name,...`), as (oid, name).
+pub fn recorded_tablespaces(meta: &BTreeMap<String, String>) -> Vec<(u32, String)> {
+    meta.get("tablespaces")
+        .map(|t| {
+            t.split(',')
+                .filter_map(|p| p.split_once('='))
+                .filter_map(|(oid, name)| Some((oid.parse().ok()?, name.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The databases a backup recorded (`databases`: a JSON list of `[oid, name]`), as (oid,
+/// name); none for backups made before the fact was recorded.
+pub fn recorded_databases(meta: &BTreeMap<String, String>) -> Vec<(u32, String)> {
+    meta.get("databases")
+        .and_then(|list| serde_json::from_str(list).ok())
+        .unwrap_or_default()
+}
+
 /// Wait until every segment from `start` to `stop` (inclusive) is in the archive.
 async fn wait_for_archive(
     stanza: &Stanza,

@@ -163,18 +163,13 @@ fn link_map(
     map: &[(String, PathBuf)],
     dest: &Path,
 ) -> Result<std::collections::BTreeMap<Vec<u8>, PathBuf>> {
-    let known: Vec<(String, String)> = record_meta
-        .get("tablespaces")
-        .map(|t| {
-            t.split(',')
-                .filter_map(|p| p.split_once('='))
-                .map(|(o, n)| (o.to_string(), n.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let known = super::backup::recorded_tablespaces(record_meta);
     let mut out = std::collections::BTreeMap::new();
     for (name, path) in map {
-        let Some((oid, _)) = known.iter().find(|(o, n)| o == name || n == name) else {
+        let Some((oid, _)) = known
+            .iter()
+            .find(|(o, n)| o.to_string() == *name || n == name)
+        else {
             let names: Vec<String> = known.iter().map(|(o, n)| format!("{n} ({o})")).collect();
             return Err(Error::Usage(format!(
                 "--tablespace-map names '{name}', which is not a tablespace of this backup (it has: {})",

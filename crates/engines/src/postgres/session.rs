@@ -166,39 +166,33 @@ pub async fn check_data_directory(
 
 /// User tablespaces: (oid, name).
 pub async fn tablespaces(client: &Client) -> Result<Vec<(u32, String)>> {
-    let rows = client
-        .query(
-            "select oid::int8, spcname::text from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by oid",
-            &[],
-        )
-        .await
-        .map_err(sql_err("listing tablespaces"))?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                col::<i64>(r, 0, "the tablespace list")? as u32,
-                col::<String>(r, 1, "the tablespace list")?,
-            ))
-        })
-        .collect()
+    oid_names(
+        client,
+        "select oid::int8, spcname::text from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by oid",
+        ("listing tablespaces", "the tablespace list"),
+    )
+    .await
 }
 
 /// Every database: (oid, name), as `info --set` lists them.
 pub async fn databases(client: &Client) -> Result<Vec<(u32, String)>> {
-    let rows = client
-        .query(
-            "select oid::int8, datname::text from pg_database order by oid",
-            &[],
-        )
-        .await
-        .map_err(sql_err("listing databases"))?;
+    oid_names(
+        client,
+        "select oid::int8, datname::text from pg_database order by oid",
+        ("listing databases", "the database list"),
+    )
+    .await
+}
+
+/// Rows of (oid, name) from `sql`; `(doing, what)` name the query and its result in errors.
+async fn oid_names(
+    client: &Client,
+    sql: &str,
+    (doing, what): (&str, &str),
+) -> Result<Vec<(u32, String)>> {
+    let rows = client.query(sql, &[]).await.map_err(sql_err(doing))?;
     rows.iter()
-        .map(|r| {
-            Ok((
-                col::<i64>(r, 0, "the database list")? as u32,
-                col::<String>(r, 1, "the database list")?,
-            ))
-        })
+        .map(|r| Ok((col::<i64>(r, 0, what)? as u32, col::<String>(r, 1, what)?)))
         .collect()
 }
 

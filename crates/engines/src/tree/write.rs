@@ -25,13 +25,12 @@ pub struct TreeWriter {
     /// Symlinks with restored contents beneath them (tablespaces), created before the
     /// contents, by path.
     links: std::collections::HashSet<Vec<u8>>,
-    /// Each target's size, and whether it is still to be created: a new restore creates each
-    /// file when its first chunk arrives (or in `finish` if none does), so the creations,
-    /// which ext4 makes slow after a mass deletion (its inode allocator skips recently
-    /// deleted inodes one by one: 0.67 ms per file, 0.66 s for a 1,000-file cluster restored
-    /// right after `rm -rf` of the last copy), overlap the data instead of preceding it.
-    sizes: Vec<u64>,
-    pending: std::sync::Mutex<Vec<bool>>,
+    /// By target, the size of a file still to be created: a new restore creates each file
+    /// when its first chunk arrives (or in `finish` if none does), so the creations, which
+    /// ext4 makes slow after a mass deletion (its inode allocator skips recently deleted
+    /// inodes one by one: 0.67 ms per file, 0.66 s for a 1,000-file cluster restored right
+    /// after `rm -rf` of the last copy), overlap the data instead of preceding it.
+    pending: std::sync::Mutex<Vec<Option<u64>>>,
 }
 
 /// Files a restore keeps open at once.
@@ -114,7 +113,6 @@ impl TreeWriter {
             files: Vec::new(),
             open: Default::default(),
             links: Default::default(),
-            sizes: Vec::new(),
             pending: Default::default(),
         };
         let mut pending = Vec::new();
@@ -171,8 +169,7 @@ impl TreeWriter {
                     }
                     let target = w.files.len();
                     w.files.push(path);
-                    w.sizes.push(e.size);
-                    pending.push(!delta);
+                    pending.push((!delta).then_some(e.size));
                     // With --delta, a chunk already in place is kept (a unit with a delta
                     // is always written: no name covers its bytes as restored).
                     let keep = |offset: u64, c: &ChunkRef, shape: Shape| {
@@ -221,15 +218,15 @@ impl TreeWriter {
             .pending
             .lock()
             .map_err(|_| io::Error::other("a restore thread panicked"))?;
-        if !pending.get(target).copied().unwrap_or(false) {
+        let Some(size) = pending.get(target).copied().flatten() else {
             return Ok(None);
-        }
+        };
         let path = self
             .files
             .get(target)
             .ok_or_else(|| io::Error::other("unknown restore target"))?;
-        let f = create(path, self.sizes[target], false)?;
-        pending[target] = false;
+        let f = create(path, size, false)?;
+        pending[target] = None;
         Ok(Some(f))
     }
 
