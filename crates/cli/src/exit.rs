@@ -79,6 +79,9 @@ impl std::fmt::Display for StopRecovery {
 impl std::error::Error for StopRecovery {}
 pub const STOP_RECOVERY: u8 = 126;
 
+/// A bad option or value (exit code 2).
+pub const USAGE: u8 = 2;
+
 /// A backup that completed and is listed, with warnings (exit code 6).
 pub const WARNINGS: u8 = 6;
 
@@ -87,29 +90,34 @@ pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    ExitCode::from(exit_status(e))
+}
+
+/// The exit status `e` ends the command with.
+pub fn exit_status(e: &anyhow::Error) -> u8 {
     if is_broken_pipe(e) {
-        return ExitCode::SUCCESS;
+        return 0;
     }
     if e.downcast_ref::<Usage>().is_some() {
-        return ExitCode::from(2);
+        return USAGE;
     }
     if e.downcast_ref::<Damaged>().is_some() {
-        return ExitCode::from(4);
+        return 4;
     }
     if e.downcast_ref::<StopRecovery>().is_some() {
-        return ExitCode::from(STOP_RECOVERY);
+        return STOP_RECOVERY;
     }
     if e.downcast_ref::<Internal>().is_some() {
-        return ExitCode::from(70);
+        return 70;
     }
     if let Some(Interrupted(sig, _)) = e.downcast_ref::<Interrupted>() {
-        return ExitCode::from(128 + *sig as u8);
+        return 128 + *sig as u8;
     }
     match e.downcast_ref::<cairn_repo::Error>() {
-        Some(cairn_repo::Error::NotFound(_)) => ExitCode::from(1),
-        Some(cairn_repo::Error::Usage(_)) => ExitCode::from(2),
-        Some(cairn_repo::Error::Locked(_) | cairn_repo::Error::Conflict(_)) => ExitCode::from(5),
-        _ => ExitCode::from(3),
+        Some(cairn_repo::Error::NotFound(_)) => 1,
+        Some(cairn_repo::Error::Usage(_)) => 2,
+        Some(cairn_repo::Error::Locked(_) | cairn_repo::Error::Conflict(_)) => 5,
+        _ => 3,
     }
 }
 

@@ -31,6 +31,7 @@ mod exit;
 mod info;
 mod logging;
 mod options;
+mod pgbackrest;
 mod progress;
 mod settings;
 
@@ -50,6 +51,51 @@ pub struct Cli {
     pub global: GlobalOpts,
     #[command(subcommand)]
     pub command: Command,
+    /// The subcommand's name (`backup`), for the config file's `[global:backup]` sections.
+    #[arg(skip)]
+    pub command_name: String,
+    /// Switches negated on the command line as pgBackRest does (`--no-delta`).
+    #[arg(skip)]
+    pub negated: Vec<String>,
+    /// What translating pgBackRest's option names found to report once logging is set up.
+    #[arg(skip)]
+    pub(crate) notes: pgbackrest::Notes,
+    /// The options given on the command line or in `CAIRN_*` variables, by long name, for
+    /// the log file's begin line.
+    #[arg(skip)]
+    pub given: Vec<(String, Option<String>)>,
+}
+
+/// The options `matches` got from the command line or the environment, by long name.
+fn given_options(
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+) -> Vec<(String, Option<String>)> {
+    use clap::parser::ValueSource;
+    let mut given = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        if !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let value = if arg.get_action().takes_values() {
+            matches.get_raw(id).map(|v| {
+                v.map(|s| s.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+        } else {
+            None
+        };
+        given.push((long.to_string(), value));
+    }
+    given
 }
 
 #[derive(Debug, Args)]
@@ -97,8 +143,47 @@ pub struct GlobalOpts {
     /// at most twice this long (default 60).
     #[arg(long, global = true, env = "CAIRN_IO_TIMEOUT")]
     pub io_timeout: Option<u64>,
+    /// Also write the log to <log-path>/<stanza>-<command>.log (pgBackRest's file name).
+    #[arg(long, global = true, env = "CAIRN_LOG_PATH")]
+    pub log_path: Option<PathBuf>,
+    /// Level of the log file: off, error, warn, info (default), debug or trace.
+    #[arg(long, global = true, env = "CAIRN_LOG_LEVEL_FILE")]
+    pub log_level_file: Option<String>,
+    /// Directory of more pgBackRest-style *.conf files to read after the config file
+    /// (default /etc/pgbackrest/conf.d with pgBackRest's default config file).
+    #[arg(long, global = true, env = "CAIRN_CONFIG_INCLUDE_PATH")]
+    pub config_include_path: Option<PathBuf>,
     #[command(flatten)]
     pub pg: PgClusterArgs,
+    #[command(flatten)]
+    pub repo1: Repo1Args,
+}
+
+/// pgBackRest's repository options, accepted as pgBackRest spells them (`--repo1-path`,
+/// `repo1-type=s3` with `repo1-s3-bucket`) and resolved into `--repo` and the S3 settings
+/// (`settings`); `--repo` wins.
+#[derive(Debug, Args)]
+pub struct Repo1Args {
+    #[arg(long = "repo1-path", global = true, hide = true)]
+    pub repo1_path: Option<String>,
+    #[arg(long = "repo1-type", global = true, hide = true)]
+    pub repo1_kind: Option<String>,
+    #[arg(long = "repo1-s3-bucket", global = true, hide = true)]
+    pub repo1_s3_bucket: Option<String>,
+    #[arg(long = "repo1-s3-uri-style", global = true, hide = true)]
+    pub repo1_s3_uri_style: Option<String>,
+    #[arg(long = "repo1-s3-key", global = true, hide = true)]
+    pub repo1_s3_key: Option<String>,
+    #[arg(long = "repo1-s3-key-secret", global = true, hide = true)]
+    pub repo1_s3_key_secret: Option<String>,
+    #[arg(long = "repo1-s3-token", global = true, hide = true)]
+    pub repo1_s3_token: Option<String>,
+    #[arg(long = "repo1-storage-host", global = true, hide = true)]
+    pub repo1_storage_host: Option<String>,
+    #[arg(long = "repo1-storage-port", global = true, hide = true)]
+    pub repo1_storage_port: Option<u16>,
+    #[arg(long = "repo1-cipher-type", global = true, hide = true)]
+    pub repo1_cipher_type: Option<String>,
 }
 
 // Engine-specific options, grouped under a heading of their own in `--help`. The engines read
@@ -159,6 +244,11 @@ pub struct PgBackupArgs {
     /// Seconds to wait for the backup's WAL to reach the archive (postgres; default 60).
     #[arg(long, env = "CAIRN_ARCHIVE_TIMEOUT")]
     pub archive_timeout: Option<u64>,
+    /// Checkpoint at once when the backup starts (the default; --no-start-fast, or
+    /// start-fast=n in the config file, waits for the next scheduled checkpoint as
+    /// pgBackRest's default does, which spreads the checkpoint's writes).
+    #[arg(long, env = "CAIRN_START_FAST")]
+    pub start_fast: bool,
 }
 
 #[derive(Debug, Args)]
@@ -404,8 +494,55 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Parse the command line, pgBackRest's option names (`--pg1-path`, `--repo1-retention-full`)
+/// read as cairn's (see `pgbackrest::names`). Clap's own errors exit 2, as usage errors do.
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command();
+    let is_switch = |name: &str| {
+        std::iter::once(&command)
+            .chain(command.get_subcommands())
+            .flat_map(|c| c.get_arguments())
+            .any(|a| a.get_long() == Some(name) && !a.get_action().takes_values())
+    };
+    let mut negated = Vec::new();
+    let mut notes = pgbackrest::Notes::default();
+    let args = match pgbackrest::names::translate_args(
+        std::env::args_os().collect(),
+        is_switch,
+        &mut negated,
+        &mut notes,
+    ) {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("cairn: error: {msg}");
+            return Err(ExitCode::from(exit::USAGE));
+        }
+    };
+    let matches = command.clone().get_matches_from(args);
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.command_name = matches.subcommand_name().unwrap_or_default().to_string();
+    cli.given = given_options(&command, &matches);
+    if let Some((name, sub)) = matches.subcommand()
+        && let Some(c) = command.find_subcommand(name)
+    {
+        for g in given_options(c, sub) {
+            if !cli.given.iter().any(|(k, _)| *k == g.0) {
+                cli.given.push(g);
+            }
+        }
+    }
+    cli.given.sort();
+    cli.negated = negated;
+    cli.notes = notes;
+    Ok(cli)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     tune_allocator(&cli.command);
     raise_open_files_limit();
     match commands::run(cli) {

@@ -89,10 +89,17 @@ impl Options for EngineOptions<'_> {
         }
     }
 
+    fn switch(&self, key: &str) -> Result<Option<bool>> {
+        match self.given(key) {
+            Some(Given::Switch(true) | Given::FlagOnly(true)) => Ok(Some(true)),
+            _ => self.settings.file.boolean(key).map_err(engine_error),
+        }
+    }
+
     fn list(&self, key: &str) -> Result<Vec<String>> {
         match self.given(key) {
-            Some(Given::List(v)) => Ok(v.clone()),
-            _ => Ok(Vec::new()),
+            Some(Given::List(v)) if !v.is_empty() => Ok(v.clone()),
+            _ => self.settings.file.list(key).map_err(engine_error),
         }
     }
 
@@ -119,7 +126,10 @@ pub(crate) fn archive_timeout(t: Option<u64>) -> (&'static str, Given) {
 
 impl PgBackupArgs {
     pub(crate) fn given(&self) -> Flags {
-        vec![archive_timeout(self.archive_timeout)]
+        vec![
+            archive_timeout(self.archive_timeout),
+            ("start-fast", Given::Switch(self.start_fast)),
+        ]
     }
 }
 

@@ -9,7 +9,7 @@ use cairn_repo::StanzaName;
 use cairn_repo::storage::Storage;
 use cairn_repo::storage::local::LocalStorage;
 use cairn_repo::storage::retry::{RetryPolicy, Retrying};
-use cairn_repo::storage::s3::{DEFAULT_IO_TIMEOUT, S3Options, S3Storage};
+use cairn_repo::storage::s3::{DEFAULT_IO_TIMEOUT, S3Credentials, S3Options, S3Storage};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,12 +52,19 @@ pub(crate) struct S3Flags {
     pub(crate) sse: Option<String>,
     pub(crate) kms_key_id: Option<String>,
     pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) credentials: Option<S3Credentials>,
 }
 
 impl Settings {
     pub(crate) fn resolve(cli: &Cli) -> Result<Settings> {
         let g = &cli.global;
-        let mut file = ConfigFile::load(g.config.as_deref())?;
+        let mut file = ConfigFile::load(
+            g.config.as_deref(),
+            g.config_include_path.as_deref(),
+            &cli.command_name,
+            cli.negated.clone(),
+            cli.notes.clone(),
+        )?;
         file.check_keys(
             &g.config
                 .as_deref()
@@ -73,9 +80,77 @@ impl Settings {
         if let Some(s) = &stanza {
             file.select_stanza(s)?;
         }
+        let repo1_given = [
+            &g.repo1.repo1_path,
+            &g.repo1.repo1_kind,
+            &g.repo1.repo1_s3_bucket,
+        ]
+        .iter()
+        .any(|o| o.is_some());
         let repo = match &g.repo {
             Some(r) => Some(r.clone()),
-            None => file.string("repo")?,
+            None if repo1_given => repo1(&file, &g.repo1)?,
+            None => match file.string("repo")? {
+                Some(r) => Some(r),
+                None => repo1(&file, &g.repo1)?,
+            },
+        };
+        let flag_or_file = |flag: &Option<String>, key: &str| -> Result<Option<String>> {
+            match flag {
+                Some(v) => Ok(Some(v.clone())),
+                None => file.string(key),
+            }
+        };
+        match flag_or_file(&g.repo1.repo1_cipher_type, "repo1-cipher-type")?.as_deref() {
+            None | Some("none") => {}
+            Some(c) => {
+                return Err(usage(format!(
+                    "repo1-cipher-type '{c}': cairn does not encrypt repositories, so the backups would be stored unencrypted; use an encrypted file system or S3 server-side encryption (--s3-sse) and set repo1-cipher-type=none"
+                )));
+            }
+        }
+        let path_style =
+            match flag_or_file(&g.repo1.repo1_s3_uri_style, "repo1-s3-uri-style")?.as_deref() {
+                None | Some("host") => g.s3_path_style,
+                Some("path") => true,
+                Some(other) => {
+                    return Err(usage(format!(
+                        "repo1-s3-uri-style '{other}': use host or path"
+                    )));
+                }
+            };
+        let credentials = match (
+            flag_or_file(&g.repo1.repo1_s3_key, "repo1-s3-key")?,
+            flag_or_file(&g.repo1.repo1_s3_key_secret, "repo1-s3-key-secret")?,
+        ) {
+            (None, None) => None,
+            (Some(access_key_id), Some(secret_access_key)) => Some(S3Credentials {
+                access_key_id,
+                secret_access_key,
+                session_token: flag_or_file(&g.repo1.repo1_s3_token, "repo1-s3-token")?,
+            }),
+            _ => {
+                return Err(usage(
+                    "repo1-s3-key and repo1-s3-key-secret go together: give both, or neither to use the AWS credential chain",
+                ));
+            }
+        };
+        let endpoint = match flag_or_file(&g.s3_endpoint, "s3-endpoint")? {
+            // pgBackRest's endpoint is a host name, reached over https (at repo1-storage-port,
+            // or repo1-storage-host instead when given).
+            Some(e) if !e.contains("://") => {
+                let host =
+                    flag_or_file(&g.repo1.repo1_storage_host, "repo1-storage-host")?.unwrap_or(e);
+                let port = match g.repo1.repo1_storage_port {
+                    Some(p) => Some(i64::from(p)),
+                    None => file.integer("repo1-storage-port")?,
+                };
+                Some(match port {
+                    Some(p) => format!("https://{host}:{p}"),
+                    None => format!("https://{host}"),
+                })
+            }
+            other => other,
         };
         let process_max = match g.process_max {
             Some(n) => n as i64,
@@ -118,9 +193,10 @@ impl Settings {
             compress_level: compress_level as i32,
             config_path: g.config.clone(),
             s3: S3Flags {
-                endpoint: g.s3_endpoint.clone(),
+                endpoint,
                 region: g.s3_region.clone(),
-                path_style: g.s3_path_style,
+                path_style,
+                credentials,
                 sse: g.s3_sse.clone(),
                 kms_key_id: g.s3_kms_key_id.clone(),
                 ca_file: g.s3_ca_file.clone(),
@@ -169,13 +245,13 @@ impl Settings {
             words.extend(value);
         };
         if repo.starts_with("s3://") {
-            if let Some(e) = self.string(&self.s3.endpoint, "s3-endpoint")? {
-                add("--s3-endpoint", Some(e));
+            if let Some(e) = &self.s3.endpoint {
+                add("--s3-endpoint", Some(e.clone()));
             }
             if let Some(r) = self.string(&self.s3.region, "s3-region")? {
                 add("--s3-region", Some(r));
             }
-            if self.flag(self.s3.path_style, "s3-path-style")? {
+            if self.s3.path_style || self.file.boolean("s3-path-style")?.unwrap_or(false) {
                 add("--s3-path-style", None);
             }
             if let Some(ca) = self.path(&self.s3.ca_file, "s3-ca-file")? {
@@ -226,11 +302,17 @@ impl Settings {
         };
         if repo.starts_with("s3://") {
             let mut o = S3Options::from_url(repo).map_err(|e| usage(e.to_string()))?;
-            o.endpoint = self.string(&self.s3.endpoint, "s3-endpoint")?;
+            o.endpoint = self.s3.endpoint.clone();
+            o.credentials = self.s3.credentials.clone();
             o.region = self.string(&self.s3.region, "s3-region")?;
-            o.path_style = self.flag(self.s3.path_style, "s3-path-style")?;
+            o.path_style =
+                self.s3.path_style || self.file.boolean("s3-path-style")?.unwrap_or(false);
             o.sse = self.string(&self.s3.sse, "s3-sse")?;
             o.kms_key_id = self.string(&self.s3.kms_key_id, "s3-kms-key-id")?;
+            // pgBackRest's repo1-s3-kms-key-id alone asks for SSE-KMS.
+            if o.kms_key_id.is_some() && o.sse.is_none() {
+                o.sse = Some("aws:kms".into());
+            }
             o.ca_file = self.path(&self.s3.ca_file, "s3-ca-file")?;
             o.io_timeout = self.io_timeout;
             if let Some(sse) = &o.sse
@@ -273,5 +355,39 @@ impl Settings {
             }
         }
         Ok(Arc::new(Retrying::new(LocalStorage::new(path)?, policy)))
+    }
+}
+
+/// The repository pgBackRest's options name: `repo1-path` (a directory), or with
+/// `repo1-type=s3` the bucket `repo1-s3-bucket` and the prefix `repo1-path`. Flags win over
+/// the file, each option on its own. None when none of them is set.
+fn repo1(file: &ConfigFile, r: &crate::Repo1Args) -> Result<Option<String>> {
+    let get = |flag: &Option<String>, key: &str| -> Result<Option<String>> {
+        match flag {
+            Some(v) => Ok(Some(v.clone())),
+            None => file.string(key),
+        }
+    };
+    let path = get(&r.repo1_path, "repo1-path")?;
+    let kind = get(&r.repo1_kind, "repo1-type")?;
+    let bucket = get(&r.repo1_s3_bucket, "repo1-s3-bucket")?;
+    if path.is_none() && kind.is_none() && bucket.is_none() {
+        return Ok(None);
+    }
+    let path = path.ok_or_else(|| {
+        usage("repo1-path is not set: give cairn a repository path of its own (pgBackRest's default, /var/lib/pgbackrest, holds pgBackRest's repository)")
+    })?;
+    match kind.as_deref() {
+        None | Some("posix") | Some("cifs") => Ok(Some(path)),
+        Some("s3") => {
+            let bucket = bucket.ok_or_else(|| usage("repo1-type=s3 needs repo1-s3-bucket"))?;
+            Ok(Some(format!(
+                "s3://{bucket}/{}",
+                path.trim_start_matches('/')
+            )))
+        }
+        Some(other) => Err(usage(format!(
+            "repo1-type '{other}': cairn's repositories are posix (a directory) or s3"
+        ))),
     }
 }

@@ -37,10 +37,49 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         return version::version_cmd(output.as_deref());
     }
     let settings = Settings::resolve(&cli)?;
+    // PostgreSQL logs what archive_command and restore_command print: a line per segment
+    // would flood it, so they say only what goes wrong unless asked.
+    let default_level = match cli.command {
+        Command::ArchivePush { .. } | Command::ArchiveGet { .. } => "warn",
+        _ => "info",
+    };
     let level = settings
         .string(&cli.global.log_level, "log-level")?
-        .unwrap_or_else(|| "info".into());
-    crate::logging::init_logging(&level)?;
+        .unwrap_or_else(|| default_level.into());
+    let log_file = match settings.path(&cli.global.log_path, "log-path")? {
+        Some(dir) => Some(crate::logging::LogFile::new(
+            &dir,
+            settings.stanza.as_deref(),
+            &cli.command_name,
+            settings
+                .string(&cli.global.log_level_file, "log-level-file")?
+                .unwrap_or_else(|| "info".into()),
+        )),
+        None => None,
+    };
+    crate::logging::init_logging(&level, log_file.as_ref())?;
+    let started = std::time::Instant::now();
+    let mut shown = cli.given.clone();
+    shown.extend(cli.negated.iter().map(|n| (format!("no-{n}"), None)));
+    for (k, v) in settings.file.applicable() {
+        if !shown.iter().any(|(g, _)| *g == k) {
+            shown.push((k, Some(v)));
+        }
+    }
+    shown.sort();
+    tracing::info!(
+        target: crate::logging::FILE_ONLY,
+        "{} command begin {}: {}",
+        cli.command_name,
+        env!("CARGO_PKG_VERSION"),
+        crate::logging::show_options(&shown)
+    );
+    for w in &settings.file.notes.warnings {
+        tracing::warn!("{w}");
+    }
+    for d in &settings.file.notes.details {
+        tracing::debug!("{d}");
+    }
     if let Some(p) = settings.string(&cli.global.cache_path, "cache-path")? {
         cairn_repo::index_cache::set_root(PathBuf::from(p));
     }
@@ -50,6 +89,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let cli_name = cli.command_name.clone();
     let result = rt.block_on(async {
         // Heavy commands report what they cost in requests; archive-push, run for every WAL
         // segment by PostgreSQL, stays quiet unless asked (--log-level debug).
@@ -79,6 +119,21 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     });
     // Whatever is still running (a blocking read of a source after Ctrl-C) is not waited for.
     rt.shutdown_background();
+    let elapsed = started.elapsed().as_millis();
+    match &result {
+        Ok(_) => tracing::info!(
+            target: crate::logging::FILE_ONLY,
+            "{} command end: completed successfully ({elapsed}ms)",
+            cli_name
+        ),
+        Err(e) => tracing::info!(
+            target: crate::logging::FILE_ONLY,
+            "{} command end: aborted with exception [{}]: {} ({elapsed}ms)",
+            cli_name,
+            crate::exit::exit_status(e),
+            crate::exit::describe(e)
+        ),
+    }
     result
 }
 

@@ -20,6 +20,9 @@ pub trait Options: Send + Sync {
     fn integer(&self, key: &str) -> Result<Option<i64>>;
     /// A switch: true when given anywhere.
     fn flag(&self, key: &str) -> Result<bool>;
+    /// A switch whose default is the engine's: Some(true) when given, Some(false) when
+    /// negated (`--no-start-fast`, `start-fast=n`), None when not set anywhere.
+    fn switch(&self, key: &str) -> Result<Option<bool>>;
     /// A repeatable option, or the words after `--` (key "command").
     fn list(&self, key: &str) -> Result<Vec<String>>;
     /// The words that run this cairn again against the same repository and stanza (what a

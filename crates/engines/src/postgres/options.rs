@@ -39,7 +39,9 @@ pub fn backup_options(opts: &dyn Options) -> Result<PgBackupOptions> {
         pg_path: pg_path(opts)?,
         connection: connection(opts)?,
         archive_timeout: Duration::from_secs(timeout.max(1) as u64),
-        start_fast: true,
+        // Unlike pgBackRest (n), fast unless told otherwise: a backup that waits up to
+        // checkpoint_timeout for its start surprises more than a checkpoint's I/O.
+        start_fast: opts.switch("start-fast")?.unwrap_or(true),
     })
 }
 

@@ -28,6 +28,25 @@ pub struct S3Options {
     /// Connect and read timeout of one request. An attempt as a whole (a 32 MiB upload on a
     /// slow link) may take five times this.
     pub io_timeout: Duration,
+    /// Credentials given as options (pgBackRest's `repo1-s3-key` and `repo1-s3-key-secret`);
+    /// without them, the AWS chain (environment, profile, web identity, instance role).
+    pub credentials: Option<S3Credentials>,
+}
+
+/// An access key given as options.
+#[derive(Clone)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for S3Options {
@@ -42,6 +61,7 @@ impl Default for S3Options {
             kms_key_id: None,
             ca_file: None,
             io_timeout: DEFAULT_IO_TIMEOUT,
+            credentials: None,
         }
     }
 }
@@ -124,7 +144,9 @@ fn check_env_credentials() -> Result<(), StorageError> {
 }
 
 pub(super) async fn build(opts: &S3Options) -> Result<Client, StorageError> {
-    check_env_credentials()?;
+    if opts.credentials.is_none() {
+        check_env_credentials()?;
+    }
     let t = opts.io_timeout.max(Duration::from_secs(1));
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(t)
@@ -149,6 +171,15 @@ pub(super) async fn build(opts: &S3Options) -> Result<Client, StorageError> {
             .tls_context(context)
             .build_https();
         loader = loader.http_client(http);
+    }
+    if let Some(c) = &opts.credentials {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            c.session_token.clone(),
+            None,
+            "repo1-s3-key",
+        ));
     }
     if let Some(r) = &opts.region {
         loader = loader.region(aws_config::Region::new(r.clone()));

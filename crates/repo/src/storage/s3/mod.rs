@@ -11,7 +11,7 @@ mod classify;
 mod client;
 mod leftovers;
 
-pub use client::{DEFAULT_IO_TIMEOUT, S3Options};
+pub use client::{DEFAULT_IO_TIMEOUT, S3Credentials, S3Options};
 
 use super::retry::{RetryPolicy, retry};
 use super::{Key, Leftover, ObjectMeta, Pieces, PutMode, Storage, StorageError};
