@@ -335,3 +335,135 @@ fn a_pgbackrest_s3_repository_configuration_reaches_the_bucket() -> Res<()> {
     );
     Ok(())
 }
+
+/// pgBackRest's restore options on a real cluster: `--target-exclusive` stops before the
+/// target transaction, `--recovery-option` (with pgBackRest's `-` for `_`) reaches
+/// PostgreSQL, `--type preserve` keeps the destination's own recovery settings through a
+/// `--delta` restore, and `--type none` writes none, so the copy starts from the WAL put in
+/// its `pg_wal`.
+#[test]
+fn restore_types_preserve_and_none_target_exclusive_and_recovery_options() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.start()?;
+    c.cairn_ok(&["stanza-create"])?;
+    c.sql("create table t (i int)")?;
+    c.sql("insert into t values (1)")?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let wal_start = info[0]["backup"][0]["archive"]["start"]
+        .as_str()
+        .ok_or("no archive start")?
+        .to_string();
+    let wal_stop = info[0]["backup"][0]["archive"]["stop"]
+        .as_str()
+        .ok_or("no archive stop")?
+        .to_string();
+    c.sql("insert into t values (2)")?;
+    let xid = c.sql("begin; insert into t values (3); select txid_current(); commit")?;
+    let xid = xid
+        .lines()
+        .find(|l| l.chars().all(|c| c.is_ascii_digit()) && !l.is_empty())
+        .ok_or("no xid")?
+        .to_string();
+    c.sql("insert into t values (4)")?;
+    let marker = c.switch_wal()?;
+    c.wait_archived(&marker)?;
+    c.stop()?;
+
+    // --target-exclusive: rows 1 and 2, not the target transaction's 3; the recovery option
+    // (recovery-end-command, as pgBackRest users spell it) runs at promotion.
+    let dest = c.dir.path().join("exclusive");
+    let ran = c.dir.path().join("recovery-ended");
+    c.cairn_ok(&[
+        "restore",
+        "--dest",
+        dest.to_str().ok_or("path")?,
+        "--type=xid",
+        &format!("--target={xid}"),
+        "--target-exclusive",
+        "--target-action=promote",
+        &format!(
+            "--recovery-option=recovery-end-command=touch {}",
+            ran.display()
+        ),
+    ])?;
+    let auto = fs::read_to_string(dest.join("postgresql.auto.conf"))?;
+    assert!(
+        auto.contains("recovery_target_inclusive = 'false'")
+            && auto.contains("recovery_end_command = 'touch "),
+        "{auto}"
+    );
+    let mut r = c.sibling(dest.clone());
+    r.start()?;
+    r.wait_promoted()?;
+    assert_eq!(
+        r.sql("select string_agg(i::text, ',' order by i) from t")?,
+        "1,2"
+    );
+    assert!(ran.exists(), "the recovery option did not reach PostgreSQL");
+    r.stop()?;
+
+    // --type preserve through --delta: the destination's settings and signal file stay as
+    // they were, byte for byte; the backup's postgresql.auto.conf does not replace them.
+    let mine = "# the operator's own\nrecovery_target_name = 'kept'\nprimary_conninfo = 'host=x'\n";
+    fs::write(dest.join("postgresql.auto.conf"), mine)?;
+    fs::write(dest.join("standby.signal"), b"")?;
+    let _ = fs::remove_file(dest.join("recovery.signal"));
+    common::pg::chown_postgres(&dest)?;
+    c.cairn_ok(&[
+        "restore",
+        "--delta",
+        "--dest",
+        dest.to_str().ok_or("path")?,
+        "--type",
+        "preserve",
+    ])?;
+    assert_eq!(fs::read_to_string(dest.join("postgresql.auto.conf"))?, mine);
+    assert!(dest.join("standby.signal").exists());
+    assert!(!dest.join("recovery.signal").exists());
+    // ... and options that would write settings are refused with preserve.
+    let out = c.cairn(&[
+        "restore",
+        "--delta",
+        "--dest",
+        dest.to_str().ok_or("path")?,
+        "--type",
+        "preserve",
+        "--recovery-option",
+        "primary_conninfo=y",
+    ])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    // --type none: no signal file and no restore_command; with the backup's WAL put into
+    // pg_wal by hand, the copy starts as a primary holding the backup's rows.
+    let none = c.dir.path().join("none");
+    c.cairn_ok(&[
+        "restore",
+        "--dest",
+        none.to_str().ok_or("path")?,
+        "--type",
+        "none",
+    ])?;
+    assert!(!none.join("recovery.signal").exists() && !none.join("standby.signal").exists());
+    let auto = fs::read_to_string(none.join("postgresql.auto.conf"))?;
+    assert!(!auto.contains("archive-get"), "{auto}");
+    let (first, last) = (
+        u64::from_str_radix(&wal_start[16..], 16)?,
+        u64::from_str_radix(&wal_stop[16..], 16)?,
+    );
+    for seg in first..=last {
+        let name = format!("{}{seg:08X}", &wal_start[..16]);
+        let to = none.join("pg_wal").join(&name);
+        c.cairn_ok(&["archive-get", &name, to.to_str().ok_or("path")?])?;
+    }
+    let mut n = c.sibling(none);
+    n.start()?;
+    n.wait_promoted()?;
+    assert_eq!(
+        n.sql("select string_agg(i::text, ',' order by i) from t")?,
+        "1"
+    );
+    n.stop()?;
+    Ok(())
+}

@@ -254,6 +254,9 @@ pub struct PgBackupArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "PostgreSQL options")]
 pub struct PgRestoreArgs {
+    /// postgres: the recovery to set up: default (to the end of the archive), immediate (to
+    /// consistency), time, lsn, xid or name (to --target), standby, preserve (keep the
+    /// destination's recovery settings) or none (write none; WAL from pg_wal only).
     #[arg(long = "type", env = "CAIRN_TYPE")]
     pub kind: Option<String>,
     #[arg(long, env = "CAIRN_TARGET")]
@@ -273,6 +276,14 @@ pub struct PgRestoreArgs {
     /// (replay stops at the hole).
     #[arg(long, env = "CAIRN_IGNORE_ARCHIVE_GAP")]
     pub ignore_archive_gap: bool,
+    /// postgres: stop recovery just before the target instead of just after it
+    /// (recovery_target_inclusive = false); --type time, lsn or xid.
+    #[arg(long, env = "CAIRN_TARGET_EXCLUSIVE")]
+    pub target_exclusive: bool,
+    /// postgres: one more setting to write with the recovery settings, KEY=VALUE (e.g.
+    /// primary_conninfo=...); repeatable; a restore_command given here replaces cairn's.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub recovery_option: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -143,6 +143,8 @@ impl PgRestoreArgs {
             ("tablespace-map", Given::List(self.tablespace_map.clone())),
             ("archive-mode", Given::Text(self.archive_mode.clone())),
             ("ignore-archive-gap", Given::Switch(self.ignore_archive_gap)),
+            ("target-exclusive", Given::Switch(self.target_exclusive)),
+            ("recovery-option", Given::List(self.recovery_option.clone())),
         ]
     }
 }

@@ -2,8 +2,8 @@
 //! environment variables and from pgBackRest's INI configuration file.
 //!
 //! pgBackRest numbers the clusters and repositories it knows (`pg1-path`, `repo1-path`); cairn
-//! has one of each, so index 1 (or none: pgBackRest reads `pg-path` as `pg1-path`) names
-//! cairn's, and any other index is reported and ignored. Names that differ are renamed to
+//! has one of each, so index 1 names cairn's, and any other index is reported and ignored
+//! (unindexed, `pg-path` and `pg-host` are cairn's own options). Names that differ are renamed to
 //! cairn's (`pg1-socket-path` is `pg-host`, `repo1-retention-full` is `retention-full`,
 //! `log-level-console` is `log-level`); the rest are the same in both.
 
@@ -21,8 +21,10 @@ pub(crate) enum Name {
     Unsupported(String),
 }
 
-/// Split `pg1-path` into ("pg", Some(1), "path"); `pg-path` into ("pg", None, "path").
-fn indexed(name: &str) -> Option<(&'static str, Option<u32>, &str)> {
+/// Split `pg1-path` into ("pg", 1, "path"). Only the indexed form is pgBackRest's here:
+/// `pg-host`, `pg-path` and the rest without an index are cairn's own options (and
+/// `pg-host` means the server's host to cairn, a remote SSH host to pgBackRest).
+fn indexed(name: &str) -> Option<(&'static str, u32, &str)> {
     for group in ["pg", "repo"] {
         let Some(rest) = name.strip_prefix(group) else {
             continue;
@@ -31,12 +33,10 @@ fn indexed(name: &str) -> Option<(&'static str, Option<u32>, &str)> {
         let Some(tail) = rest[digits..].strip_prefix('-') else {
             continue;
         };
-        let index = if digits == 0 {
-            None
-        } else {
-            Some(rest[..digits].parse().ok()?)
-        };
-        return Some((group, index, tail));
+        if digits == 0 {
+            return None;
+        }
+        return Some((group, rest[..digits].parse().ok()?, tail));
     }
     None
 }
@@ -111,14 +111,14 @@ pub(crate) fn pgbackrest_name(name: &str) -> Option<Name> {
     }
 }
 
-fn indexed_name(group: &str, index: Option<u32>, tail: &str) -> Option<Name> {
+fn indexed_name(group: &str, index: u32, tail: &str) -> Option<Name> {
     let known = match group {
         "pg" => pg_name(tail),
         _ => repo_name(tail),
     }?;
     match index {
-        None | Some(1) => Some(known),
-        Some(n) => Some(Name::Unsupported(format!(
+        1 => Some(known),
+        n => Some(Name::Unsupported(format!(
             "cairn uses one {} ({group}1); {group}{n}-{tail} is ignored",
             if group == "pg" {
                 "PostgreSQL cluster"
@@ -350,7 +350,12 @@ mod tests {
     #[test]
     fn indexed_names_map_to_cairns() {
         assert_eq!(pgbackrest_name("pg1-path"), cairn("pg-path"));
-        assert_eq!(pgbackrest_name("pg-path"), cairn("pg-path"));
+        assert_eq!(pgbackrest_name("pg-path"), None, "cairn's own");
+        assert_eq!(
+            pgbackrest_name("pg-host"),
+            None,
+            "cairn's own, not a remote host"
+        );
         assert_eq!(pgbackrest_name("pg1-socket-path"), cairn("pg-host"));
         assert_eq!(pgbackrest_name("repo1-path"), cairn("repo1-path"));
         assert_eq!(

@@ -154,7 +154,10 @@ pub fn reach_for(
                 "{hole}; cairn cannot tell whether the {} target lies before that point. If it does, give --ignore-archive-gap (PostgreSQL then stops with \"recovery ended before configured recovery target was reached\" if it does not); otherwise put the segment back into the archive",
                 format!("{:?}", recovery.kind).to_lowercase()
             )),
-            TargetType::Immediate | TargetType::Standby => None,
+            TargetType::Immediate
+            | TargetType::Standby
+            | TargetType::Preserve
+            | TargetType::NoSettings => None,
         }
     };
     Ok(Some((reach, refusal)))

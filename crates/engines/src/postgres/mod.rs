@@ -17,6 +17,7 @@ pub mod options;
 pub mod page;
 pub mod page_probe;
 pub mod reach;
+pub mod recovery;
 pub mod restore;
 pub mod session;
 pub mod target;

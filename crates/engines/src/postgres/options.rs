@@ -77,9 +77,27 @@ pub fn recovery(opts: &dyn Options) -> Result<Recovery> {
                 )));
             }
         },
+        exclusive: opts.flag("target-exclusive")?,
+        options: recovery_options(opts)?,
     };
     recovery.validate().map_err(usage)?;
     Ok(recovery)
+}
+
+/// `--recovery-option KEY=VALUE`, repeatable; `-` in a key is `_`, as pgBackRest reads it.
+fn recovery_options(opts: &dyn Options) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for o in opts.list("recovery-option")? {
+        let (k, v) = o.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--recovery-option '{o}': use KEY=VALUE, e.g. primary_conninfo='host=primary'"
+            ))
+        })?;
+        let k = k.trim().replace('-', "_");
+        out.retain(|(old, _)| *old != k);
+        out.push((k, v.to_string()));
+    }
+    Ok(out)
 }
 
 /// True when any option only a postgres restore takes was given.
@@ -95,7 +113,9 @@ pub fn recovery_given(opts: &dyn Options) -> Result<bool> {
             return Ok(true);
         }
     }
-    opts.flag("ignore-archive-gap")
+    Ok(opts.flag("ignore-archive-gap")?
+        || opts.flag("target-exclusive")?
+        || !opts.list("recovery-option")?.is_empty())
 }
 
 /// The `restore_command` a restored cluster uses: this cairn, this repository and stanza.

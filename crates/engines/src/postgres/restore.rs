@@ -1,9 +1,8 @@
 //! Restoring a cluster: lay the files down (pg_control last, so an interrupted restore never
-//! looks like a complete data directory), then write `recovery.signal` (or `standby.signal`)
-//! and the recovery settings into `postgresql.auto.conf`, with a `restore_command` that calls
-//! this same cairn against the same repository and stanza.
+//! looks like a complete data directory), then write the recovery settings (`recovery`).
 
-use super::target;
+use super::recovery::KeptRecoveryFiles;
+pub use super::recovery::{Recovery, TargetType, write_recovery};
 use crate::tree::TreeWriter;
 use cairn_repo::catalog::BackupRecord;
 use cairn_repo::index::Index;
@@ -13,106 +12,6 @@ use cairn_repo::restore;
 use cairn_repo::{Error, Result, Stanza};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum TargetType {
-    /// Recover to the end of the archive.
-    Default,
-    Immediate,
-    Time,
-    Lsn,
-    Xid,
-    Name,
-    Standby,
-}
-
-impl TargetType {
-    pub fn parse(s: &str) -> Result<TargetType> {
-        Ok(match s {
-            "default" => TargetType::Default,
-            "immediate" => TargetType::Immediate,
-            "time" => TargetType::Time,
-            "lsn" => TargetType::Lsn,
-            "xid" => TargetType::Xid,
-            "name" => TargetType::Name,
-            "standby" => TargetType::Standby,
-            _ => {
-                return Err(Error::Usage(format!(
-                    "unknown restore --type '{s}': use default, immediate, time, lsn, xid, name or standby"
-                )));
-            }
-        })
-    }
-
-    pub fn needs_target(self) -> bool {
-        matches!(
-            self,
-            TargetType::Time | TargetType::Lsn | TargetType::Xid | TargetType::Name
-        )
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Recovery {
-    pub kind: TargetType,
-    pub target: Option<String>,
-    /// pause (PostgreSQL's default), promote or shutdown.
-    pub action: Option<String>,
-    pub timeline: Option<String>,
-    /// The `restore_command` to write.
-    pub restore_command: String,
-    /// `--archive-mode off`: write `archive_mode = 'off'`, so a restored copy never archives
-    /// into the stanza (pgBackRest's option of the same name; `preserve` leaves it).
-    pub archive_off: bool,
-}
-
-impl Recovery {
-    pub fn validate(&self) -> Result<()> {
-        match (self.kind.needs_target(), &self.target) {
-            (true, None) => {
-                return Err(Error::Usage(
-                    format!("restore --type {:?} needs --target", self.kind).to_lowercase(),
-                ));
-            }
-            (false, Some(_)) => {
-                return Err(Error::Usage(
-                    "--target applies to --type time, lsn, xid or name".to_string(),
-                ));
-            }
-            _ => {}
-        }
-        if let Some(a) = &self.action {
-            if !matches!(a.as_str(), "pause" | "promote" | "shutdown") {
-                return Err(Error::Usage(format!(
-                    "--target-action '{a}': use pause, promote or shutdown"
-                )));
-            }
-            if !self.kind.needs_target() && self.kind != TargetType::Immediate {
-                return Err(Error::Usage(
-                    "--target-action applies only with a recovery target".into(),
-                ));
-            }
-        }
-        let target = self.target.as_deref().unwrap_or_default();
-        match self.kind {
-            TargetType::Time => {
-                target::parse_time(target)?;
-            }
-            TargetType::Lsn => {
-                target::parse_lsn(target)?;
-            }
-            TargetType::Xid => {
-                target::parse_xid(target)?;
-            }
-            TargetType::Name => target::check_name(target)?,
-            _ => {}
-        }
-        if let Some(t) = &self.timeline {
-            target::parse_timeline(t)?;
-        }
-        Ok(())
-    }
-}
 
 /// Refuse a destination in use by a running server.
 pub fn check_destination(dest: &Path) -> Result<()> {
@@ -285,6 +184,10 @@ pub async fn restore(
     if delta {
         check_delta_destination(dest)?;
     }
+    let kept = match recovery.kind {
+        TargetType::Preserve => Some(KeptRecoveryFiles::read(dest)?),
+        _ => None,
+    };
     let entries = &*wal_link_as_directory(entries);
     let (writer, placements) = TreeWriter::prepare_with(
         dest,
@@ -302,6 +205,9 @@ pub async fn restore(
     restore::fetch_positioned(stanza, index, last, 1, writer.clone(), Arc::new(NoProgress)).await?;
     writer.finish(entries)?;
     rewrite_tablespace_map(dest, &links)?;
+    if let Some(kept) = kept {
+        kept.put_back()?;
+    }
     write_recovery(dest, recovery)
 }
 
@@ -341,163 +247,6 @@ fn wal_link_as_directory(entries: &[FileEntry]) -> std::borrow::Cow<'_, [FileEnt
         e.link_target = None;
     }
     std::borrow::Cow::Owned(owned)
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// Write the signal file and the recovery settings (replacing any earlier ones).
-pub fn write_recovery(dest: &Path, r: &Recovery) -> Result<()> {
-    let signal = if r.kind == TargetType::Standby {
-        "standby.signal"
-    } else {
-        "recovery.signal"
-    };
-    let io = |what: &str, p: &Path| {
-        let p: PathBuf = p.to_path_buf();
-        let what = what.to_string();
-        move |e| Error::io(format!("cannot {what} {}", p.display()), e)
-    };
-    let sig = dest.join(signal);
-    crate::durable::write_durably(&sig, b"").map_err(io("write", &sig))?;
-    let auto = dest.join("postgresql.auto.conf");
-    let old = std::fs::read_to_string(&auto).unwrap_or_default();
-    let mut keys = vec!["restore_command", "recovery_target", "recovery_target_"];
-    if r.archive_off {
-        keys.push("archive_mode");
-    }
-    let mut text: String = old
-        .lines()
-        .filter(|l| !keys.iter().any(|k| l.trim_start().starts_with(k)))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    text.push_str(&format!(
-        "\n# Recovery settings written by cairn restore ({})\nrestore_command = {}\n",
-        cairn_repo::time::display(cairn_repo::time::now_unix()),
-        quote(&r.restore_command)
-    ));
-    let target = r.target.as_deref().unwrap_or_default();
-    match r.kind {
-        TargetType::Immediate => text.push_str("recovery_target = 'immediate'\n"),
-        TargetType::Time => text.push_str(&format!("recovery_target_time = {}\n", quote(target))),
-        TargetType::Lsn => text.push_str(&format!("recovery_target_lsn = {}\n", quote(target))),
-        TargetType::Xid => text.push_str(&format!("recovery_target_xid = {}\n", quote(target))),
-        TargetType::Name => text.push_str(&format!("recovery_target_name = {}\n", quote(target))),
-        TargetType::Default | TargetType::Standby => {}
-    }
-    if let Some(a) = &r.action {
-        text.push_str(&format!("recovery_target_action = {}\n", quote(a)));
-    }
-    if let Some(t) = &r.timeline {
-        text.push_str(&format!("recovery_target_timeline = {}\n", quote(t)));
-    }
-    if r.archive_off {
-        // postgresql.auto.conf is read after postgresql.conf, so this wins over the copy's
-        // restored archive_mode: a restored copy never archives into the stanza.
-        text.push_str("archive_mode = 'off'\n");
-    }
-    crate::durable::write_durably(&auto, text.as_bytes()).map_err(io("write", &auto))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod recovery_tests {
-    use super::*;
-
-    fn recovery(kind: TargetType, target: Option<&str>, action: Option<&str>) -> Recovery {
-        Recovery {
-            kind,
-            target: target.map(String::from),
-            action: action.map(String::from),
-            timeline: None,
-            restore_command: "cairn --repo /r --stanza main archive-get %f \"%p\"".into(),
-            archive_off: false,
-        }
-    }
-
-    #[test]
-    fn settings_replace_earlier_ones_and_signal_files_match_the_type() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
-        std::fs::write(
-            dir.path().join("postgresql.auto.conf"),
-            "work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = 'x'\n",
-        )
-        .map_err(|e| Error::io("write", e))?;
-        write_recovery(
-            dir.path(),
-            &recovery(
-                TargetType::Time,
-                Some("2026-11-23 10:00:00+00"),
-                Some("promote"),
-            ),
-        )?;
-        let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf"))
-            .map_err(|e| Error::io("read", e))?;
-        assert!(text.contains("work_mem = '8MB'"));
-        assert!(!text.contains("'old'") && !text.contains("'x'"));
-        assert!(
-            text.contains(
-                "restore_command = 'cairn --repo /r --stanza main archive-get %f \"%p\"'"
-            )
-        );
-        assert!(text.contains("recovery_target_time = '2026-11-23 10:00:00+00'"));
-        assert!(text.contains("recovery_target_action = 'promote'"));
-        assert!(dir.path().join("recovery.signal").exists());
-        assert!(
-            !text.contains("archive_mode"),
-            "preserve leaves archive_mode alone"
-        );
-
-        let mut off = recovery(TargetType::Default, None, None);
-        off.archive_off = true;
-        std::fs::write(
-            dir.path().join("postgresql.auto.conf"),
-            "archive_mode = 'on'\n",
-        )
-        .map_err(|e| Error::io("write", e))?;
-        write_recovery(dir.path(), &off)?;
-        let text = std::fs::read_to_string(dir.path().join("postgresql.auto.conf"))
-            .map_err(|e| Error::io("read", e))?;
-        assert!(
-            text.contains("archive_mode = 'off'") && !text.contains("'on'"),
-            "{text}"
-        );
-
-        let standby = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
-        write_recovery(standby.path(), &recovery(TargetType::Standby, None, None))?;
-        assert!(standby.path().join("standby.signal").exists());
-        assert!(!standby.path().join("recovery.signal").exists());
-        Ok(())
-    }
-
-    #[test]
-    fn targets_are_validated() {
-        assert!(
-            recovery(TargetType::Time, None, None).validate().is_err(),
-            "time needs --target"
-        );
-        assert!(
-            recovery(TargetType::Default, Some("x"), None)
-                .validate()
-                .is_err()
-        );
-        assert!(
-            recovery(TargetType::Lsn, Some("nope"), None)
-                .validate()
-                .is_err()
-        );
-        assert!(
-            recovery(TargetType::Name, Some("rp"), Some("explode"))
-                .validate()
-                .is_err()
-        );
-        assert!(
-            recovery(TargetType::Xid, Some("1234"), Some("promote"))
-                .validate()
-                .is_ok()
-        );
-    }
 }
 
 #[cfg(test)]
