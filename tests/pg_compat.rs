@@ -467,3 +467,104 @@ fn restore_types_preserve_and_none_target_exclusive_and_recovery_options() -> Re
     n.stop()?;
     Ok(())
 }
+
+/// `--db-include`: one database of three comes back whole; the other two user databases'
+/// files come back zero-filled and sparse at their recorded sizes, so the cluster starts and
+/// they can be dropped. A database that is not in the backup, or a system database, is an
+/// error before the destination is touched.
+#[test]
+fn db_include_restores_one_database_of_three() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.start()?;
+    c.cairn_ok(&["stanza-create"])?;
+    for db in ["db1", "db2", "db3"] {
+        c.sql(&format!("create database {db}"))?;
+        let out = c
+            .client(
+                "psql",
+                &[
+                    "-d",
+                    db,
+                    "-qAtc",
+                    &format!(
+                        "create table t as select '{db}' as name, generate_series(1, 5000) as i"
+                    ),
+                ],
+            )
+            .output()?;
+        Cluster::check_output("psql", out)?;
+    }
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let marker = c.switch_wal()?;
+    c.wait_archived(&marker)?;
+    let oid = |db: &str| {
+        c.sql(&format!(
+            "select oid from pg_database where datname = '{db}'"
+        ))
+    };
+    let (db1, db2) = (oid("db1")?, oid("db2")?);
+    c.stop()?;
+
+    let dest = c.dir.path().join("selective");
+    let d = dest.to_str().ok_or("path")?;
+    for (bad, why) in [("nope", "does not exist"), ("postgres", "always restored")] {
+        let out = c.cairn(&["restore", "--dest", d, "--db-include", bad])?;
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(text(&out).contains(why), "{bad}: {}", text(&out));
+        assert!(!dest.exists(), "a refused selective restore touched {d}");
+    }
+    c.cairn_ok(&[
+        "restore",
+        "--dest",
+        d,
+        "--db-include=db2",
+        "--type=immediate",
+        "--target-action=promote",
+    ])?;
+    // db1's table file is all zeroes, sparse, at its recorded size; db2's is not.
+    let relfile = |db_oid: &str| -> Res<std::path::PathBuf> {
+        let dir = dest.join("base").join(db_oid);
+        let mut biggest = None;
+        for e in fs::read_dir(&dir)? {
+            let e = e?;
+            let len = e.metadata()?.len();
+            if biggest.as_ref().is_none_or(|(l, _)| len > *l) {
+                biggest = Some((len, e.path()));
+            }
+        }
+        Ok(biggest.ok_or("empty database directory")?.1)
+    };
+    let zeroed = relfile(&db1)?;
+    let bytes = fs::read(&zeroed)?;
+    assert!(
+        !bytes.is_empty() && bytes.iter().all(|b| *b == 0),
+        "{zeroed:?}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        fs::metadata(&zeroed)?.blocks() * 512 < bytes.len() as u64,
+        "{zeroed:?} is not sparse"
+    );
+    assert!(fs::read(relfile(&db2)?)?.iter().any(|b| *b != 0));
+    assert!(dest.join("base").join(&db1).join("PG_VERSION").exists());
+    let mut r = c.sibling(dest.clone());
+    r.start()?;
+    r.wait_promoted()?;
+    let count = r
+        .client(
+            "psql",
+            &["-d", "db2", "-qAtc", "select count(*), min(name) from t"],
+        )
+        .output()?;
+    let count = Cluster::check_output("psql db2", count)?;
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "5000|db2");
+    // The left-out databases are dropped, as pgBackRest's users do next.
+    r.sql("drop database db1")?;
+    r.sql("drop database db3")?;
+    assert_eq!(
+        r.sql("select string_agg(datname, ',' order by datname) from pg_database where datname like 'db%'")?,
+        "db2"
+    );
+    r.stop()?;
+    Ok(())
+}

@@ -284,6 +284,13 @@ pub struct PgRestoreArgs {
     /// primary_conninfo=...); repeatable; a restore_command given here replaces cairn's.
     #[arg(long, value_name = "KEY=VALUE")]
     pub recovery_option: Vec<String>,
+    /// postgres: restore only this database (name or oid; repeatable): the other user
+    /// databases' files come back zero-filled and sparse, to be dropped once the cluster is up.
+    #[arg(long, value_name = "NAME")]
+    pub db_include: Vec<String>,
+    /// postgres: leave this database out (name or oid; repeatable), its files zero-filled.
+    #[arg(long, value_name = "NAME")]
+    pub db_exclude: Vec<String>,
 }
 
 #[derive(Debug, Args)]

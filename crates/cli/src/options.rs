@@ -145,6 +145,8 @@ impl PgRestoreArgs {
             ("ignore-archive-gap", Given::Switch(self.ignore_archive_gap)),
             ("target-exclusive", Given::Switch(self.target_exclusive)),
             ("recovery-option", Given::List(self.recovery_option.clone())),
+            ("db-include", Given::List(self.db_include.clone())),
+            ("db-exclude", Given::List(self.db_exclude.clone())),
         ]
     }
 }

@@ -8,6 +8,7 @@ use super::choose::{choose_backup, reach_for};
 use super::identity::Identity;
 use super::reach::{self, Reach, backup_position};
 use super::restore::{self as pg_restore, Recovery, RestoreOptions};
+use super::selective;
 use super::{backup as pg_backup, options, verify};
 use crate::engine::{
     BackupFacts, BackupOutcome, BackupRequest, Command, Counted, Engine, LogArchive, Options,
@@ -109,11 +110,35 @@ impl Engine for Postgres {
             Some(d) => d,
             None => options::pg_path(opts)?,
         };
-        let entries = stanza.resolved(req.catalog, &record.label).await?;
+        let (include, exclude) = (opts.list("db-include")?, opts.list("db-exclude")?);
+        let delta = opts.flag("delta")?;
+        let mut entries = stanza.resolved(req.catalog, &record.label).await?;
+        if !include.is_empty() || !exclude.is_empty() {
+            let databases = super::backup::recorded_databases(&record.meta);
+            let zeroed = selective::zeroed_databases(&databases, &entries, &include, &exclude)?;
+            if !zeroed.is_empty() {
+                tracing::info!(
+                    "databases left out (their files restored zeroed, to be dropped): {}",
+                    zeroed
+                        .iter()
+                        .map(|oid| match databases.iter().find(|(o, _)| o == oid) {
+                            Some((_, name)) => format!("{name} ({oid})"),
+                            None => oid.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            pg_restore::check_destination(&dest)?;
+            if delta {
+                pg_restore::check_delta_destination(&dest)?;
+            }
+            entries = selective::zero_databases(entries, &zeroed, &dest, delta)?;
+        }
         let index = stanza.index().await?;
         let restore_options = RestoreOptions {
             dest: dest.clone(),
-            delta: opts.flag("delta")?,
+            delta,
             process_max: req.process_max,
             recovery: recovery.clone(),
             tablespace_map,

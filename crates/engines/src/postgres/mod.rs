@@ -19,6 +19,7 @@ pub mod page_probe;
 pub mod reach;
 pub mod recovery;
 pub mod restore;
+pub mod selective;
 pub mod session;
 pub mod target;
 pub mod verify;

@@ -115,7 +115,9 @@ pub fn recovery_given(opts: &dyn Options) -> Result<bool> {
     }
     Ok(opts.flag("ignore-archive-gap")?
         || opts.flag("target-exclusive")?
-        || !opts.list("recovery-option")?.is_empty())
+        || !opts.list("recovery-option")?.is_empty()
+        || !opts.list("db-include")?.is_empty()
+        || !opts.list("db-exclude")?.is_empty())
 }
 
 /// The `restore_command` a restored cluster uses: this cairn, this repository and stanza.
