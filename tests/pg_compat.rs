@@ -568,3 +568,94 @@ fn db_include_restores_one_database_of_three() -> Res<()> {
     r.stop()?;
     Ok(())
 }
+
+/// `backup --annotation` and `annotate`, as pgBackRest's: recorded with the backup, changed
+/// and removed (`KEY=`) later, shown by `info` (JSON `annotation`, only on annotated backups).
+#[test]
+fn annotations_are_recorded_changed_removed_and_shown() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("a"), b"a file")?;
+    let run = |args: &[&str]| -> Res<Output> {
+        Ok(Command::new(cairn_bin())
+            .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
+            .arg("--repo")
+            .arg(dir.path().join("repo"))
+            .args(["--stanza=app", "--log-level=warn"])
+            .args(args)
+            .output()?)
+    };
+    let info = || -> Res<serde_json::Value> {
+        let out = ok(run(&["info", "--output=json"])?, "info")?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    ok(run(&["stanza-create", "--engine=files"])?, "stanza-create")?;
+    let s = src.to_str().ok_or("path")?;
+    ok(
+        run(&[
+            "backup",
+            "--source",
+            s,
+            "--annotation",
+            "source=nightly",
+            "--annotation=desc=first run",
+        ])?,
+        "backup",
+    )?;
+    ok(run(&["backup", "--source", s])?, "second backup")?;
+    let v = info()?;
+    let label = v[0]["backup"][0]["label"]
+        .as_str()
+        .ok_or("label")?
+        .to_string();
+    assert_eq!(
+        v[0]["backup"][0]["annotation"],
+        serde_json::json!({"desc": "first run", "source": "nightly"})
+    );
+    assert!(
+        v[0]["backup"][1].get("annotation").is_none(),
+        "an unannotated backup has no annotation field, as in pgBackRest: {v}"
+    );
+    ok(
+        run(&[
+            "annotate",
+            "--set",
+            &label,
+            "--annotation",
+            "source=",
+            "--annotation",
+            "ticket=OPS-7",
+        ])?,
+        "annotate",
+    )?;
+    let v = info()?;
+    assert_eq!(
+        v[0]["backup"][0]["annotation"],
+        serde_json::json!({"desc": "first run", "ticket": "OPS-7"})
+    );
+    let text_info = ok(run(&["info"])?, "info")?;
+    assert!(
+        String::from_utf8_lossy(&text_info.stdout)
+            .contains("annotation(s): desc: first run, ticket: OPS-7"),
+        "{}",
+        String::from_utf8_lossy(&text_info.stdout)
+    );
+    // Mistakes: a backup that does not exist (1), a word without '=' (2).
+    let out = run(&[
+        "annotate",
+        "--set",
+        "20200101-000000F",
+        "--annotation",
+        "a=b",
+    ])?;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = run(&["annotate", "--set", &label, "--annotation", "oops"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        info()?[0]["backup"][0]["annotation"],
+        serde_json::json!({"desc": "first run", "ticket": "OPS-7"}),
+        "a refused annotate changed nothing"
+    );
+    Ok(())
+}

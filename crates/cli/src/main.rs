@@ -383,6 +383,10 @@ pub enum Command {
         /// Do not expire after the backup even though a retention is set.
         #[arg(long)]
         no_expire: bool,
+        /// A name or description for the backup, KEY=VALUE (repeatable), shown by info;
+        /// `annotate` changes them later.
+        #[arg(long, value_name = "KEY=VALUE")]
+        annotation: Vec<String>,
         #[command(flatten)]
         retention: RetentionArgs,
         #[command(flatten)]
@@ -426,6 +430,15 @@ pub enum Command {
         /// text (default) or num.
         #[arg(long)]
         output: Option<String>,
+    },
+    /// Add, change or remove (KEY=, empty) annotations of a backup.
+    Annotate {
+        /// The backup to annotate.
+        #[arg(long)]
+        set: String,
+        /// KEY=VALUE to set, KEY= to remove; repeatable.
+        #[arg(long, value_name = "KEY=VALUE", required = true)]
+        annotation: Vec<String>,
     },
     /// Rebuild the stanza's catalog from its backup manifests (and a lost repository marker).
     StanzaRepair,

@@ -33,6 +33,8 @@ pub struct BackupOptions {
     /// Read every file, even those whose size and mtime match the parent.
     pub delta: bool,
     pub command: String,
+    /// `--annotation KEY=VALUE`: recorded as `annotation.<KEY>` meta entries.
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// One thing the engine wants in the backup.
@@ -331,6 +333,7 @@ impl BackupJob {
     }
 
     async fn commit_inner(&mut self, mut meta: BTreeMap<String, String>) -> Result<BackupRecord> {
+        crate::annotate::apply(&mut meta, &self.opts.annotations);
         meta.insert(
             crate::repository::MANIFEST_STANZA_KEY.to_string(),
             self.stanza.name().to_string(),

@@ -5,6 +5,7 @@
 //! Layering: `storage` (objects) <- `pack`/`index`/`manifest`/`catalog` (formats, all through
 //! `codec`) <- `repository` (layout, stanzas, locks) <- `backup`/`restore`/`verify` (jobs).
 
+pub mod annotate;
 pub mod archive;
 pub mod backup;
 pub mod catalog;

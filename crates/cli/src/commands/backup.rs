@@ -18,6 +18,7 @@ pub(crate) async fn backup(
     s: &Settings,
     kind: Option<String>,
     delta: bool,
+    annotations: Vec<String>,
     opts: &EngineOptions<'_>,
     quiet: bool,
 ) -> Result<ExitCode> {
@@ -34,6 +35,7 @@ pub(crate) async fn backup(
         compress_level: s.compress_level,
         options: opts,
         progress: &progress,
+        annotations: cairn_repo::annotate::parse(&annotations)?,
     };
     let outcome = engine.backup(&stanza, request).await?;
     log_backup(&outcome.record);

@@ -2,8 +2,8 @@
 //! repository and stanza, and calls into the repo and engines crates.
 
 use self::{
-    archive_get::*, archive_push::*, backup::*, check::*, control::*, expire::*, info::*,
-    restore::*, stanza_create::*, stanza_repair::*, verify::*,
+    annotate::*, archive_get::*, archive_push::*, backup::*, check::*, control::*, expire::*,
+    info::*, restore::*, stanza_create::*, stanza_repair::*, verify::*,
 };
 use crate::Cli;
 use crate::Command;
@@ -16,6 +16,7 @@ use cairn_engines::{Engine, LogArchive};
 use cairn_repo::{Repository, Stanza};
 use std::process::ExitCode;
 
+mod annotate;
 mod archive_get;
 use std::path::PathBuf;
 
@@ -228,6 +229,7 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
             delta,
             allow_empty,
             no_expire,
+            annotation,
             retention,
             pg: pg_backup,
             files,
@@ -235,7 +237,12 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         } => {
             let empty = vec![("allow-empty", options::Given::FlagOnly(allow_empty))];
             let given = vec![pg, pg_backup.given(), files.given(), stream.given(), empty];
-            let code = backup(s, kind, delta, &opts(given), quiet).await?;
+            let annotation = if annotation.is_empty() {
+                s.file.list("annotation")?
+            } else {
+                annotation
+            };
+            let code = backup(s, kind, delta, annotation, &opts(given), quiet).await?;
             after_backup(s, &retention, no_expire, code).await
         }
         Command::Restore {
@@ -254,6 +261,7 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         Command::Info { output, set, kind } => info_cmd(s, output, set, kind).await,
         Command::Version { output } => version::version_cmd(output.as_deref()),
         Command::StanzaRepair => stanza_repair(s).await,
+        Command::Annotate { set, annotation } => annotate_cmd(s, set, annotation).await,
         Command::Stop => stop_cmd(s).await,
         Command::Start => start_cmd(s).await,
         Command::StanzaDelete { force } => stanza_delete_cmd(s, force, &opts(vec![pg])).await,

@@ -61,6 +61,13 @@ fn stanza(s: &StanzaReport, view: &View) -> Value {
                     "meta": b.meta,
                 },
             });
+            // As pgBackRest: present only on an annotated backup.
+            let annotations = cairn_repo::annotate::annotations(&b.meta);
+            if !annotations.is_empty()
+                && let Some(o) = v.as_object_mut()
+            {
+                o.insert("annotation".into(), json!(annotations));
+            }
             if let Some(d) = &s.set_detail
                 && let Some(o) = v.as_object_mut()
             {

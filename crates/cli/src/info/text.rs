@@ -110,6 +110,18 @@ pub fn text(stanzas: &[StanzaReport], view: &View) -> String {
                 b.new_chunk_count,
                 b.chunk_count
             );
+            let annotations = cairn_repo::annotate::annotations(&b.meta);
+            if !annotations.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "        annotation(s): {}",
+                    annotations
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             if let (Some(a), Some(z)) = (b.meta.get("wal-start"), b.meta.get("wal-stop")) {
                 let _ = writeln!(out, "        wal start/stop: {a} / {z}");
             }

@@ -44,6 +44,8 @@ pub struct BackupRequest<'a> {
     pub compress_level: i32,
     pub options: &'a dyn Options,
     pub progress: &'a ProgressFactory,
+    /// `--annotation KEY=VALUE`, for the backup's record.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl BackupRequest<'_> {
@@ -57,6 +59,7 @@ impl BackupRequest<'_> {
             vanish,
             delta: self.delta,
             command: "backup".into(),
+            annotations: self.annotations.clone(),
         }
     }
 }
