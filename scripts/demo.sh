@@ -2,22 +2,29 @@
 # cairn's main job on a local repository, from nothing: build cairn, create a throwaway
 # PostgreSQL 15 cluster in /tmp/cairn-demo with archive_command = cairn archive-push, create
 # the stanza, check archiving, take a full and an incremental backup while data changes, and
-# show `cairn info`. Needs PostgreSQL 15 server binaries (Debian: apt-get install postgresql-15);
-# as root, the cluster runs as user postgres.
+# show `cairn info`. Installs PostgreSQL 15 (Debian's postgresql-15) when run as root and it is
+# missing; as root, the cluster runs as user postgres. Honours CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 D=/tmp/cairn-demo
+if [ ! -x "$PGBIN/initdb" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing PostgreSQL 15 (apt-get install postgresql-15)"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15
+fi
 if [ ! -x "$PGBIN/initdb" ]; then
   echo "PostgreSQL 15 server binaries are not in $PGBIN: apt-get install postgresql-15 (or set PGBIN)" >&2
   exit 2
 fi
 if [ "$(id -u)" = 0 ]; then AS=(runuser -u postgres --); OWNER=postgres; else AS=(); OWNER=$(id -un); fi
-cargo build --release -q
+TARGET=${CARGO_TARGET_DIR:-target}
+echo "building cairn (release; a first build takes about FIRST_BUILD on 2 cores, later ones seconds)"
+cargo build --release
 if [ -f "$D/data/postmaster.pid" ]; then "${AS[@]}" "$PGBIN/pg_ctl" -D "$D/data" -m immediate -w stop >/dev/null || true; fi
 rm -rf "$D"
 mkdir -p "$D/sock" "$D/repo"
-install -m 755 target/release/cairn "$D/cairn"
+install -m 755 "$TARGET/release/cairn" "$D/cairn"
 chown -R "$OWNER" "$D"
 CAIRN=("$D/cairn" --repo "$D/repo" --stanza demo --pg-path "$D/data" --pg-host "$D/sock" --pg-port 5432)
 

@@ -440,6 +440,9 @@ pub enum Command {
         #[arg(long, value_name = "KEY=VALUE", required = true)]
         annotation: Vec<String>,
     },
+    /// After pg_upgrade: point the stanza at the cluster's new identity (read from --pg-path);
+    /// earlier backups stay listed and restorable, the next backup is a full.
+    StanzaUpgrade,
     /// Rebuild the stanza's catalog from its backup manifests (and a lost repository marker).
     StanzaRepair,
     /// Stop the stanza: backups, expires, repairs and archive-push refuse until `start`.

@@ -411,6 +411,44 @@ impl Stanza {
         .await
     }
 
+    /// Rewrite `stanza.info` with a new identity `meta` (`stanza-upgrade`), everything else as
+    /// it was, under the stanza lock (which this takes). Refused when `stanza.info` changed
+    /// since this stanza was opened (another upgrade got there first). Returns the stanza as it
+    /// now is.
+    pub async fn replace_info_meta(&self, meta: BTreeMap<String, String>) -> Result<Stanza> {
+        let lock = self.lock("stanza-upgrade").await?;
+        let result = async {
+            let key = keys::stanza_info(&self.info.name)?;
+            let bytes = self.store.get(&key, None).await?;
+            let now: StanzaInfo = codec::open(key.as_str(), magic::STANZA, &bytes)?;
+            if now != self.info {
+                return Err(Error::Conflict(format!(
+                    "stanza '{}' changed while stanza-upgrade ran; run it again",
+                    self.info.name
+                )));
+            }
+            let info = StanzaInfo {
+                meta,
+                ..self.info.clone()
+            };
+            lock.confirm().await?;
+            self.store
+                .put(
+                    &key,
+                    Bytes::from(codec::seal(magic::STANZA, &info, false)),
+                    PutMode::Overwrite,
+                )
+                .await?;
+            Ok(Stanza {
+                store: self.store.clone(),
+                info,
+            })
+        }
+        .await;
+        lock.release().await?;
+        result
+    }
+
     /// The labels of every manifest in the stanza, listed or not, sorted.
     pub async fn manifest_labels(&self) -> Result<Vec<BackupLabel>> {
         let mut labels: Vec<BackupLabel> = self

@@ -3,7 +3,7 @@
 
 use self::{
     annotate::*, archive_get::*, archive_push::*, backup::*, check::*, control::*, expire::*,
-    info::*, restore::*, stanza_create::*, stanza_repair::*, verify::*,
+    info::*, restore::*, stanza_create::*, stanza_repair::*, stanza_upgrade::*, verify::*,
 };
 use crate::Cli;
 use crate::Command;
@@ -29,6 +29,7 @@ mod info;
 mod restore;
 mod stanza_create;
 mod stanza_repair;
+mod stanza_upgrade;
 mod verify;
 mod version;
 
@@ -261,6 +262,7 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
         Command::Info { output, set, kind } => info_cmd(s, output, set, kind).await,
         Command::Version { output } => version::version_cmd(output.as_deref()),
         Command::StanzaRepair => stanza_repair(s).await,
+        Command::StanzaUpgrade => stanza_upgrade(s, &opts(vec![pg])).await,
         Command::Annotate { set, annotation } => annotate_cmd(s, set, annotation).await,
         Command::Stop => stop_cmd(s).await,
         Command::Start => start_cmd(s).await,

@@ -51,10 +51,26 @@ impl ArchiveEntry<'_> {
 }
 
 impl StanzaReport {
-    /// The identities in the order the stanza met them: those of its backups, oldest first,
-    /// then its current one (the stanza's own), then any that only WAL in the archive names.
+    /// The identities in the order the stanza met them: those its `stanza-upgrade`s recorded
+    /// (`db-history`, so that ids stay put when old backups expire), those of its backups,
+    /// oldest first, then its current one (the stanza's own), then any that only WAL in the
+    /// archive names.
     pub fn dbs(&self) -> Vec<Db> {
         let mut seen: Vec<(u64, String)> = Vec::new();
+        for entry in self
+            .meta
+            .get("db-history")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+        {
+            let mut f = entry.split(':');
+            if let (Some(v), Some(Ok(sys))) = (f.next(), f.next().map(str::parse::<u64>))
+                && !seen.iter().any(|(s, ver)| *s == sys && ver == v)
+            {
+                seen.push((sys, v.to_string()));
+            }
+        }
         let mut add = |meta: &BTreeMap<String, String>| {
             if let (Some(Ok(sys)), Some(v)) = (
                 meta.get("system-id").map(|s| s.parse::<u64>()),

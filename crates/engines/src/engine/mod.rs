@@ -99,6 +99,21 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         Ok(BTreeMap::new())
     }
 
+    /// `stanza-upgrade`: the stanza meta that replaces `current` now that the source is `found`
+    /// (read by `identity`), or None when `found` is the identity the stanza already has.
+    /// Only an engine whose source can change identity in place (postgres, after pg_upgrade)
+    /// has one.
+    fn upgrade_identity(
+        &self,
+        _current: &BTreeMap<String, String>,
+        _found: BTreeMap<String, String>,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        Err(Error::Usage(format!(
+            "stanza-upgrade is for postgres stanzas (after pg_upgrade): a {} stanza has no database identity to change",
+            self.name()
+        )))
+    }
+
     /// Called for every engine but the stanza's: refuse this engine's own options when they
     /// were given for a stanza of another engine (a silently ignored option is a setting not
     /// applied). Runs before the stanza is locked or anything is read.

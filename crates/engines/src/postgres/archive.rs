@@ -73,7 +73,7 @@ impl LogArchive for WalArchive {
 
     async fn get(&self, stanza: &Stanza, name: &str, dest: &Path) -> Result<bool> {
         let name = wal_name(name)?;
-        let identity = Identity::from_meta(&stanza.info.meta)?;
+        let identity = Identity::recovering(&stanza.info.meta)?;
         let Some(data) = stanza
             .archive_get(&identity.archive_id(), name.timeline, &name.name)
             .await?
@@ -248,14 +248,39 @@ impl LogPruner for WalArchive {
                 "expired".to_string(),
             ));
         }
+        // Each archive id holds the WAL of one identity of the stanza (before and after a
+        // stanza-upgrade), whose file names the other's may repeat: what is needed is decided
+        // per id, from the backups of that identity only.
+        let current = Identity::from_meta(&stanza.info.meta)?.archive_id();
+        let mut of_id: Vec<String> = Vec::with_capacity(ranges.len());
+        for (b, _, _) in &ranges {
+            of_id.push(Identity::of_backup(&stanza.info.meta, &b.meta)?.archive_id());
+        }
         for id in stanza.archive_ids().await? {
+            let here: Vec<usize> = (0..ranges.len()).filter(|i| of_id[*i] == id).collect();
+            if here.is_empty() && id == current {
+                // The cluster's WAL since stanza-upgrade, before its first backup: all kept.
+                continue;
+            }
+            // From the first of this identity's backups that keeps its WAL whole (the current
+            // identity's first backup at the least: never less than before the upgrade).
+            let cutoff_here = here
+                .iter()
+                .find(|i| **i >= anchor)
+                .or(if id == current { here.first() } else { None })
+                .map(|i| ranges[*i].1.as_str());
+            let older_here: Vec<&(&cairn_repo::catalog::BackupRecord, String, String)> = here
+                .iter()
+                .filter(|i| **i < anchor)
+                .map(|i| &ranges[*i])
+                .collect();
             for a in stanza.archive_list(&id).await? {
                 if a.name.ends_with(".history") || a.name.len() < 24 {
                     continue;
                 }
                 let pos = &a.name[..24];
-                let needed = pos >= cutoff.as_str()
-                    || older
+                let needed = cutoff_here.is_some_and(|c| pos >= c)
+                    || older_here
                         .iter()
                         .any(|(_, s, e)| pos >= s.as_str() && pos <= e.as_str());
                 if !needed {

@@ -376,7 +376,7 @@ pub(super) fn following(name: &WalFileName, seg_size: u32, queue_max: u64) -> Ve
 
 /// The spool directory of prefetched segments of this cluster.
 pub(super) fn prefetch_dir(spool: &Spool, stanza: &Stanza) -> Result<StanzaSpool> {
-    let identity = Identity::from_meta(&stanza.info.meta)?;
+    let identity = Identity::recovering(&stanza.info.meta)?;
     StanzaSpool::open(spool, stanza, &format!("in/{}", identity.archive_id()))
 }
 
@@ -388,7 +388,7 @@ pub(super) fn needs_prefetch(
     name: &WalFileName,
     spool: &Spool,
 ) -> Result<bool> {
-    let identity = Identity::from_meta(&stanza.info.meta)?;
+    let identity = Identity::recovering(&stanza.info.meta)?;
     let window = following(
         name,
         identity.wal_segment_size,
@@ -425,7 +425,7 @@ pub(super) async fn prefetch(stanza: &Stanza, name: &WalFileName, spool: &Spool)
     let Some(_lock) = sp.try_lock()? else {
         return Ok(());
     };
-    let identity = Identity::from_meta(&stanza.info.meta)?;
+    let identity = Identity::recovering(&stanza.info.meta)?;
     let window = following(
         name,
         identity.wal_segment_size,

@@ -71,7 +71,7 @@ pub async fn backup(
     let (local, control) = Identity::read_data_dir(&pg.pg_path)?;
     if local.system_id != identity.system_id {
         return Err(Error::Invalid(format!(
-            "--pg-path {} is database system {}, but stanza '{}' is for system {}",
+            "--pg-path {} is database system {}, but stanza '{}' is for system {}; after pg_upgrade, run `cairn stanza-upgrade` first",
             pg.pg_path.display(),
             local.system_id,
             stanza.name(),

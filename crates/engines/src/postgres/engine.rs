@@ -17,7 +17,7 @@ use crate::engine::{
 use async_trait::async_trait;
 use cairn_repo::catalog::{BackupRecord, Catalog};
 use cairn_repo::pipeline::VanishPolicy;
-use cairn_repo::{BackupLabel, Error, Result, Stanza};
+use cairn_repo::{BackupLabel, BackupType, Error, Result, Stanza};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -35,6 +35,18 @@ impl Engine for Postgres {
 
     fn identity(&self, opts: &dyn Options) -> Result<BTreeMap<String, String>> {
         Ok(Identity::from_data_dir(&options::pg_path(opts)?)?.to_meta())
+    }
+
+    fn upgrade_identity(
+        &self,
+        current: &BTreeMap<String, String>,
+        found: BTreeMap<String, String>,
+    ) -> Result<Option<BTreeMap<String, String>>> {
+        let new = Identity::from_meta(&found)?;
+        if new.is(current) {
+            return Ok(None);
+        }
+        Ok(Some(new.upgrade_from(current)?))
     }
 
     fn refuse_foreign(&self, command: Command, opts: &dyn Options) -> Result<()> {
@@ -74,6 +86,8 @@ impl Engine for Postgres {
                 "--allow-empty is for files and stream stanzas; a PostgreSQL cluster is never empty".into(),
             ));
         }
+        let mut req = req;
+        full_after_upgrade(stanza, &mut req).await?;
         let opts = req.job_options(VanishPolicy::Skip);
         let pg = options::backup_options(req.options)?;
         let record = pg_backup::backup(stanza, opts, &pg, (req.progress)("backup")).await?;
@@ -196,17 +210,27 @@ impl Engine for Postgres {
         catalog: &Catalog,
     ) -> BTreeMap<String, BackupFacts> {
         let mut facts = BTreeMap::new();
-        let Ok(identity) = Identity::from_meta(&stanza.info.meta) else {
-            return facts;
-        };
-        let view = match reach::load(stanza, &identity).await {
-            Ok(view) => view,
-            Err(e) => {
-                tracing::warn!("cannot follow the WAL archive: {e}");
-                return facts;
-            }
-        };
+        // One view of the archive per identity the backups were taken from.
+        let mut views: BTreeMap<String, reach::ArchiveView> = BTreeMap::new();
         for b in &catalog.backups {
+            let Ok(identity) = Identity::of_backup(&stanza.info.meta, &b.meta) else {
+                return facts;
+            };
+            let id = identity.archive_id();
+            if !views.contains_key(&id) {
+                match reach::load(stanza, &identity).await {
+                    Ok(view) => {
+                        views.insert(id.clone(), view);
+                    }
+                    Err(e) => {
+                        tracing::warn!("cannot follow the WAL archive: {e}");
+                        return facts;
+                    }
+                }
+            }
+            let Some(view) = views.get(&id) else {
+                continue;
+            };
             if let Some((tli, start, stop)) = backup_position(&b.meta) {
                 let r = view.reach(tli, start, stop, None);
                 facts.insert(
@@ -222,6 +246,32 @@ impl Engine for Postgres {
     }
 }
 
+/// A diff or incr whose parent was taken from the stanza's identity before a `stanza-upgrade`
+/// (another database system: its pages mean nothing to the new one) becomes a full, as in
+/// pgBackRest.
+async fn full_after_upgrade(stanza: &Stanza, req: &mut BackupRequest<'_>) -> Result<()> {
+    if req.kind == BackupType::Full {
+        return Ok(());
+    }
+    let catalog = stanza.catalog().await?;
+    let parent = match req.kind {
+        BackupType::Diff => catalog.latest_full(),
+        _ => catalog.latest(),
+    };
+    let current = Identity::from_meta(&stanza.info.meta)?;
+    if let Some(p) = parent
+        && Identity::of_backup(&stanza.info.meta, &p.meta)? != current
+    {
+        tracing::warn!(
+            "the newest backup {} is of the cluster before stanza-upgrade; this {} backup is taken as full",
+            p.label,
+            req.kind
+        );
+        req.kind = BackupType::Full;
+    }
+    Ok(())
+}
+
 /// Refuse (before anything is written) a target that replay cannot reach because of a hole
 /// in the WAL archive, unless `--ignore-archive-gap`.
 async fn check_reach(
@@ -230,7 +280,8 @@ async fn check_reach(
     recovery: &Recovery,
     ignore_gap: bool,
 ) -> Result<()> {
-    let identity = Identity::from_meta(&stanza.info.meta)?;
+    // The WAL of the backup's own cluster (before a stanza-upgrade, an older identity's).
+    let identity = Identity::of_backup(&stanza.info.meta, &record.meta)?;
     let view = reach::load(stanza, &identity).await?;
     let Some((reach, refusal)) =
         reach_for(&view, record, recovery).map_err(|e| Error::Usage(e.to_string()))?

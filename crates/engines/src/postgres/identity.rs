@@ -8,6 +8,9 @@ use cairn_repo::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// The stanza meta entry listing the identities before the current one (`stanza-upgrade`).
+pub const HISTORY_KEY: &str = "db-history";
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Identity {
     pub system_id: u64,
@@ -82,6 +85,133 @@ impl Identity {
         })
     }
 
+    /// The identities the stanza had before its current one (`stanza-upgrade`), oldest
+    /// first, from the meta entry `db-history` (format.md, "Stanza identity of a postgres
+    /// stanza"); none when it is absent.
+    pub fn history(meta: &BTreeMap<String, String>) -> Result<Vec<Identity>> {
+        let Some(list) = meta.get(HISTORY_KEY) else {
+            return Ok(Vec::new());
+        };
+        list.split(',')
+            .map(|entry| {
+                let mut f = entry.split(':').map(|x| x.parse::<u64>().ok());
+                match (f.next().flatten(), f.next().flatten(), f.next().flatten(), f.next()) {
+                    (Some(v), Some(s), Some(w), None) if v <= u32::MAX as u64 && w <= u32::MAX as u64 => {
+                        Ok(Identity {
+                            system_id: s,
+                            version: v as u32,
+                            wal_segment_size: w as u32,
+                        })
+                    }
+                    _ => Err(Error::corrupt(
+                        "stanza.info",
+                        format!("'{HISTORY_KEY}' entry '{entry}' is not <version>:<system id>:<wal segment size>"),
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// Every identity the stanza has had, oldest first, the current one last.
+    pub fn all(meta: &BTreeMap<String, String>) -> Result<Vec<Identity>> {
+        let mut all = Self::history(meta)?;
+        all.push(Self::from_meta(meta)?);
+        Ok(all)
+    }
+
+    /// The identity a backup was taken from: its record's `system-id` and `version` among the
+    /// stanza's identities; the current one for a record that does not say (or names an
+    /// identity the stanza does not list, with the current segment size).
+    pub fn of_backup(
+        stanza_meta: &BTreeMap<String, String>,
+        record_meta: &BTreeMap<String, String>,
+    ) -> Result<Identity> {
+        let all = Self::all(stanza_meta)?;
+        let current = *all
+            .last()
+            .ok_or_else(|| Error::corrupt("stanza.info", "no identity"))?;
+        let field = |k: &str| record_meta.get(k).and_then(|v| v.parse::<u64>().ok());
+        let (Some(system_id), Some(version)) = (field("system-id"), field("version")) else {
+            return Ok(current);
+        };
+        Ok(all
+            .iter()
+            .rev()
+            .find(|i| i.system_id == system_id && u64::from(i.version) == version)
+            .copied()
+            .unwrap_or(Identity {
+                system_id,
+                version: version as u32,
+                ..current
+            }))
+    }
+
+    /// The meta of the identity `self` replacing `old` (`stanza-upgrade`): `self`'s fields,
+    /// with `old` appended to the history. A version older than the current one, or a system
+    /// the stanza had before, is refused: pg_upgrade only goes forward.
+    pub fn upgrade_from(
+        self,
+        old_meta: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let old = Self::from_meta(old_meta)?;
+        let mut history = Self::history(old_meta)?;
+        if self.version < old.version {
+            return Err(Error::Usage(format!(
+                "the cluster at --pg-path is PostgreSQL {}, older than the stanza's {}: stanza-upgrade follows pg_upgrade, which only goes to a newer (or the same) major version; check --pg-path",
+                self.version, old.version
+            )));
+        }
+        if history.iter().any(|h| h.system_id == self.system_id) {
+            return Err(Error::Usage(format!(
+                "database system {} was this stanza's before an earlier stanza-upgrade; cairn does not go back to an earlier identity: check --pg-path, or create a new stanza",
+                self.system_id
+            )));
+        }
+        history.push(old);
+        let mut meta = self.to_meta();
+        meta.insert(
+            HISTORY_KEY.to_string(),
+            history
+                .iter()
+                .map(|h| format!("{}:{}:{}", h.version, h.system_id, h.wal_segment_size))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        Ok(meta)
+    }
+
+    /// The identity whose WAL a `restore_command` asks for: PostgreSQL runs it in the data
+    /// directory of the recovering cluster, whose `global/pg_control` names its system. After
+    /// a `stanza-upgrade`, a restored backup of the earlier cluster recovers from the earlier
+    /// identity's WAL (whose file names the new cluster's may repeat). The current identity
+    /// when the stanza has no history or the working directory does not say.
+    pub fn recovering(meta: &BTreeMap<String, String>) -> Result<Identity> {
+        let all = Self::all(meta)?;
+        let current = *all
+            .last()
+            .ok_or_else(|| Error::corrupt("stanza.info", "no identity"))?;
+        if all.len() == 1 {
+            return Ok(current);
+        }
+        let Some(control) = std::fs::read("global/pg_control")
+            .ok()
+            .and_then(|b| ControlFile::parse(&b).ok())
+        else {
+            return Ok(current);
+        };
+        Ok(all
+            .iter()
+            .rev()
+            .find(|i| i.system_id == control.system_identifier)
+            .copied()
+            .unwrap_or(current))
+    }
+
+    /// Whether `meta` names this identity (its history aside).
+    pub fn is(&self, meta: &BTreeMap<String, String>) -> bool {
+        Self::from_meta(meta).is_ok_and(|i| i == *self)
+    }
+
     /// The archive id under which this cluster's WAL lives: `<version>-<system id>`.
     pub fn archive_id(&self) -> String {
         format!("{}-{}", self.version, self.system_id)
@@ -100,13 +230,13 @@ impl Identity {
             .map_err(|e| Error::Invalid(format!("{} is not a WAL segment: {e}", name.name)))?;
         if header.system_identifier != self.system_id {
             return Err(Error::Invalid(format!(
-                "{} belongs to database system {}, but this stanza archives system {}: archive_command points at the wrong stanza or repository",
+                "{} belongs to database system {}, but this stanza archives system {}: archive_command points at the wrong stanza or repository (or, after pg_upgrade, run `cairn stanza-upgrade`)",
                 name.name, header.system_identifier, self.system_id
             )));
         }
         if header.version() != Some(self.version) {
             return Err(Error::Invalid(format!(
-                "{} was written by PostgreSQL {}, but this stanza archives PostgreSQL {}",
+                "{} was written by PostgreSQL {}, but this stanza archives PostgreSQL {} (after pg_upgrade, run `cairn stanza-upgrade`)",
                 name.name,
                 header.version().map_or("?".to_string(), |v| v.to_string()),
                 self.version
@@ -160,4 +290,46 @@ pub fn check_history(name: &WalFileName, data: &[u8]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(system_id: u64, version: u32) -> Identity {
+        Identity {
+            system_id,
+            version,
+            wal_segment_size: 16 << 20,
+        }
+    }
+
+    #[test]
+    fn upgrades_keep_a_history_and_backups_find_their_identity() -> Result<()> {
+        let first = id(7001, 15).to_meta();
+        let second = id(7002, 15).upgrade_from(&first)?;
+        let third = id(7003, 16).upgrade_from(&second)?;
+        assert_eq!(
+            third.get(HISTORY_KEY).map(String::as_str),
+            Some("15:7001:16777216,15:7002:16777216")
+        );
+        assert_eq!(
+            Identity::all(&third)?,
+            vec![id(7001, 15), id(7002, 15), id(7003, 16)]
+        );
+        let record = BTreeMap::from([
+            ("system-id".to_string(), "7002".to_string()),
+            ("version".to_string(), "15".to_string()),
+        ]);
+        assert_eq!(Identity::of_backup(&third, &record)?, id(7002, 15));
+        assert_eq!(Identity::of_backup(&third, &BTreeMap::new())?, id(7003, 16));
+        // Backwards, or back to an earlier system: refused.
+        assert!(id(7004, 14).upgrade_from(&third).is_err());
+        assert!(id(7001, 16).upgrade_from(&third).is_err());
+        assert!(id(7003, 16).is(&third));
+        let mut bad = third.clone();
+        bad.insert(HISTORY_KEY.into(), "15:x:1".into());
+        assert!(Identity::history(&bad).is_err());
+        Ok(())
+    }
 }

@@ -27,7 +27,31 @@ pub async fn verify_wal(
     catalog: &Catalog,
     only: Option<&BackupLabel>,
 ) -> Result<WalReport> {
-    let identity = Identity::from_meta(&stanza.info.meta)?;
+    // Each identity of the stanza (before and after a stanza-upgrade) has its own archive id,
+    // checked against the backups taken from it.
+    let mut report = WalReport::default();
+    for identity in Identity::all(&stanza.info.meta)? {
+        let mut mine = Catalog::default();
+        for b in &catalog.backups {
+            if Identity::of_backup(&stanza.info.meta, &b.meta)? == identity {
+                mine.backups.push(b.clone());
+            }
+        }
+        let r = verify_wal_of(stanza, identity, &mine, only).await?;
+        report.problems.extend(r.problems);
+        report.unreadable.extend(r.unreadable);
+        report.files += r.files;
+        report.bytes += r.bytes;
+    }
+    Ok(report)
+}
+
+async fn verify_wal_of(
+    stanza: &Stanza,
+    identity: Identity,
+    catalog: &Catalog,
+    only: Option<&BackupLabel>,
+) -> Result<WalReport> {
     let id = identity.archive_id();
     let seg = identity.wal_segment_size;
     let mut report = WalReport::default();
