@@ -19,7 +19,7 @@ if [ ! -x "$PGBIN/initdb" ]; then
 fi
 if [ "$(id -u)" = 0 ]; then AS=(runuser -u postgres --); OWNER=postgres; else AS=(); OWNER=$(id -un); fi
 TARGET=${CARGO_TARGET_DIR:-target}
-echo "building cairn (release; a first build takes about FIRST_BUILD on 2 cores, later ones seconds)"
+echo "building cairn (release; a first build takes about 7 minutes on 2 cores, later ones seconds)"
 cargo build --release
 if [ -f "$D/data/postmaster.pid" ]; then "${AS[@]}" "$PGBIN/pg_ctl" -D "$D/data" -m immediate -w stop >/dev/null || true; fi
 rm -rf "$D"

@@ -114,13 +114,20 @@ async fn run(
         client,
         &format!("cairn backup {}", job.label),
         pg.start_fast,
+        identity.wal_segment_size,
     )
     .await?;
     tracing::info!(
-        "backup start archive = {}, lsn = {}",
+        "backup start archive = {}, lsn = {}{}",
         session.start_wal,
-        session.start_lsn
+        session.start_lsn,
+        if session.standby {
+            " (from a standby: its WAL reaches the archive from the primary)"
+        } else {
+            ""
+        }
     );
+    let standby = session.standby;
     if let Some(parent) = job.parent() {
         match page_probe::for_parent(
             &parent.meta,
@@ -173,6 +180,7 @@ async fn run(
         &start_wal,
         &stopped.stop_wal,
         pg.archive_timeout,
+        standby,
     )
     .await?;
 
@@ -186,6 +194,7 @@ async fn run(
         ("stop-lsn".to_string(), stopped.stop_lsn.to_string()),
         ("wal-start".to_string(), start_wal),
         ("wal-stop".to_string(), stopped.stop_wal),
+        ("backup-standby".to_string(), standby.to_string()),
         (
             "checksum-page-errors".to_string(),
             bad.values().map(Vec::len).sum::<usize>().to_string(),
@@ -251,6 +260,7 @@ async fn wait_for_archive(
     start: &str,
     stop: &str,
     timeout: Duration,
+    standby: bool,
 ) -> Result<()> {
     let seg = identity.wal_segment_size;
     let parse = |n: &str| WalFileName::parse(n).and_then(|w| w.segno(seg));
@@ -267,6 +277,13 @@ async fn wait_for_archive(
         loop {
             if stanza.store().head(&key).await.is_ok() {
                 break;
+            }
+            if Instant::now() > deadline && standby {
+                return Err(Error::Timeout(format!(
+                    "WAL segment {name} did not reach the archive within {} s (--archive-timeout): this backup ran on a standby, whose WAL the primary archives, and the primary archives a segment only once it is full or switched; set archive_timeout on the primary (e.g. 60s), or run `select pg_switch_wal()` there, or give a longer --archive-timeout; and check that the primary's archive_command is 'cairn --stanza={} archive-push %p'",
+                    timeout.as_secs(),
+                    stanza.name()
+                )));
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout(format!(
@@ -310,6 +327,22 @@ pub async fn check(stanza: &Stanza, pg: &PgBackupOptions) -> Result<String> {
                 .and_then(|r| session::col::<String>(&r, 0, name))
         }
     };
+    let in_recovery = client
+        .query_one("select pg_is_in_recovery()", &[])
+        .await
+        .map_err(|e| {
+            Error::Database(format!(
+                "cannot ask whether the server is a standby: {}",
+                session::pg_error_text(&e)
+            ))
+        })
+        .and_then(|r| session::col::<bool>(&r, 0, "pg_is_in_recovery()"))?;
+    if in_recovery {
+        return Err(Error::Usage(format!(
+            "the server at {} is a standby: check switches WAL and waits for it in the archive, which only the primary can do; run check against the primary (backups may run on the standby)",
+            pg.connection.describe()
+        )));
+    }
     let mode = setting("archive_mode").await?;
     if mode == "off" {
         return Err(Error::Invalid(
@@ -343,6 +376,7 @@ pub async fn check(stanza: &Stanza, pg: &PgBackupOptions) -> Result<String> {
         &wal,
         &wal,
         pg.archive_timeout,
+        false,
     )
     .await?;
     Ok(wal)

@@ -100,6 +100,19 @@ pub struct BackupSession {
     pub start_lsn: Lsn,
     pub timeline: u32,
     pub start_wal: String,
+    /// The server is a standby (in recovery): its WAL reaches the archive from the primary,
+    /// and `pg_walfile_name` cannot be called there.
+    pub standby: bool,
+    seg_size: u32,
+}
+
+/// The WAL file holding the byte before `lsn`, as `pg_walfile_name` names it.
+fn walfile_name(timeline: u32, lsn: Lsn, seg_size: u32) -> String {
+    super::wal::XLogFileName(
+        timeline,
+        lsn.0.saturating_sub(1) / u64::from(seg_size.max(1)),
+        seg_size,
+    )
 }
 
 impl std::fmt::Debug for BackupSession {
@@ -199,7 +212,15 @@ async fn oid_names(
 impl BackupSession {
     /// `pg_backup_start(label, fast)` on PostgreSQL 15+, `pg_start_backup(label, fast, false)`
     /// on 12 to 14.
-    pub async fn start(client: Client, label: &str, fast: bool) -> Result<BackupSession> {
+    /// On a standby (PostgreSQL allows a non-exclusive backup there) the start timeline is the
+    /// restartpoint's, read from `pg_control_checkpoint()`, and WAL file names are computed
+    /// here (`seg_size`: the cluster's WAL segment size).
+    pub async fn start(
+        client: Client,
+        label: &str,
+        fast: bool,
+        seg_size: u32,
+    ) -> Result<BackupSession> {
         let row = client
             .query_one("show server_version_num", &[])
             .await
@@ -211,27 +232,51 @@ impl BackupSession {
                 "PostgreSQL {version_num} is too old: cairn needs 12 or later"
             )));
         }
-        let sql = if version_num >= 150000 {
-            "select lsn::text, pg_walfile_name(lsn) from pg_backup_start($1, $2) as lsn"
-        } else {
-            "select lsn::text, pg_walfile_name(lsn) from pg_start_backup($1, $2, false) as lsn"
+        let row = client
+            .query_one("select pg_is_in_recovery()", &[])
+            .await
+            .map_err(sql_err("asking whether the server is a standby"))?;
+        let standby: bool = col(&row, 0, "pg_is_in_recovery()")?;
+        let sql = match (version_num >= 150000, standby) {
+            (true, false) => {
+                "select lsn::text, pg_walfile_name(lsn) from pg_backup_start($1, $2) as lsn"
+            }
+            (false, false) => {
+                "select lsn::text, pg_walfile_name(lsn) from pg_start_backup($1, $2, false) as lsn"
+            }
+            (true, true) => {
+                "select lsn::text, (select timeline_id::text from pg_control_checkpoint()) from pg_backup_start($1, $2) as lsn"
+            }
+            (false, true) => {
+                "select lsn::text, (select timeline_id::text from pg_control_checkpoint()) from pg_start_backup($1, $2, false) as lsn"
+            }
         };
         let row = client
             .query_one(sql, &[&label, &fast])
             .await
             .map_err(sql_err("starting the backup"))?;
         let lsn: String = col(&row, 0, "the backup start")?;
-        let start_wal: String = col(&row, 1, "the backup start")?;
+        let second: String = col(&row, 1, "the backup start")?;
         let start_lsn = Lsn::parse(&lsn)
             .ok_or_else(|| Error::Invalid(format!("unexpected start LSN '{lsn}'")))?;
-        let timeline = u32::from_str_radix(start_wal.get(..8).unwrap_or(""), 16)
-            .map_err(|_| Error::Invalid(format!("unexpected WAL file name '{start_wal}'")))?;
+        let (timeline, start_wal) = if standby {
+            let tli: u32 = second
+                .parse()
+                .map_err(|_| Error::Invalid(format!("unexpected timeline '{second}'")))?;
+            (tli, walfile_name(tli, start_lsn, seg_size))
+        } else {
+            let tli = u32::from_str_radix(second.get(..8).unwrap_or(""), 16)
+                .map_err(|_| Error::Invalid(format!("unexpected WAL file name '{second}'")))?;
+            (tli, second)
+        };
         Ok(BackupSession {
             client,
             version_num,
             start_lsn,
             timeline,
             start_wal,
+            standby,
+            seg_size,
         })
     }
 
@@ -241,10 +286,19 @@ impl BackupSession {
     /// backup waits for the segments to reach the repository itself (`wait_for_archive`), as
     /// pgBackRest does.
     pub async fn stop(self) -> Result<Stopped> {
-        let sql = if self.version_num >= 150000 {
-            "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_backup_stop(false)"
-        } else {
-            "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_stop_backup(false, false)"
+        let sql = match (self.version_num >= 150000, self.standby) {
+            (true, false) => {
+                "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_backup_stop(false)"
+            }
+            (false, false) => {
+                "select lsn::text, pg_walfile_name(lsn), labelfile, spcmapfile from pg_stop_backup(false, false)"
+            }
+            (true, true) => {
+                "select lsn::text, '', labelfile, spcmapfile from pg_backup_stop(false)"
+            }
+            (false, true) => {
+                "select lsn::text, '', labelfile, spcmapfile from pg_stop_backup(false, false)"
+            }
         };
         let row = self
             .client
@@ -253,10 +307,16 @@ impl BackupSession {
             .map_err(sql_err("stopping the backup"))?;
         let lsn: String = col(&row, 0, "the backup stop")?;
         let map: Option<String> = col(&row, 3, "the backup stop")?;
+        let stop_lsn = Lsn::parse(&lsn)
+            .ok_or_else(|| Error::Invalid(format!("unexpected stop LSN '{lsn}'")))?;
+        let stop_wal = if self.standby {
+            walfile_name(self.timeline, stop_lsn, self.seg_size)
+        } else {
+            col(&row, 1, "the backup stop")?
+        };
         Ok(Stopped {
-            stop_lsn: Lsn::parse(&lsn)
-                .ok_or_else(|| Error::Invalid(format!("unexpected stop LSN '{lsn}'")))?,
-            stop_wal: col(&row, 1, "the backup stop")?,
+            stop_lsn,
+            stop_wal,
             backup_label: col(&row, 2, "the backup stop")?,
             tablespace_map: map.filter(|m| !m.is_empty()),
         })
