@@ -49,7 +49,7 @@ impl LogFile {
 pub(crate) fn init_logging(level: &str, file: Option<&LogFile>) -> Result<()> {
     let level = check_level("log-level", level)?;
     let console = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(|| ConsoleWriter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(tracing_subscriber::EnvFilter::new(format!(
@@ -96,6 +96,20 @@ pub(crate) fn init_logging(level: &str, file: Option<&LogFile>) -> Result<()> {
         .with(file_layer)
         .try_init();
     Ok(())
+}
+
+/// stderr, with a progress bar on screen lifted out of the way of each line.
+struct ConsoleWriter;
+
+impl std::io::Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        crate::progress::above_bar(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Whether an option's value is a secret the log must not show.

@@ -271,6 +271,15 @@ async fn wait_for_archive(
     };
     let deadline = Instant::now() + timeout;
     let archive_id = identity.archive_id();
+    tracing::info!(
+        "waiting for WAL {start}{} to reach the archive (up to {} s, --archive-timeout)",
+        if start == stop {
+            String::new()
+        } else {
+            format!(" .. {stop}")
+        },
+        timeout.as_secs()
+    );
     for segno in first..=last {
         let name = XLogFileName(timeline, segno, seg);
         let key = stanza.archive_key(&archive_id, timeline, &name)?;

@@ -124,6 +124,16 @@ impl Engine for Postgres {
             Some(d) => d,
             None => options::pg_path(opts)?,
         };
+        tracing::info!(
+            "restoring backup {} ({}, ended {}) into {}; recovery starts from WAL {} (LSN {}, timeline {})",
+            record.label,
+            record.kind,
+            cairn_repo::time::display(record.stop),
+            dest.display(),
+            record.meta.get("wal-start").map_or("?", String::as_str),
+            record.meta.get("start-lsn").map_or("?", String::as_str),
+            record.meta.get("timeline").map_or("?", String::as_str),
+        );
         let (include, exclude) = (opts.list("db-include")?, opts.list("db-exclude")?);
         let delta = opts.flag("delta")?;
         let mut entries = stanza.resolved(req.catalog, &record.label).await?;
