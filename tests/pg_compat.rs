@@ -659,3 +659,81 @@ fn annotations_are_recorded_changed_removed_and_shown() -> Res<()> {
     );
     Ok(())
 }
+
+/// `info` shows a running backup's and restore's progress as pgBackRest does
+/// (`status.lock.backup` and `status.lock.restore`: held, size, size-cplt), from the status
+/// files the running commands keep in the lock path; none is left once they end.
+#[test]
+fn info_shows_a_running_backup_and_restore_with_their_progress() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src)?;
+    // Incompressible, so the backup takes seconds even here.
+    let mut data = vec![0u8; 400 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    fs::write(src.join("big"), &data)?;
+    drop(data);
+    let base = |c: &mut Command| {
+        c.env("CAIRN_CACHE_PATH", dir.path().join("cache"))
+            .arg("--repo")
+            .arg(dir.path().join("repo"))
+            .arg("--lock-path")
+            .arg(dir.path().join("locks"))
+            .args(["--stanza=app", "--log-level=warn", "--process-max=1"]);
+    };
+    let run = |args: &[&str]| -> Res<Output> {
+        let mut c = Command::new(cairn_bin());
+        base(&mut c);
+        Ok(c.args(args).output()?)
+    };
+    let lock = || -> Res<serde_json::Value> {
+        let out = ok(run(&["info", "--output=json"])?, "info")?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v[0]["status"]["lock"].clone())
+    };
+    ok(run(&["stanza-create", "--engine=files"])?, "stanza-create")?;
+    for (what, args) in [
+        (
+            "backup",
+            vec!["backup", "--source", src.to_str().ok_or("path")?],
+        ),
+        (
+            "restore",
+            vec![
+                "restore",
+                "--dest",
+                dir.path().join("dest").to_str().ok_or("path")?,
+            ],
+        ),
+    ] {
+        let mut c = Command::new(cairn_bin());
+        base(&mut c);
+        let mut child = c.args(&args).stderr(std::process::Stdio::piped()).spawn()?;
+        let mut seen = None;
+        while child.try_wait()?.is_none() {
+            let l = lock()?;
+            if l[what]["held"] == true && l[what]["size"].as_u64().is_some() {
+                seen = Some(l);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output()?;
+        assert!(out.status.success(), "{what}: {}", text(&out));
+        let seen = seen.ok_or(format!("info never showed the {what} running"))?;
+        let (size, done) = (
+            seen[what]["size"].as_u64().unwrap_or(0),
+            seen[what]["size-cplt"].as_u64().unwrap_or(u64::MAX),
+        );
+        assert!(size >= 400 << 20 && done <= size, "{what}: {seen}");
+        let after = lock()?;
+        assert_eq!(after[what]["held"], false, "{what}: {after}");
+        assert!(after[what].get("size").is_none(), "{what}: {after}");
+    }
+    Ok(())
+}

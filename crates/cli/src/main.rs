@@ -34,6 +34,7 @@ mod options;
 mod pgbackrest;
 mod progress;
 mod settings;
+mod status_file;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -143,6 +144,10 @@ pub struct GlobalOpts {
     /// at most twice this long (default 60).
     #[arg(long, global = true, env = "CAIRN_IO_TIMEOUT")]
     pub io_timeout: Option<u64>,
+    /// Directory of this host's status files of running backups and restores, which `info`
+    /// reads for their progress (default /tmp/cairn).
+    #[arg(long, global = true, env = "CAIRN_LOCK_PATH")]
+    pub lock_path: Option<PathBuf>,
     /// Also write the log to <log-path>/<stanza>-<command>.log (pgBackRest's file name).
     #[arg(long, global = true, env = "CAIRN_LOG_PATH")]
     pub log_path: Option<PathBuf>,

@@ -61,9 +61,20 @@ pub struct Reporter {
     total: AtomicU64,
     finished: AtomicBool,
     start: Instant,
+    /// This command's status file, which `info` reads for its progress.
+    status: Option<std::sync::Arc<crate::status_file::StatusFile>>,
 }
 
 impl Reporter {
+    /// Also record progress in `status` (the command's status file).
+    pub fn with_status(
+        mut self,
+        status: Option<std::sync::Arc<crate::status_file::StatusFile>>,
+    ) -> Reporter {
+        self.status = status;
+        self
+    }
+
     pub fn new(what: &'static str, quiet: bool) -> Reporter {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             // Hidden until the total is known: a bar of 0 bytes means nothing.
@@ -108,6 +119,7 @@ impl Reporter {
             total: AtomicU64::new(0),
             finished: AtomicBool::new(false),
             start: Instant::now(),
+            status: None,
         }
     }
 }
@@ -115,6 +127,9 @@ impl Reporter {
 impl Progress for Reporter {
     fn set_total(&self, bytes: u64) {
         self.total.store(bytes, Ordering::Relaxed);
+        if let Some(s) = &self.status {
+            s.update(bytes, self.done.load(Ordering::Relaxed));
+        }
         if let Some(b) = &self.bar {
             b.set_length(bytes);
             if bytes > 0 && b.is_hidden() {
@@ -125,7 +140,10 @@ impl Progress for Reporter {
     }
 
     fn advance(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        if let Some(s) = &self.status {
+            s.update(self.total.load(Ordering::Relaxed), done);
+        }
         if let Some(b) = &self.bar {
             b.inc(bytes);
         }

@@ -39,6 +39,8 @@ pub(crate) struct Settings {
     pub(crate) config_path: Option<PathBuf>,
     pub(crate) s3: S3Flags,
     pub(crate) io_timeout: Duration,
+    /// This host's status files of running backups and restores (`status_file`).
+    pub(crate) lock_path: PathBuf,
     /// Every store opened, so their request counts can be logged at the end.
     pub(crate) opened: Mutex<Vec<Arc<dyn Storage>>>,
 }
@@ -183,7 +185,15 @@ impl Settings {
                 "--io-timeout {io_timeout} is out of range: use 1 to 86400 seconds"
             )));
         }
+        let lock_path = match &g.lock_path {
+            Some(p) => p.clone(),
+            None => file
+                .string("lock-path")?
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(crate::status_file::DEFAULT_LOCK_PATH)),
+        };
         Ok(Settings {
+            lock_path,
             io_timeout: Duration::from_secs(io_timeout as u64),
             opened: Mutex::default(),
             file,

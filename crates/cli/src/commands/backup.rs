@@ -27,7 +27,12 @@ pub(crate) async fn backup(
     let kind = s.string(&kind, "type")?.unwrap_or_else(|| "incr".into());
     let kind = BackupType::parse(&kind).map_err(|e| usage(e.to_string()))?;
     refuse_foreign_options(engine, Command::Backup, opts)?;
-    let progress = move |what| -> Arc<dyn Progress> { Arc::new(Reporter::new(what, quiet)) };
+    let status =
+        crate::status_file::StatusFile::start(&s.lock_path, stanza.name().as_str(), "backup")
+            .map(Arc::new);
+    let progress = move |what| -> Arc<dyn Progress> {
+        Arc::new(Reporter::new(what, quiet).with_status(status.clone()))
+    };
     let request = BackupRequest {
         kind,
         delta: s.flag(delta, "delta")?,

@@ -56,7 +56,11 @@ pub(crate) async fn info_cmd(
             Err(e) => Err(e.into()),
         };
         match report {
-            Ok(r) => stanzas.push(r),
+            Ok(mut r) => {
+                r.local_backup = crate::status_file::read(&s.lock_path, name.as_str(), "backup");
+                r.local_restore = crate::status_file::read(&s.lock_path, name.as_str(), "restore");
+                stanzas.push(r)
+            }
             // One stanza asked for by name: its error is the answer.
             Err(e) if s.stanza.is_some() => return Err(e),
             // Listing the repository: a damaged stanza does not hide the others.

@@ -37,7 +37,11 @@ pub(crate) async fn restore(
         None => None,
     };
     // Progress on stderr never mixes with a stream restored to stdout.
-    let progress: Arc<dyn Progress> = Arc::new(Reporter::new("restore", quiet));
+    let status =
+        crate::status_file::StatusFile::start(&s.lock_path, stanza.name().as_str(), "restore")
+            .map(Arc::new);
+    let progress: Arc<dyn Progress> =
+        Arc::new(Reporter::new("restore", quiet).with_status(status.clone()));
     let request = RestoreRequest {
         catalog: &catalog,
         set,
@@ -46,6 +50,8 @@ pub(crate) async fn restore(
         options: opts,
         progress,
     };
-    engine.restore(&stanza, request).await?;
+    let restored = engine.restore(&stanza, request).await;
+    drop(status);
+    restored?;
     Ok(ExitCode::SUCCESS)
 }

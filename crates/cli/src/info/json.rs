@@ -106,9 +106,8 @@ fn stanza(s: &StanzaReport, view: &View) -> Value {
             "code": code,
             "message": message,
             "lock": {
-                "backup": {"held": s.locked, "stale": s.stale_lock.is_some()},
-                // cairn's restore takes no lock (yet): none is ever held.
-                "restore": {"held": false},
+                "backup": lock_json(json!({"held": s.locked, "stale": s.stale_lock.is_some()}), s.locked, &s.local_backup),
+                "restore": lock_json(json!({"held": s.local_restore.held}), s.local_restore.held, &s.local_restore),
             },
         },
         "repo": [{
@@ -162,4 +161,18 @@ fn list_or_null(items: impl Iterator<Item = Value>) -> Value {
     } else {
         Value::Array(v)
     }
+}
+
+/// A lock's object: `size` and `size-cplt` added, as pgBackRest adds them, while it is held
+/// and this host's status file knows the size.
+fn lock_json(mut v: Value, held: bool, seen: &crate::status_file::Seen) -> Value {
+    if held
+        && seen.held
+        && seen.size > 0
+        && let Some(o) = v.as_object_mut()
+    {
+        o.insert("size".into(), json!(seen.size));
+        o.insert("size-cplt".into(), json!(seen.size_cplt));
+    }
+    v
 }

@@ -77,6 +77,9 @@ pub struct StanzaReport {
     /// Packs garbage collection has condemned, and their bytes: what expire frees next.
     pub condemned_packs: usize,
     pub condemned_bytes: u64,
+    /// This host's status files of a running backup and restore (`status_file`).
+    pub local_backup: crate::status_file::Seen,
+    pub local_restore: crate::status_file::Seen,
 }
 
 impl StanzaReport {
@@ -102,6 +105,8 @@ impl StanzaReport {
             unique_bytes: 0,
             condemned_packs: 0,
             condemned_bytes: 0,
+            local_backup: Default::default(),
+            local_restore: Default::default(),
         }
     }
 
@@ -192,6 +197,8 @@ impl StanzaReport {
             unique_bytes,
             condemned_packs: condemned.len(),
             condemned_bytes,
+            local_backup: Default::default(),
+            local_restore: Default::default(),
             name: stanza.name().to_string(),
             engine: stanza.info.engine.clone(),
             packs: packs.len(),

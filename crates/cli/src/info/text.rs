@@ -18,7 +18,7 @@ pub fn text(stanzas: &[StanzaReport], view: &View) -> String {
             out,
             "    status: {status}{}",
             match (&s.stale_lock, s.locked) {
-                (_, true) => " (backup/expire running)".to_string(),
+                (_, true) => format!(" (backup/expire running{})", percent(&s.local_backup)),
                 (Some(h), false) => format!(
                     " (stale lock left by `{}`, pid {}, which is no longer running; the next backup takes it over)",
                     h.command, h.pid
@@ -26,6 +26,13 @@ pub fn text(stanzas: &[StanzaReport], view: &View) -> String {
                 (None, false) => String::new(),
             }
         );
+        if s.local_restore.held {
+            let _ = writeln!(
+                out,
+                "    restore running on this host{}",
+                percent(&s.local_restore)
+            );
+        }
         if s.missing {
             let _ = writeln!(out);
             continue;
@@ -173,4 +180,15 @@ pub fn text(stanzas: &[StanzaReport], view: &View) -> String {
         let _ = writeln!(out);
     }
     out
+}
+
+/// ` - 45.00% complete`, as pgBackRest shows it, when a status file gives the size.
+fn percent(seen: &crate::status_file::Seen) -> String {
+    if !seen.held || seen.size == 0 {
+        return String::new();
+    }
+    format!(
+        " - {:.2}% complete",
+        seen.size_cplt as f64 * 100.0 / seen.size as f64
+    )
 }

@@ -53,9 +53,9 @@ pub(crate) fn pgbackrest_name(name: &str) -> Option<Name> {
         "compress" | "compress-type" | "compress-level-network" => {
             Some(Name::Inherent("cairn compresses every chunk with zstd"))
         }
-        "buffer-size" | "manifest-save-threshold" | "resume" | "lock-path" | "stop-auto" => Some(
-            Name::Inherent("cairn sizes its buffers, resumes and locks on its own"),
-        ),
+        "buffer-size" | "manifest-save-threshold" | "resume" | "stop-auto" => Some(Name::Inherent(
+            "cairn sizes its buffers, resumes and locks on its own",
+        )),
         "checksum-page" | "page-header-check" | "archive-header-check" | "archive-check" => Some(
             Name::Inherent("cairn always checks page checksums and WAL headers"),
         ),
