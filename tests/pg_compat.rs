@@ -737,3 +737,82 @@ fn info_shows_a_running_backup_and_restore_with_their_progress() -> Res<()> {
     }
     Ok(())
 }
+
+/// Defect: `info --output json` against a repository that does not exist (a wrong --repo, or
+/// a mount that is not there) exited 3 with an error, so a monitor got no JSON to judge.
+/// Now, as pgBackRest: the named stanza with status 1 ("missing stanza path"), or no stanzas,
+/// exit 0, and the reason on stderr.
+#[test]
+fn defect_info_json_on_a_missing_repository_was_an_error_not_json() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let repo = dir.path().join("not-mounted");
+    let run = |args: &[&str]| -> Res<Output> {
+        Ok(Command::new(cairn_bin())
+            .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
+            .arg("--repo")
+            .arg(&repo)
+            .args(args)
+            .output()?)
+    };
+    let out = run(&["--stanza=main", "info", "--output=json"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v[0]["name"], "main");
+    assert_eq!(v[0]["status"]["code"], 1, "{v}");
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    let out = run(&["info", "--output=json"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)?,
+        serde_json::json!([])
+    );
+    // A directory that is not a cairn repository: the same answer.
+    fs::create_dir_all(&repo)?;
+    let out = run(&["--stanza=main", "info", "--output=json"])?;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v[0]["status"]["code"], 1, "{v}");
+    Ok(())
+}
+
+/// Defect: a restore into the mount point of a freshly made file system was refused as "not
+/// empty" because of its empty lost+found directory.
+#[test]
+fn defect_a_restore_into_a_fresh_mount_point_was_refused_for_its_lost_and_found() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let src = dir.path().join("src");
+    common::make_tree(&src, 5)?;
+    let dest = dir.path().join("mnt");
+    fs::create_dir_all(dest.join("lost+found"))?;
+    let run = |args: &[&str]| -> Res<Output> {
+        Ok(Command::new(cairn_bin())
+            .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
+            .arg("--repo")
+            .arg(dir.path().join("repo"))
+            .args(["--stanza=app"])
+            .args(args)
+            .output()?)
+    };
+    ok(run(&["stanza-create", "--engine=files"])?, "stanza-create")?;
+    ok(
+        run(&["backup", "--source", src.to_str().ok_or("path")?])?,
+        "backup",
+    )?;
+    ok(
+        run(&["restore", "--dest", dest.to_str().ok_or("path")?])?,
+        "restore",
+    )?;
+    assert!(dest.join("lost+found").is_dir());
+    let diff: Vec<String> = common::tree_diff(&src, &dest)
+        .into_iter()
+        .filter(|d| !d.contains("lost+found"))
+        .collect();
+    assert_eq!(diff, Vec::<String>::new());
+    // A lost+found that holds something is not empty.
+    let other = dir.path().join("mnt2");
+    fs::create_dir_all(other.join("lost+found"))?;
+    fs::write(other.join("lost+found/#1234"), b"recovered")?;
+    let out = run(&["restore", "--dest", other.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    Ok(())
+}

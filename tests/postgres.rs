@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::pg::{Cluster, Res, chown_postgres};
+use common::pg::{Cluster, Res, as_postgres, cairn_bin, chown_postgres};
 use std::fs;
 use std::process::Command;
 
@@ -510,5 +510,114 @@ fn defect_a_delta_restore_into_a_directory_that_is_not_a_data_directory_deleted_
     ])?;
     c.start()?;
     c.stop()?;
+    Ok(())
+}
+
+/// Defect: a `--delta` restore (run as postgres, as it always is) over a copy it had restored
+/// itself failed with "Permission denied" when the cluster had a read-only file (a
+/// `server.key` of mode 0400) or directory: the recorded modes it had set blocked its own
+/// rewrite, so an interrupted or outdated copy could not be refreshed.
+#[test]
+fn defect_a_delta_restore_over_read_only_files_it_restored_failed() -> Res<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    fs::write(c.data.join("server.key"), b"not really a key\n")?;
+    fs::create_dir_all(c.data.join("operator_notes"))?;
+    fs::write(c.data.join("operator_notes/readme"), b"read-only notes\n")?;
+    chown_postgres(&c.data)?;
+    fs::set_permissions(c.data.join("server.key"), fs::Permissions::from_mode(0o400))?;
+    fs::set_permissions(
+        c.data.join("operator_notes/readme"),
+        fs::Permissions::from_mode(0o400),
+    )?;
+    fs::set_permissions(
+        c.data.join("operator_notes"),
+        fs::Permissions::from_mode(0o500),
+    )?;
+    c.start()?;
+    c.sql("create table t as select generate_series(1, 100) as i")?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.stop()?;
+    let dest = c.dir.path().join("copy");
+    let d = dest.to_str().ok_or("path")?;
+    c.cairn_ok(&["restore", "--dest", d])?;
+    assert_eq!(
+        fs::metadata(dest.join("server.key"))?.permissions().mode() & 0o777,
+        0o400
+    );
+    // Damage the copy, then refresh it in place.
+    fs::write(dest.join("PG_VERSION"), b"99\n")?;
+    c.cairn_ok(&["restore", "--delta", "--dest", d])?;
+    assert_eq!(
+        fs::read(dest.join("PG_VERSION"))?,
+        fs::read(c.data.join("PG_VERSION"))?
+    );
+    assert_eq!(
+        fs::metadata(dest.join("server.key"))?.permissions().mode() & 0o777,
+        0o400,
+        "the recorded mode is set again"
+    );
+    assert_eq!(
+        fs::metadata(dest.join("operator_notes"))?
+            .permissions()
+            .mode()
+            & 0o777,
+        0o500
+    );
+    Ok(())
+}
+
+/// Defect: `--delta` rewrote a file in place even when it had another hard link, so the
+/// bytes of that other path (outside the destination, not the backup's) changed too.
+#[test]
+fn defect_a_delta_restore_wrote_through_a_hard_link_to_a_file_outside() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.stop()?;
+    let dest = c.dir.path().join("copy");
+    let d = dest.to_str().ok_or("path")?;
+    c.cairn_ok(&["restore", "--dest", d])?;
+    let outside = c.dir.path().join("someone-elses-file");
+    fs::hard_link(dest.join("PG_VERSION"), &outside)?;
+    fs::write(&outside, b"their bytes\n")?;
+    c.cairn_ok(&["restore", "--delta", "--dest", d])?;
+    assert_eq!(
+        fs::read(&outside)?,
+        b"their bytes\n",
+        "written through the link"
+    );
+    assert_eq!(
+        fs::read(dest.join("PG_VERSION"))?,
+        fs::read(c.data.join("PG_VERSION"))?
+    );
+    Ok(())
+}
+
+/// Defect: `restore --dest -` on a postgres stanza created a directory named "-" in the
+/// working directory instead of saying that standard output is for stream stanzas.
+#[test]
+fn defect_restore_dest_dash_on_a_postgres_stanza_made_a_directory_named_dash() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.stop()?;
+    let out = as_postgres(&cairn_bin().display().to_string())
+        .current_dir(c.dir.path())
+        .envs(c.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(&c.repo_args)
+        .args(["--stanza", &c.stanza, "restore", "--dest", "-"])
+        .output()?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stream stanzas"));
+    assert!(!c.dir.path().join("-").exists());
     Ok(())
 }

@@ -31,7 +31,35 @@ pub(crate) async fn info_cmd(
         ));
     }
     let view = View { kind, set };
-    let repo = Repository::open(s.store(false).await?).await?;
+    // A repository that is not there (a directory that does not exist, or one that is not a
+    // cairn repository) is what pgBackRest calls a missing stanza path: a monitor gets an
+    // answer it can judge (status 1, or no stanzas), exit 0, and the reason on stderr.
+    let missing_repo = |why: String| -> Result<ExitCode> {
+        tracing::warn!("{why}");
+        let stanzas = match &s.stanza {
+            Some(name) => vec![info::StanzaReport::missing(name)],
+            None => Vec::new(),
+        };
+        print_reports(&output, &stanzas, &view)?;
+        Ok(ExitCode::SUCCESS)
+    };
+    let local_missing = s
+        .repo
+        .as_deref()
+        .filter(|r| !r.starts_with("s3://"))
+        .map(std::path::Path::new)
+        .filter(|p| p.is_absolute() && !p.exists());
+    if let Some(p) = local_missing {
+        return missing_repo(format!(
+            "the repository {} does not exist; check --repo",
+            p.display()
+        ));
+    }
+    let repo = match Repository::open(s.store(false).await?).await {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => return missing_repo(e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
     let names = match &s.stanza {
         Some(_) => vec![s.stanza_name()?],
         None => repo.stanzas().await?,
@@ -71,14 +99,7 @@ pub(crate) async fn info_cmd(
             }
         }
     }
-    if output == "json" {
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&info::json(&stanzas, &view))?
-        );
-    } else {
-        say_raw!("{}", info::text(&stanzas, &view));
-    }
+    print_reports(&output, &stanzas, &view)?;
     if !failed.is_empty() {
         return Err(anyhow::Error::new(cairn_repo::Error::Invalid(format!(
             "stanza(s) {} could not be read (listed above with why); give --stanza for the one error",
@@ -86,6 +107,20 @@ pub(crate) async fn info_cmd(
         ))));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_reports(output: &str, stanzas: &[info::StanzaReport], view: &View) -> Result<()> {
+    if output == "json" {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&info::json(stanzas, view))?
+        );
+    } else if stanzas.is_empty() {
+        say!("No stanzas exist in the repository.");
+    } else {
+        say_raw!("{}", info::text(stanzas, view));
+    }
+    Ok(())
 }
 
 fn list_or_none(names: &[cairn_repo::StanzaName]) -> String {

@@ -121,6 +121,11 @@ impl Engine for Postgres {
         let record = choose_backup(req.catalog, req.set.as_ref(), &recovery)?;
         check_reach(stanza, &record, &recovery, opts.flag("ignore-archive-gap")?).await?;
         let dest = match req.dest {
+            Some(d) if d.as_os_str() == "-" => {
+                return Err(Error::Usage(
+                    "--dest - (standard output) is for stream stanzas; a postgres restore needs a directory: give --dest DIR (or --pg-path)".into(),
+                ));
+            }
             Some(d) => d,
             None => options::pg_path(opts)?,
         };

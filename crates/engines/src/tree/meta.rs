@@ -15,11 +15,57 @@ pub(super) fn chunk_matches(f: &File, offset: u64, c: &cairn_repo::manifest::Chu
     f.read_exact_at(&mut buf, offset).is_ok() && cairn_repo::ChunkId::of(&buf) == c.id
 }
 
+/// Make what `--delta` reuses at `path` (metadata `m`) safe and possible to rewrite: a file
+/// with more than one hard link is removed (writing it in place would change the other
+/// paths too: the bytes of a file the backup does not own), and a file or directory whose
+/// recorded mode is read-only (a `server.key` of mode 0400, restored as such) is made
+/// writable by its owner; `finish` sets the recorded mode again.
+pub(super) fn ready_for_delta(path: &Path, m: &fs::Metadata) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if m.is_file() && m.nlink() > 1 {
+        return fs::remove_file(path).map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot remove {} (hard-linked elsewhere, so not rewritten in place)",
+                    path.display()
+                ),
+                e,
+            )
+        });
+    }
+    let need = if m.is_dir() { 0o700 } else { 0o600 };
+    if m.mode() & need != need {
+        fs::set_permissions(path, fs::Permissions::from_mode((m.mode() & 0o7777) | need))
+            .map_err(|e| Error::io(format!("cannot make {} writable", path.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Give the owner full access to every directory under `path`, so that it can be removed.
+fn open_up(path: &Path) {
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o700));
+        for item in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if item.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(item.path());
+            }
+        }
+    }
+}
+
 pub(super) fn remove_path(path: &Path) -> Result<()> {
     let m = fs::symlink_metadata(path)
         .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
     let r = if m.is_dir() {
-        fs::remove_dir_all(path)
+        fs::remove_dir_all(path).or_else(|e| {
+            if e.kind() != io::ErrorKind::PermissionDenied {
+                return Err(e);
+            }
+            // A read-only directory inside (restored so, then left out of this backup).
+            open_up(path);
+            fs::remove_dir_all(path)
+        })
     } else {
         fs::remove_file(path)
     };
@@ -37,6 +83,9 @@ pub(super) fn remove_unlisted(dest: &Path, entries: &[FileEntry]) -> Result<()> 
         entries.iter().map(|e| e.path.as_slice()).collect();
     let mut stack = vec![(dest.to_path_buf(), Vec::<u8>::new())];
     while let Some((dir, rel)) = stack.pop() {
+        if let Ok(m) = fs::symlink_metadata(&dir) {
+            ready_for_delta(&dir, &m)?;
+        }
         let rd = fs::read_dir(&dir)
             .map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
         for item in rd.flatten() {

@@ -1,7 +1,9 @@
 //! Laying resolved entries down into a destination.
 
 use super::join;
-use super::meta::{chunk_matches, remove_path, remove_unlisted, set_meta, unsafe_geteuid};
+use super::meta::{
+    chunk_matches, ready_for_delta, remove_path, remove_unlisted, set_meta, unsafe_geteuid,
+};
 use cairn_repo::manifest::{ChunkRef, Content, EntryKind, FileEntry};
 use cairn_repo::pages::{self, Shape};
 use cairn_repo::restore::{Placement, WriteAt};
@@ -79,8 +81,14 @@ impl TreeWriter {
     ) -> Result<(TreeWriter, Vec<Placement>)> {
         cairn_repo::manifest::check_paths("the backup's manifest", entries, allow_links_under)?;
         match fs::read_dir(dest) {
-            Ok(mut rd) => {
-                if !delta && rd.next().is_some() {
+            Ok(rd) => {
+                // A fresh file system's mount point holds an empty lost+found: that is empty.
+                let fresh_mount = |e: &fs::DirEntry| {
+                    e.file_name() == "lost+found"
+                        && e.file_type().is_ok_and(|t| t.is_dir())
+                        && fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_none())
+                };
+                if !delta && rd.flatten().any(|e| !fresh_mount(&e)) {
                     return Err(Error::Usage(format!(
                         "restore destination {} is not empty; restore into an empty or new directory (a postgres stanza can also reuse what is there with --delta)",
                         dest.display(),
@@ -139,6 +147,8 @@ impl TreeWriter {
                     };
                     if !same_kind {
                         remove_path(&path)?;
+                    } else {
+                        ready_for_delta(&path, &m)?;
                     }
                 }
             }
