@@ -94,6 +94,35 @@ fn before_every_backup(catalog: &Catalog, kind: &str, target: &str) -> Error {
     ))
 }
 
+/// When replay was sent along a newer timeline that forked from the backup's, and staying on
+/// the backup's own timeline reaches past the hole: how to ask for that.
+fn other_timeline_hint(
+    view: &ArchiveView,
+    reach: &Reach,
+    tli: u32,
+    start: Lsn,
+    stop: Lsn,
+    wanted: Option<u32>,
+) -> String {
+    if wanted.is_some() || reach.timeline == tli {
+        return String::new();
+    }
+    let own = view.reach(tli, start, stop, Some(tli));
+    let better = match (own.first_gap(), reach.first_gap()) {
+        (None, _) => true,
+        (Some(o), Some(r)) => o.stop_lsn > r.stop_lsn,
+        (Some(_), None) => false,
+    };
+    if !better {
+        return String::new();
+    }
+    format!(
+        ". The hole is on timeline {}, which forked from the backup's timeline {tli} after the backup; to recover along timeline {tli} instead (to {}), give --target-timeline current",
+        reach.timeline,
+        own.until.as_deref().unwrap_or("its end")
+    )
+}
+
 /// Where replay from `record` goes for this recovery, and why a restore must not proceed:
 /// Some(message) when the target lies beyond a hole in the archive (or cannot be placed
 /// before it).
@@ -141,8 +170,9 @@ pub fn reach_for(
     } else {
         match recovery.kind {
             TargetType::Default => Some(format!(
-                "{hole}; recovering to the end of the archive would promote there and lose every transaction after it. Put the segment back into the archive (`cairn verify` lists the holes), or restore up to the hole with --type lsn --target {} --target-action promote, or give --ignore-archive-gap to accept the loss",
-                gap.stop_lsn
+                "{hole}; recovering to the end of the archive would promote there and lose every transaction after it. Put the segment back into the archive (`cairn verify` lists the holes), or restore up to the hole with --type lsn --target {} --target-action promote, or give --ignore-archive-gap to accept the loss{}",
+                gap.stop_lsn,
+                other_timeline_hint(view, &reach, tli, start, stop, wanted)
             )),
             TargetType::Lsn => {
                 let t = target::parse_lsn(recovery.target.as_deref().unwrap_or_default())?;
@@ -161,4 +191,82 @@ pub fn reach_for(
         }
     };
     Ok(Some((reach, refusal)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::wal::parse_history;
+    use std::collections::BTreeMap;
+
+    const SEG: u32 = 16 << 20;
+
+    fn record(tli: u32, start: u64, stop: u64) -> Result<BackupRecord> {
+        let lsn = |seg: u64| Lsn(seg * SEG as u64 + 0x28).to_string();
+        Ok(BackupRecord {
+            label: BackupLabel::parse("20261124-000000F")?,
+            kind: cairn_repo::BackupType::Full,
+            parent: None,
+            references: Vec::new(),
+            start: 0,
+            stop: 0,
+            size: 0,
+            delta: 0,
+            repo_size: 0,
+            repo_delta: 0,
+            file_count: 0,
+            chunk_count: 0,
+            new_chunk_count: 0,
+            meta: BTreeMap::from([
+                ("timeline".to_string(), tli.to_string()),
+                ("start-lsn".to_string(), lsn(start)),
+                ("stop-lsn".to_string(), lsn(stop)),
+            ]),
+        })
+    }
+
+    /// Defect: a backup on timeline 1, taken before a copy forked timeline 2 from it, was
+    /// refused as a WAL hole (timeline 2's first segment not archived yet) without saying that
+    /// staying on timeline 1 reaches the end of its WAL.
+    #[test]
+    fn defect_a_pre_fork_backup_was_refused_as_a_hole_without_the_timeline_hint() -> Result<()> {
+        let view = ArchiveView {
+            // Timeline 2's first segment (the one it forked in) never reached the archive.
+            segments: [(1, 2), (1, 3), (1, 4), (1, 5), (1, 6), (2, 5), (2, 6)]
+                .into_iter()
+                .collect(),
+            histories: BTreeMap::from([(
+                2,
+                parse_history("1\t0/4000100\tafter a PITR\n").unwrap_or_default(),
+            )]),
+            seg_size: SEG,
+        };
+        let recovery = Recovery {
+            kind: TargetType::Default,
+            target: None,
+            action: None,
+            timeline: None,
+            restore_command: String::new(),
+            archive_off: false,
+            exclusive: false,
+            options: Vec::new(),
+        };
+        let rec = record(1, 2, 2)?;
+        let (reach, refusal) = reach_for(&view, &rec, &recovery)?
+            .ok_or("no position")
+            .map_err(|e| Error::Invalid(e.into()))?;
+        assert_eq!(reach.timeline, 2, "{reach:?}");
+        let why = refusal.unwrap_or_else(|| format!("no refusal: {reach:?}"));
+        assert!(why.contains("--target-timeline current"), "{why}");
+        // Given, it is not refused.
+        let current = Recovery {
+            timeline: Some("current".into()),
+            ..recovery
+        };
+        let (_, refusal) = reach_for(&view, &rec, &current)?
+            .ok_or("no position")
+            .map_err(|e| Error::Invalid(e.into()))?;
+        assert_eq!(refusal, None);
+        Ok(())
+    }
 }
