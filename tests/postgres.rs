@@ -621,3 +621,40 @@ fn defect_restore_dest_dash_on_a_postgres_stanza_made_a_directory_named_dash() -
     assert!(!c.dir.path().join("-").exists());
     Ok(())
 }
+
+/// Defect: an incremental backup did not report the invalid pages of a file it did not read
+/// again (unchanged since its parent): `error` was false and the count 0, yet restoring it
+/// brings the same bad page back.
+#[test]
+fn defect_an_incremental_did_not_report_the_invalid_pages_it_inherited() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql(
+        "create table victim as select g, repeat('x', 200) as pad from generate_series(1, 20000) g",
+    )?;
+    let rel = c.sql("select pg_relation_filepath('victim')")?;
+    c.sql("checkpoint")?;
+    c.stop()?;
+    let path = c.data.join(&rel);
+    let mut bytes = fs::read(&path)?;
+    bytes[2 * 8192 + 5000] ^= 0x55;
+    fs::write(&path, &bytes)?;
+    c.start()?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    c.sql("create table other as select 1 as x")?;
+    c.cairn_ok(&["backup", "--type", "incr"])?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
+    let incr = &json[0]["backup"][1];
+    assert_eq!(incr["type"], "incr", "{json}");
+    assert_eq!(incr["error"], true, "{json}");
+    assert_eq!(incr["cairn"]["meta"]["checksum-page-errors"], "1", "{json}");
+    assert!(
+        incr["cairn"]["meta"]["checksum-page-error-list"]
+            .as_str()
+            .is_some_and(|l| l.contains(&format!("{rel} (2)"))),
+        "{json}"
+    );
+    Ok(())
+}

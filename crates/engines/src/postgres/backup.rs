@@ -184,7 +184,22 @@ async fn run(
     )
     .await?;
 
-    let bad = bad.lock().map(|b| b.clone()).unwrap_or_default();
+    let mut bad = bad.lock().map(|b| b.clone()).unwrap_or_default();
+    // A file this backup did not read again (unchanged since the parent) still holds the
+    // invalid pages the parent found in it: the backup restores them, so it reports them.
+    if let Some(parent) = job.parent() {
+        let inherited: std::collections::HashSet<&[u8]> = job
+            .entries()
+            .iter()
+            .filter(|e| matches!(e.content, cairn_repo::manifest::Content::Inherit))
+            .map(|e| e.path.as_slice())
+            .collect();
+        for (path, blocks) in recorded_page_errors(&parent.meta) {
+            if inherited.contains(path.as_bytes()) {
+                bad.entry(path).or_insert(blocks);
+            }
+        }
+    }
     let mut meta = BTreeMap::from([
         ("pg-path".to_string(), pg.pg_path.display().to_string()),
         ("system-id".to_string(), identity.system_id.to_string()),
@@ -230,6 +245,25 @@ async fn run(
         meta.insert("checksum-page-error-list".to_string(), list.join("; "));
     }
     Ok(meta)
+}
+
+/// The invalid pages a backup recorded (`checksum-page-error-list`: `path (block, ...); ...`),
+/// as (path, blocks).
+pub fn recorded_page_errors(meta: &BTreeMap<String, String>) -> Vec<(String, Vec<u32>)> {
+    let Some(list) = meta.get("checksum-page-error-list") else {
+        return Vec::new();
+    };
+    list.split("; ")
+        .filter_map(|item| {
+            let (path, blocks) = item.rsplit_once(" (")?;
+            let blocks = blocks
+                .strip_suffix(')')?
+                .split(", ")
+                .map(|b| b.parse().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            Some((path.to_string(), blocks))
+        })
+        .collect()
 }
 
 /// The tablespaces a backup recorded (`tablespaces`: `oid=name,...`), as (oid, name).
