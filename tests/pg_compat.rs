@@ -816,3 +816,191 @@ fn defect_a_restore_into_a_fresh_mount_point_was_refused_for_its_lost_and_found(
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     Ok(())
 }
+
+/// Defects in reading pgBackRest's options (adversarial pass): `CAIRN_REPO` in the
+/// environment won over `--repo1-path` on the command line (the wrong repository, silently);
+/// `--db-exclude` was dropped as unsupported; `PGBACKREST_CONFIG` was ignored; an empty
+/// `log-path=` (or `PGBACKREST_LOG_PATH=`) wrote the log into the working directory (the data
+/// directory, for archive-push); a key set twice gave a confusing type error.
+#[test]
+fn defect_pgbackrest_option_sources_were_misread() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    let (prod, test) = (dir.path().join("prod"), dir.path().join("test"));
+    let run = |args: &[&str], env: &[(&str, &std::ffi::OsStr)]| -> Res<Output> {
+        let mut c = Command::new(cairn_bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CAIRN_") || k.starts_with("PGBACKREST_") {
+                c.env_remove(k);
+            }
+        }
+        Ok(c.env("CAIRN_CACHE_PATH", dir.path().join("cache"))
+            .current_dir(dir.path())
+            .envs(env.iter().copied())
+            .args(args)
+            .output()?)
+    };
+    let p = |p: &std::path::Path| p.as_os_str().to_owned();
+    ok(
+        run(
+            &[
+                "--repo",
+                prod.to_str().ok_or("path")?,
+                "--stanza=app",
+                "stanza-create",
+                "--engine=files",
+            ],
+            &[],
+        )?,
+        "prod stanza",
+    )?;
+    // --repo1-path on the command line wins over CAIRN_REPO.
+    let out = run(
+        &[
+            "--repo1-path",
+            test.to_str().ok_or("path")?,
+            "--stanza=other",
+            "stanza-create",
+            "--engine=files",
+        ],
+        &[("CAIRN_REPO", &p(&prod))],
+    )?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        test.join("cairn.repo").exists(),
+        "the command line's repository was not used"
+    );
+    let out = run(
+        &[
+            "--repo",
+            prod.to_str().ok_or("path")?,
+            "--stanza=other",
+            "info",
+        ],
+        &[],
+    )?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "the stanza went into the environment's repository: {}",
+        text(&out)
+    );
+    // Both on the command line: one too many.
+    let out = run(
+        &[
+            "--repo",
+            prod.to_str().ok_or("path")?,
+            "--repo1-path",
+            test.to_str().ok_or("path")?,
+            "info",
+        ],
+        &[],
+    )?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // --db-exclude reaches cairn (a files stanza refuses it as a postgres option).
+    let out = run(
+        &[
+            "--repo",
+            prod.to_str().ok_or("path")?,
+            "--stanza=app",
+            "restore",
+            "--dest",
+            "/nonexistent",
+            "--db-exclude",
+            "db2",
+        ],
+        &[],
+    )?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains("is ignored"), "{}", text(&out));
+    // PGBACKREST_CONFIG names the file to read.
+    let conf = dir.path().join("elsewhere.conf");
+    fs::write(&conf, format!("[global]\nrepo1-path={}\n", prod.display()))?;
+    let out = run(
+        &["--stanza=app", "info", "--output=json"],
+        &[("PGBACKREST_CONFIG", &p(&conf))],
+    )?;
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        v[0]["status"]["code"], 2,
+        "the stanza of the named file's repository: {v}"
+    );
+    // Empty values are refused, never taken as the working directory.
+    fs::write(
+        &conf,
+        format!("[global]\nrepo1-path={}\nlog-path=\n", prod.display()),
+    )?;
+    let out = run(
+        &["--stanza=app", "info"],
+        &[("PGBACKREST_CONFIG", &p(&conf))],
+    )?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("line 3"), "{}", text(&out));
+    let out = run(
+        &[
+            "--repo",
+            prod.to_str().ok_or("path")?,
+            "--stanza=app",
+            "info",
+        ],
+        &[("PGBACKREST_LOG_PATH", std::ffi::OsStr::new(""))],
+    )?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        !dir.path().join("app-info.log").exists(),
+        "a log file in the working directory"
+    );
+    // A single-valued option set twice says so.
+    fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\nrepo1-path=/elsewhere\n",
+            prod.display()
+        ),
+    )?;
+    let out = run(
+        &["--stanza=app", "info"],
+        &[("PGBACKREST_CONFIG", &p(&conf))],
+    )?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("more than once"), "{}", text(&out));
+    Ok(())
+}
+
+/// Defect: a log file that could not be opened (a log directory the postgres user cannot
+/// write) failed the command, and for archive-push that stalls WAL archiving. Now a warning,
+/// as pgBackRest gives, and the command runs.
+#[test]
+fn defect_a_log_file_that_could_not_be_opened_failed_the_command() -> Res<()> {
+    let dir = tempfile::tempdir()?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+    let repo = dir.path().join("repo");
+    let logs = dir.path().join("root-owned-logs");
+    fs::create_dir_all(&logs)?;
+    fs::set_permissions(&logs, fs::Permissions::from_mode(0o755))?;
+    fs::create_dir_all(dir.path().join("cache"))?;
+    common::pg::chown_postgres(&dir.path().join("cache"))?;
+    let out = Command::new(cairn_bin())
+        .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
+        .arg("--repo")
+        .arg(&repo)
+        .args(["--stanza=app", "stanza-create", "--engine=files"])
+        .output()?;
+    ok(out, "stanza-create")?;
+    common::pg::chown_postgres(&repo)?;
+    let out = as_postgres(&cairn_bin().display().to_string())
+        .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--log-path")
+        .arg(&logs)
+        .args(["--stanza=app", "info", "--output=json"])
+        .output()?;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot open the log file"),
+        "{}",
+        text(&out)
+    );
+    Ok(())
+}

@@ -75,9 +75,6 @@ fn stanza_upgrade_after_pg_upgrade_keeps_old_backups_restorable() -> Res<()> {
     new.cairn_ok(&["stanza-upgrade"])?;
     // Again: nothing to do (the stanza is already the new cluster's).
     new.cairn_ok(&["stanza-upgrade"])?;
-    // The old data directory is no longer the stanza's: stanza-upgrade does not go back.
-    let out = old.cairn(&["stanza-upgrade"])?;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     new.start()?;
     new.sql("insert into t select generate_series(1001, 2000)")?;
@@ -86,6 +83,9 @@ fn stanza_upgrade_after_pg_upgrade_keeps_old_backups_restorable() -> Res<()> {
     assert!(text(&out).contains("taken as full"), "{}", text(&out));
     let marker = new.switch_wal()?;
     new.wait_archived(&marker)?;
+    // Backups and WAL of the new cluster exist: stanza-upgrade does not go back.
+    let out = old.cairn(&["stanza-upgrade"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let v = info(&new)?;
     let backups = v[0]["backup"].as_array().ok_or("backups")?;
     assert_eq!(backups.len(), 2, "{v}");
@@ -157,5 +157,69 @@ fn stanza_upgrade_after_pg_upgrade_keeps_old_backups_restorable() -> Res<()> {
         .filter(|p| !p.to_string_lossy().contains(".history"))
         .count();
     assert_eq!(old_segments, 0, "old identity's WAL kept: {ids:?}");
+    Ok(())
+}
+
+/// Defect (adversarial pass): `stanza-upgrade` re-pointed the stanza at any cluster given as
+/// --pg-path (a typo, an unrelated fresh cluster), after which the real cluster's archiving
+/// failed and the step could not be undone. Now a cluster behind the stanza's WAL is refused,
+/// and going back to the previous cluster works while nothing was stored under the new one.
+#[test]
+fn defect_stanza_upgrade_accepted_an_unrelated_cluster_and_could_not_be_undone() -> Res<()> {
+    let mut old = Cluster::init(None)?;
+    old.start()?;
+    old.cairn_ok(&["stanza-create"])?;
+    old.sql("create table t as select generate_series(1, 100) as i")?;
+    old.cairn_ok(&["backup", "--type", "full"])?;
+    let marker = old.switch_wal()?;
+    old.wait_archived(&marker)?;
+    old.stop()?;
+    let initdb = |dir: &std::path::Path| -> Res<()> {
+        Cluster::check_output(
+            "initdb",
+            as_postgres(&format!("{PG_BIN}/initdb"))
+                .args(["-k", "-A", "trust", "-U", "postgres", "-D"])
+                .arg(dir)
+                .output()?,
+        )?;
+        Ok(())
+    };
+    // An unrelated, freshly initialised cluster: refused, and the stanza unchanged.
+    let stranger = old.dir.path().join("stranger");
+    initdb(&stranger)?;
+    let out = old.sibling(stranger).cairn(&["stanza-upgrade"])?;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("not the upgraded cluster"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(info(&old)?[0]["db"].as_array().map(Vec::len), Some(1));
+    // The real upgrade, undone before anything is stored under it, and done again.
+    let new_data = old.dir.path().join("new");
+    initdb(&new_data)?;
+    Cluster::check_output(
+        "pg_upgrade",
+        as_postgres(&format!("{PG_BIN}/pg_upgrade"))
+            .current_dir(old.dir.path())
+            .args([
+                "-b", PG_BIN, "-B", PG_BIN, "-U", "postgres", "-p", "50432", "-P", "50433",
+            ])
+            .arg("-d")
+            .arg(&old.data)
+            .arg("-D")
+            .arg(&new_data)
+            .arg("-s")
+            .arg(old.dir.path())
+            .output()?,
+    )?;
+    let new = old.sibling(new_data);
+    new.cairn_ok(&["stanza-upgrade"])?;
+    assert_eq!(info(&new)?[0]["db"].as_array().map(Vec::len), Some(2));
+    old.cairn_ok(&["stanza-upgrade"])?;
+    let v = info(&old)?;
+    assert_eq!(v[0]["db"].as_array().map(Vec::len), Some(1), "{v}");
+    new.cairn_ok(&["stanza-upgrade"])?;
+    assert_eq!(info(&new)?[0]["db"].as_array().map(Vec::len), Some(2));
     Ok(())
 }

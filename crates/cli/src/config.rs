@@ -146,7 +146,8 @@ impl ConfigFile {
     /// unknown key is an error (an ignored typo, `proces-max`, is a setting silently not
     /// applied); in pgBackRest's INI file and environment it is a warning, as pgBackRest
     /// gives.
-    pub fn check_keys(&mut self, path_hint: &str, known: &[String]) -> Result<()> {
+    pub fn check_keys(&mut self, known: &[String]) -> Result<()> {
+        let name = self.name();
         let unknown = |key: &str, section: &str| -> Option<String> {
             if known.iter().any(|k| k == key) {
                 return None;
@@ -162,26 +163,37 @@ impl ConfigFile {
                 "unknown option '{key}'{section}{closest}; options are the long names of cairn's flags (`cairn help <command>`) or pgBackRest's"
             ))
         };
+        // pgBackRest's file is shared by every stanza and command: only the sections that
+        // apply to this one are worth a warning. cairn's own is checked whole (an error).
+        let command = &self.command;
+        let applies = |section: &str| {
+            self.format == Format::Toml
+                || section == "global"
+                || section == format!("global:{command}")
+                || self
+                    .stanza
+                    .as_ref()
+                    .is_some_and(|s| section == s.as_str() || section == format!("{s}:{command}"))
+        };
         let mut found = Vec::new();
         for (key, v) in &self.doc {
             match v.as_table() {
                 None => found.extend(unknown(key, "")),
-                Some(t) => {
+                Some(t) if applies(key) => {
                     for k in t.keys() {
                         found.extend(unknown(k, &format!(" in [{key}]")));
                     }
                 }
+                Some(_) => {}
             }
         }
         if let Some(first) = found.first()
             && self.format == Format::Toml
         {
-            bail!("config file {path_hint}: {first}");
+            bail!("{name}: {first}");
         }
         for f in found {
-            self.notes
-                .warnings
-                .push(format!("config file {path_hint}: {f}; ignored"));
+            self.notes.warnings.push(format!("{name}: {f}; ignored"));
         }
         for key in self.env.keys() {
             if let Some(f) = unknown(key, "") {
@@ -266,6 +278,31 @@ impl ConfigFile {
     }
 
     /// A repeatable option: a TOML array, an INI option given on several lines, or one value.
+    /// Whether `key` is set by a `PGBACKREST_*` variable.
+    pub fn from_env(&self, key: &str) -> bool {
+        self.env.contains_key(key)
+    }
+
+    /// Where `key`'s value comes from, for messages: `PGBACKREST_<KEY>` or the file.
+    fn source_of(&self, key: &str) -> String {
+        if self.env.contains_key(key) {
+            format!(
+                "environment variable PGBACKREST_{}",
+                key.to_ascii_uppercase().replace('-', "_")
+            )
+        } else {
+            self.name()
+        }
+    }
+
+    /// A single-valued option given several times (pgBackRest's INI file and its conf.d).
+    fn set_twice(&self, key: &str) -> anyhow::Error {
+        usage(format!(
+            "{}: '{key}' is set more than once for this stanza and command (in one section, or in pgbackrest.conf and a conf.d file); keep one",
+            self.source_of(key)
+        ))
+    }
+
     pub fn list(&self, key: &str) -> Result<Vec<String>> {
         match self.raw(key) {
             None => Ok(Vec::new()),
@@ -276,14 +313,14 @@ impl ConfigFile {
                     toml::Value::String(s) => Ok(s.clone()),
                     other => Err(usage(format!(
                         "{}: '{key}' must be a list of strings, not of {}",
-                        self.name(),
+                        self.source_of(key),
                         other.type_str()
                     ))),
                 })
                 .collect(),
             Some(other) => Err(usage(format!(
                 "{}: '{key}' must be a string or a list of strings, not {}",
-                self.name(),
+                self.source_of(key),
                 other.type_str()
             ))),
         }
@@ -292,11 +329,12 @@ impl ConfigFile {
     pub fn string(&self, key: &str) -> Result<Option<String>> {
         match self.raw(key) {
             None => Ok(None),
+            Some(toml::Value::Array(_)) if self.format == Format::Ini => Err(self.set_twice(key)),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
             Some(toml::Value::Integer(i)) => Ok(Some(i.to_string())),
             Some(other) => Err(usage(format!(
                 "{}: '{key}' must be a string, not {}",
-                self.name(),
+                self.source_of(key),
                 other.type_str()
             ))),
         }
@@ -305,6 +343,7 @@ impl ConfigFile {
     pub fn integer(&self, key: &str) -> Result<Option<i64>> {
         match self.raw(key) {
             None => Ok(None),
+            Some(toml::Value::Array(_)) if self.format == Format::Ini => Err(self.set_twice(key)),
             Some(toml::Value::Integer(i)) => Ok(Some(*i)),
             Some(toml::Value::String(s)) => s.parse().map(Some).map_err(|_| {
                 usage(format!(
@@ -314,7 +353,7 @@ impl ConfigFile {
             }),
             Some(other) => Err(usage(format!(
                 "{}: '{key}' must be a number, not {}",
-                self.name(),
+                self.source_of(key),
                 other.type_str()
             ))),
         }
@@ -323,14 +362,18 @@ impl ConfigFile {
     pub fn boolean(&self, key: &str) -> Result<Option<bool>> {
         match self.raw(key) {
             None => Ok(None),
+            Some(toml::Value::Array(_)) if self.format == Format::Ini => Err(self.set_twice(key)),
             Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
             // pgBackRest's spelling, in its INI file and environment.
             Some(toml::Value::String(s)) if s == "y" => Ok(Some(true)),
             Some(toml::Value::String(s)) if s == "n" => Ok(Some(false)),
             Some(other) => Err(usage(format!(
                 "{}: '{key}' must be true or false (y or n in pgBackRest's file), not {}",
-                self.name(),
-                other.type_str()
+                self.source_of(key),
+                match other {
+                    toml::Value::String(s) => format!("'{s}'"),
+                    other => other.type_str().to_string(),
+                }
             ))),
         }
     }
@@ -383,14 +426,14 @@ mod tests {
         let known = vec!["process-max".to_string(), "repo".to_string()];
         std::fs::write(&p, "[global]\nrepo = \"/a\"\n[app]\nproces-max = 2\n")?;
         let err = load(&p)?
-            .check_keys("c.toml", &known)
+            .check_keys(&known)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("'proces-max' in [app]"), "{err}");
         assert!(err.contains("did you mean 'process-max'"), "{err}");
         std::fs::write(&p, "repo = \"/a\"\nprocess-max = 2\n")?;
-        load(&p)?.check_keys("c.toml", &known)?;
+        load(&p)?.check_keys(&known)?;
         Ok(())
     }
 
@@ -438,7 +481,7 @@ mod tests {
             .to_vec();
         std::fs::write(&p, "[global]\nproces-max=2\n")?;
         let mut typo = load(&p)?;
-        typo.check_keys("pgbackrest.conf", &known)?;
+        typo.check_keys(&known)?;
         assert!(
             typo.notes
                 .warnings

@@ -46,6 +46,11 @@ impl LogFile {
     }
 }
 
+/// The AWS SDK's own spans and events, which at debug name the access key id: never below info.
+const QUIET_DEPENDENCIES: &str = "aws_config=info,aws_sdk_s3=info,aws_sdk_sts=info,aws_sdk_sso=info,aws_sdk_ssooidc=info,aws_smithy_runtime=info,aws_smithy_runtime_api=info,aws_smithy_http_client=info,aws_runtime=info,aws_sigv4=info,aws_credential_types=info,hyper=info,hyper_util=info,h2=info,rustls=info";
+
+/// Set up logging. A log file that cannot be opened is a warning, not a failure, as in
+/// pgBackRest: an archive-push that failed for want of its log would stall WAL archiving.
 pub(crate) fn init_logging(level: &str, file: Option<&LogFile>) -> Result<()> {
     let level = check_level("log-level", level)?;
     let console = tracing_subscriber::fmt::layer()
@@ -53,13 +58,15 @@ pub(crate) fn init_logging(level: &str, file: Option<&LogFile>) -> Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(tracing_subscriber::EnvFilter::new(format!(
-            "{level},{FILE_ONLY}=off"
+            "{level},{QUIET_DEPENDENCIES},{FILE_ONLY}=off"
         )));
-    let file_layer = match file {
-        None => None,
-        Some(f) if f.level == "off" => None,
-        Some(f) => {
-            let file_level = check_level("log-level-file", &f.level)?;
+    let mut file_problem: Option<String> = None;
+    let mut opened: Option<(std::fs::File, &'static str)> = None;
+    if let Some(f) = file
+        && f.level != "off"
+    {
+        let file_level = check_level("log-level-file", &f.level)?;
+        let open = || -> Result<std::fs::File> {
             if let Some(dir) = f.path.parent() {
                 std::fs::create_dir_all(dir).with_context(|| {
                     format!(
@@ -68,33 +75,40 @@ pub(crate) fn init_logging(level: &str, file: Option<&LogFile>) -> Result<()> {
                     )
                 })?;
             }
-            let out = std::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&f.path)
                 .with_context(|| {
                     format!("cannot open the log file {} (--log-path)", f.path.display())
-                })?;
-            {
-                use std::io::Write as _;
-                let mut w = &out;
-                let _ = writeln!(w, "-------------------PROCESS START-------------------");
-            }
-            Some(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::sync::Mutex::new(out))
-                    .with_ansi(false)
-                    .with_target(false)
-                    .with_filter(tracing_subscriber::EnvFilter::new(format!(
-                        "{file_level},{FILE_ONLY}=info"
-                    ))),
-            )
+                })
+        };
+        match open() {
+            Ok(out) => opened = Some((out, file_level)),
+            Err(e) => file_problem = Some(format!("{e:#}; logging to the console only")),
         }
-    };
+    }
+    let file_layer = opened.map(|(out, file_level)| {
+        {
+            use std::io::Write as _;
+            let mut w = &out;
+            let _ = writeln!(w, "-------------------PROCESS START-------------------");
+        }
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(out))
+            .with_ansi(false)
+            .with_target(false)
+            .with_filter(tracing_subscriber::EnvFilter::new(format!(
+                "{file_level},{QUIET_DEPENDENCIES},{FILE_ONLY}=info"
+            )))
+    });
     let _ = tracing_subscriber::registry()
         .with(console)
         .with(file_layer)
         .try_init();
+    if let Some(why) = file_problem {
+        tracing::warn!("{why}");
+    }
     Ok(())
 }
 

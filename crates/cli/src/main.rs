@@ -65,6 +65,10 @@ pub struct Cli {
     /// the log file's begin line.
     #[arg(skip)]
     pub given: Vec<(String, Option<String>)>,
+    /// `--repo` came from `CAIRN_REPO`, not the command line (which pgBackRest's
+    /// `--repo1-path` there then wins over).
+    #[arg(skip)]
+    pub repo_from_env: bool,
 }
 
 /// The options `matches` got from the command line or the environment, by long name.
@@ -562,6 +566,10 @@ fn parse_command_line() -> Result<Cli, ExitCode> {
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     cli.command_name = matches.subcommand_name().unwrap_or_default().to_string();
     cli.given = given_options(&command, &matches);
+    cli.repo_from_env = matches!(
+        matches.value_source("repo"),
+        Some(clap::parser::ValueSource::EnvVariable)
+    );
     if let Some((name, sub)) = matches.subcommand()
         && let Some(c) = command.find_subcommand(name)
     {

@@ -55,26 +55,32 @@ pub(crate) struct S3Flags {
     pub(crate) kms_key_id: Option<String>,
     pub(crate) ca_file: Option<PathBuf>,
     pub(crate) credentials: Option<S3Credentials>,
+    /// The credentials came from the command line or the environment, which a restored
+    /// cluster's restore_command does not carry.
+    pub(crate) credentials_outside_file: bool,
 }
 
 impl Settings {
     pub(crate) fn resolve(cli: &Cli) -> Result<Settings> {
         let g = &cli.global;
+        // pgBackRest's variables for where the configuration is (the file itself cannot say).
+        let env_path = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let config = g.config.clone().or_else(|| env_path("PGBACKREST_CONFIG"));
+        let include = g
+            .config_include_path
+            .clone()
+            .or_else(|| env_path("PGBACKREST_CONFIG_INCLUDE_PATH"));
         let mut file = ConfigFile::load(
-            g.config.as_deref(),
-            g.config_include_path.as_deref(),
+            config.as_deref(),
+            include.as_deref(),
             &cli.command_name,
             cli.negated.clone(),
             cli.notes.clone(),
         )?;
-        file.check_keys(
-            &g.config
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| crate::config::DEFAULT_CONFIG.to_string()),
-            &known_options(),
-        )
-        .map_err(|e| usage(format!("{e:#}")))?;
         let stanza = match &g.stanza {
             Some(s) => Some(s.clone()),
             None => file.string("stanza")?,
@@ -82,6 +88,8 @@ impl Settings {
         if let Some(s) = &stanza {
             file.select_stanza(s)?;
         }
+        file.check_keys(&known_options())
+            .map_err(|e| usage(format!("{e:#}")))?;
         let repo1_given = [
             &g.repo1.repo1_path,
             &g.repo1.repo1_kind,
@@ -89,7 +97,14 @@ impl Settings {
         ]
         .iter()
         .any(|o| o.is_some());
+        if repo1_given && g.repo.is_some() && !cli.repo_from_env {
+            return Err(usage(
+                "both --repo and --repo1-path (or --repo1-type, --repo1-s3-bucket) are given: they name the same thing; give one",
+            ));
+        }
         let repo = match &g.repo {
+            // pgBackRest's spelling on the command line wins over CAIRN_REPO.
+            Some(_) if repo1_given => repo1(&file, &g.repo1)?,
             Some(r) => Some(r.clone()),
             None if repo1_given => repo1(&file, &g.repo1)?,
             None => match file.string("repo")? {
@@ -192,6 +207,10 @@ impl Settings {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(crate::status_file::DEFAULT_LOCK_PATH)),
         };
+        let credentials_outside_file = g.repo1.repo1_s3_key.is_some()
+            || g.repo1.repo1_s3_key_secret.is_some()
+            || file.from_env("repo1-s3-key")
+            || file.from_env("repo1-s3-key-secret");
         Ok(Settings {
             lock_path,
             io_timeout: Duration::from_secs(io_timeout as u64),
@@ -201,8 +220,9 @@ impl Settings {
             stanza,
             process_max: process_max as usize,
             compress_level: compress_level as i32,
-            config_path: g.config.clone(),
+            config_path: config.clone(),
             s3: S3Flags {
+                credentials_outside_file,
                 endpoint,
                 region: g.s3_region.clone(),
                 path_style,
@@ -255,6 +275,11 @@ impl Settings {
             words.extend(value);
         };
         if repo.starts_with("s3://") {
+            if self.s3.credentials.is_some() && self.s3.credentials_outside_file {
+                tracing::warn!(
+                    "the restored cluster's restore_command cannot reach the repository with the S3 keys given on the command line or in PGBACKREST_* variables (it does not carry them); put repo1-s3-key and repo1-s3-key-secret in the configuration file, or use the AWS credential chain, before starting it"
+                );
+            }
             if let Some(e) = &self.s3.endpoint {
                 add("--s3-endpoint", Some(e.clone()));
             }

@@ -48,7 +48,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let level = settings
         .string(&cli.global.log_level, "log-level")?
         .unwrap_or_else(|| default_level.into());
+    // The stanza name becomes part of the log file's name: checked before it is used.
+    if settings.stanza.is_some() {
+        settings.stanza_name()?;
+    }
     let log_file = match settings.path(&cli.global.log_path, "log-path")? {
+        Some(dir) if dir.as_os_str().is_empty() => {
+            return Err(usage(
+                "log-path is empty; give a directory, or leave it out to log to the console only",
+            ));
+        }
         Some(dir) => Some(crate::logging::LogFile::new(
             &dir,
             settings.stanza.as_deref(),
@@ -76,8 +85,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         env!("CARGO_PKG_VERSION"),
         crate::logging::show_options(&shown)
     );
+    // PostgreSQL logs what archive_command and restore_command print: what the shared
+    // configuration holds that cairn ignores is said by every other command, not once per
+    // WAL segment.
+    let per_segment = matches!(
+        cli.command,
+        Command::ArchivePush { .. } | Command::ArchiveGet { .. }
+    );
     for w in &settings.file.notes.warnings {
-        tracing::warn!("{w}");
+        if per_segment {
+            tracing::debug!("{w}");
+        } else {
+            tracing::warn!("{w}");
+        }
     }
     for d in &settings.file.notes.details {
         tracing::debug!("{d}");

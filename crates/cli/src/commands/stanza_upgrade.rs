@@ -13,8 +13,10 @@ use std::process::ExitCode;
 pub(crate) async fn stanza_upgrade(s: &Settings, opts: &EngineOptions<'_>) -> Result<ExitCode> {
     let stanza = open_stanza(s).await?;
     let engine = engine_of(&stanza)?;
-    let found = engine.identity(opts as &dyn Options)?;
-    let Some(meta) = engine.upgrade_identity(&stanza.info.meta, found)? else {
+    let Some(meta) = engine
+        .upgrade_identity(&stanza, opts as &dyn Options)
+        .await?
+    else {
         tracing::info!(
             "stanza '{}' is already up to date with the cluster at --pg-path",
             stanza.name()

@@ -56,6 +56,12 @@ pub(crate) fn parse_into(
         if key.is_empty() {
             return Err(format!("{}: a value without an option name", at()));
         }
+        if value.is_empty() {
+            return Err(format!(
+                "{}: '{key}' has no value; give one, or remove the line to use the default",
+                at()
+            ));
+        }
         let key = match pgbackrest_name(key) {
             None => key.to_string(),
             Some(Name::Cairn(cairn)) => cairn,

@@ -28,6 +28,15 @@ pub(crate) fn environment(notes: &mut Notes) -> Result<toml::Table, String> {
             continue;
         };
         let option = name.to_ascii_lowercase().replace('_', "-");
+        // Where the configuration is: read by `settings` before the file is.
+        if matches!(option.as_str(), "config" | "config-include-path") {
+            continue;
+        }
+        if v.is_empty() {
+            return Err(format!(
+                "{k} is set but empty; give a value, or unset it to use the default"
+            ));
+        }
         let key = match pgbackrest_name(&option) {
             None => option,
             Some(Name::Cairn(cairn)) => cairn,

@@ -99,14 +99,13 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
         Ok(BTreeMap::new())
     }
 
-    /// `stanza-upgrade`: the stanza meta that replaces `current` now that the source is `found`
-    /// (read by `identity`), or None when `found` is the identity the stanza already has.
-    /// Only an engine whose source can change identity in place (postgres, after pg_upgrade)
-    /// has one.
-    fn upgrade_identity(
+    /// `stanza-upgrade`: the stanza meta that replaces the stanza's now that its source (from
+    /// `opts`) has a new identity, or None when it already is the stanza's. Only an engine
+    /// whose source can change identity in place (postgres, after pg_upgrade) has one.
+    async fn upgrade_identity(
         &self,
-        _current: &BTreeMap<String, String>,
-        _found: BTreeMap<String, String>,
+        _stanza: &Stanza,
+        _opts: &dyn Options,
     ) -> Result<Option<BTreeMap<String, String>>> {
         Err(Error::Usage(format!(
             "stanza-upgrade is for postgres stanzas (after pg_upgrade): a {} stanza has no database identity to change",

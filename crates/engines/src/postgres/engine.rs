@@ -37,16 +37,12 @@ impl Engine for Postgres {
         Ok(Identity::from_data_dir(&options::pg_path(opts)?)?.to_meta())
     }
 
-    fn upgrade_identity(
+    async fn upgrade_identity(
         &self,
-        current: &BTreeMap<String, String>,
-        found: BTreeMap<String, String>,
+        stanza: &Stanza,
+        opts: &dyn Options,
     ) -> Result<Option<BTreeMap<String, String>>> {
-        let new = Identity::from_meta(&found)?;
-        if new.is(current) {
-            return Ok(None);
-        }
-        Ok(Some(new.upgrade_from(current)?))
+        super::upgrade::upgrade_identity(stanza, &options::pg_path(opts)?).await
     }
 
     fn refuse_foreign(&self, command: Command, opts: &dyn Options) -> Result<()> {
@@ -119,6 +115,15 @@ impl Engine for Postgres {
         let tablespace_map = options::tablespace_map(opts)?;
         let recovery = options::recovery(opts)?;
         let record = choose_backup(req.catalog, req.set.as_ref(), &recovery)?;
+        let own = Identity::of_backup(&stanza.info.meta, &record.meta)?;
+        if own != Identity::from_meta(&stanza.info.meta)? {
+            tracing::warn!(
+                "backup {} is of database system {} (PostgreSQL {}), before the stanza's upgrade: recovery from it goes no further than that cluster's archived WAL, so a target after that cluster stopped cannot be reached",
+                record.label,
+                own.system_id,
+                own.version
+            );
+        }
         check_reach(stanza, &record, &recovery, opts.flag("ignore-archive-gap")?).await?;
         let dest = match req.dest {
             Some(d) if d.as_os_str() == "-" => {

@@ -22,5 +22,6 @@ pub mod restore;
 pub mod selective;
 pub mod session;
 pub mod target;
+pub mod upgrade;
 pub mod verify;
 pub mod wal;

@@ -170,8 +170,10 @@ impl Recovery {
     }
 }
 
+/// `s` as a quoted value of postgresql.auto.conf: PostgreSQL's configuration parser reads
+/// backslash escapes inside quotes, so a backslash is doubled as a quote is.
 fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 /// The setting a line of postgresql.auto.conf sets, if any.
@@ -203,6 +205,12 @@ pub fn write_recovery(dest: &Path, r: &Recovery) -> Result<()> {
             tracing::warn!(
                 "recovery type is preserve but {} does not exist: the restored cluster has no recovery settings",
                 auto.display()
+            );
+        }
+        if !dest.join("recovery.signal").exists() && !dest.join("standby.signal").exists() {
+            tracing::warn!(
+                "recovery type is preserve but {} has no recovery.signal or standby.signal: PostgreSQL will replay only the WAL in pg_wal, which must hold every segment from the backup's start to its end",
+                dest.display()
             );
         }
         return Ok(());
@@ -405,6 +413,27 @@ mod recovery_tests {
         // Immediate stays on the backup's timeline unless told otherwise.
         write_recovery(dir.path(), &recovery(TargetType::Immediate, None, None))?;
         assert!(read(&auto)?.contains("recovery_target_timeline = 'current'"));
+        Ok(())
+    }
+
+    /// Defect: a backslash in a recovery setting was written as is, and PostgreSQL's
+    /// configuration parser read it as an escape: `x='a\' ; y=1` broke postgresql.auto.conf
+    /// (the cluster did not start) and a password `a\b` would have changed.
+    #[test]
+    fn defect_a_backslash_in_a_recovery_option_broke_postgresql_auto_conf() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let mut r = recovery(TargetType::Default, None, None);
+        r.options = vec![
+            ("primary_conninfo".into(), r"password=a\b".into()),
+            ("x".into(), r"a\' ; y=1".into()),
+        ];
+        write_recovery(dir.path(), &r)?;
+        let text = read(&dir.path().join("postgresql.auto.conf"))?;
+        assert!(
+            text.contains(r"primary_conninfo = 'password=a\\b'"),
+            "{text}"
+        );
+        assert!(text.contains(r"x = 'a\\'' ; y=1'"), "{text}");
         Ok(())
     }
 
