@@ -279,7 +279,7 @@ impl ConfigFile {
 
     /// A repeatable option: a TOML array, an INI option given on several lines, or one value.
     /// Whether `key` is set by a `PGBACKREST_*` variable.
-    pub fn from_env(&self, key: &str) -> bool {
+    pub fn set_by_env(&self, key: &str) -> bool {
         self.env.contains_key(key)
     }
 

@@ -209,8 +209,8 @@ impl Settings {
         };
         let credentials_outside_file = g.repo1.repo1_s3_key.is_some()
             || g.repo1.repo1_s3_key_secret.is_some()
-            || file.from_env("repo1-s3-key")
-            || file.from_env("repo1-s3-key-secret");
+            || file.set_by_env("repo1-s3-key")
+            || file.set_by_env("repo1-s3-key-secret");
         Ok(Settings {
             lock_path,
             io_timeout: Duration::from_secs(io_timeout as u64),
