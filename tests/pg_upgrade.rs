@@ -21,6 +21,39 @@ fn info(c: &Cluster) -> Res<serde_json::Value> {
     )?)
 }
 
+fn initdb(dir: &std::path::Path) -> Res<()> {
+    Cluster::check_output(
+        "initdb",
+        as_postgres(&format!("{PG_BIN}/initdb"))
+            .args(["-k", "-A", "trust", "-U", "postgres", "-D"])
+            .arg(dir)
+            .output()?,
+    )?;
+    Ok(())
+}
+
+/// pg_upgrade from `old`'s (stopped) data directory into a new cluster at `new_data`, run
+/// where postgres can write.
+fn pg_upgrade(old: &Cluster, new_data: &std::path::Path) -> Res<()> {
+    initdb(new_data)?;
+    Cluster::check_output(
+        "pg_upgrade",
+        as_postgres(&format!("{PG_BIN}/pg_upgrade"))
+            .current_dir(old.dir.path())
+            .args([
+                "-b", PG_BIN, "-B", PG_BIN, "-U", "postgres", "-p", "50432", "-P", "50433",
+            ])
+            .arg("-d")
+            .arg(&old.data)
+            .arg("-D")
+            .arg(new_data)
+            .arg("-s")
+            .arg(old.dir.path())
+            .output()?,
+    )?;
+    Ok(())
+}
+
 fn count(c: &Cluster) -> Res<String> {
     c.sql("select count(*) from t")
 }
@@ -43,28 +76,7 @@ fn stanza_upgrade_after_pg_upgrade_keeps_old_backups_restorable() -> Res<()> {
 
     // A new cluster, and pg_upgrade from the old one into it (run where postgres can write).
     let new_data = old.dir.path().join("new");
-    Cluster::check_output(
-        "initdb",
-        as_postgres(&format!("{PG_BIN}/initdb"))
-            .args(["-k", "-A", "trust", "-U", "postgres", "-D"])
-            .arg(&new_data)
-            .output()?,
-    )?;
-    Cluster::check_output(
-        "pg_upgrade",
-        as_postgres(&format!("{PG_BIN}/pg_upgrade"))
-            .current_dir(old.dir.path())
-            .args([
-                "-b", PG_BIN, "-B", PG_BIN, "-U", "postgres", "-p", "50432", "-P", "50433",
-            ])
-            .arg("-d")
-            .arg(&old.data)
-            .arg("-D")
-            .arg(&new_data)
-            .arg("-s")
-            .arg(old.dir.path())
-            .output()?,
-    )?;
+    pg_upgrade(&old, &new_data)?;
     let mut new = old.sibling(new_data.clone());
     new.configure("")?;
 
@@ -174,16 +186,6 @@ fn defect_stanza_upgrade_accepted_an_unrelated_cluster_and_could_not_be_undone()
     let marker = old.switch_wal()?;
     old.wait_archived(&marker)?;
     old.stop()?;
-    let initdb = |dir: &std::path::Path| -> Res<()> {
-        Cluster::check_output(
-            "initdb",
-            as_postgres(&format!("{PG_BIN}/initdb"))
-                .args(["-k", "-A", "trust", "-U", "postgres", "-D"])
-                .arg(dir)
-                .output()?,
-        )?;
-        Ok(())
-    };
     // An unrelated, freshly initialised cluster: refused, and the stanza unchanged.
     let stranger = old.dir.path().join("stranger");
     initdb(&stranger)?;
@@ -197,22 +199,7 @@ fn defect_stanza_upgrade_accepted_an_unrelated_cluster_and_could_not_be_undone()
     assert_eq!(info(&old)?[0]["db"].as_array().map(Vec::len), Some(1));
     // The real upgrade, undone before anything is stored under it, and done again.
     let new_data = old.dir.path().join("new");
-    initdb(&new_data)?;
-    Cluster::check_output(
-        "pg_upgrade",
-        as_postgres(&format!("{PG_BIN}/pg_upgrade"))
-            .current_dir(old.dir.path())
-            .args([
-                "-b", PG_BIN, "-B", PG_BIN, "-U", "postgres", "-p", "50432", "-P", "50433",
-            ])
-            .arg("-d")
-            .arg(&old.data)
-            .arg("-D")
-            .arg(&new_data)
-            .arg("-s")
-            .arg(old.dir.path())
-            .output()?,
-    )?;
+    pg_upgrade(&old, &new_data)?;
     let new = old.sibling(new_data);
     new.cairn_ok(&["stanza-upgrade"])?;
     assert_eq!(info(&new)?[0]["db"].as_array().map(Vec::len), Some(2));

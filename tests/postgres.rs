@@ -122,8 +122,9 @@ fn check_proves_archive_command_works_and_fails_when_it_does_not() -> Res<()> {
     Ok(())
 }
 
-#[test]
-fn a_corrupted_page_is_reported_by_the_next_backup_and_by_info() -> Res<()> {
+/// A running cluster with a table `victim` whose block 2 has one byte flipped on disk (not
+/// in its header), as a failing disk might leave it; returns the table's path.
+fn cluster_with_a_corrupt_page() -> Res<(Cluster, String)> {
     let mut c = Cluster::init(None)?;
     c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
     c.start()?;
@@ -133,12 +134,17 @@ fn a_corrupted_page_is_reported_by_the_next_backup_and_by_info() -> Res<()> {
     let rel = c.sql("select pg_relation_filepath('victim')")?;
     c.sql("checkpoint")?;
     c.stop()?;
-    // Flip a byte inside block 2 of the table (not its header), as a failing disk might.
     let path = c.data.join(&rel);
     let mut bytes = fs::read(&path)?;
     bytes[2 * 8192 + 5000] ^= 0x55;
     fs::write(&path, &bytes)?;
     c.start()?;
+    Ok((c, rel))
+}
+
+#[test]
+fn a_corrupted_page_is_reported_by_the_next_backup_and_by_info() -> Res<()> {
+    let (c, rel) = cluster_with_a_corrupt_page()?;
     let out = c.cairn(&["backup", "--type", "full"])?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -627,20 +633,7 @@ fn defect_restore_dest_dash_on_a_postgres_stanza_made_a_directory_named_dash() -
 /// brings the same bad page back.
 #[test]
 fn defect_an_incremental_did_not_report_the_invalid_pages_it_inherited() -> Res<()> {
-    let mut c = Cluster::init(None)?;
-    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
-    c.start()?;
-    c.sql(
-        "create table victim as select g, repeat('x', 200) as pad from generate_series(1, 20000) g",
-    )?;
-    let rel = c.sql("select pg_relation_filepath('victim')")?;
-    c.sql("checkpoint")?;
-    c.stop()?;
-    let path = c.data.join(&rel);
-    let mut bytes = fs::read(&path)?;
-    bytes[2 * 8192 + 5000] ^= 0x55;
-    fs::write(&path, &bytes)?;
-    c.start()?;
+    let (c, rel) = cluster_with_a_corrupt_page()?;
     c.cairn_ok(&["backup", "--type", "full"])?;
     c.sql("create table other as select 1 as x")?;
     c.cairn_ok(&["backup", "--type", "incr"])?;
