@@ -383,3 +383,39 @@ fn options_come_from_flags_then_env_then_config_file() -> TestResult {
     assert!(st.status.success(), "{}", stderr_of(&st));
     Ok(())
 }
+
+/// Defect: a restore kept up to 256 files open at once, so under an open-file limit of 256
+/// (a container's default, say) it failed with "too many open files".
+#[test]
+fn defect_a_restore_under_a_low_open_file_limit_failed() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("src");
+    fs::create_dir_all(&src)?;
+    for i in 0..600u64 {
+        fs::write(
+            src.join(format!("f{i:04}")),
+            common::bytes(i, 3000 + i as usize),
+        )?;
+    }
+    env.ok(&["backup", "--source", src.to_str().ok_or("path")?])?;
+    let dest = env.path("dest");
+    let out = std::process::Command::new("prlimit")
+        .args(["--nofile=200:200", "--"])
+        .arg(env!("CARGO_BIN_EXE_cairn"))
+        .env("CAIRN_CACHE_PATH", env.path("cache"))
+        .arg("--repo")
+        .arg(&env.repo)
+        .args([
+            "--stanza",
+            &env.stanza,
+            "--log-level",
+            "warn",
+            "restore",
+            "--dest",
+        ])
+        .arg(&dest)
+        .output()?;
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(common::tree_diff(&src, &dest), Vec::<String>::new());
+    Ok(())
+}

@@ -33,10 +33,26 @@ pub struct TreeWriter {
     /// inodes one by one: 0.67 ms per file, 0.66 s for a 1,000-file cluster restored right
     /// after `rm -rf` of the last copy), overlap the data instead of preceding it.
     pending: std::sync::Mutex<Vec<Option<u64>>>,
+    /// How many files `open` may hold (`max_open_files`).
+    max_open: usize,
 }
 
-/// Files a restore keeps open at once.
-const MAX_OPEN_FILES: usize = 256;
+/// Files a restore keeps open at once: at most 256, and a quarter of the open-file limit, so
+/// that the repository's files and connections fit beside them (a restore under a limit of
+/// 256 failed with "too many open files").
+fn max_open_files() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the struct passed.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        1024
+    };
+    (soft / 4).clamp(8, 256)
+}
 
 /// Open flags for every file a restore creates or rewrites: never through a symlink.
 const NOFOLLOW: i32 = libc::O_NOFOLLOW;
@@ -122,6 +138,7 @@ impl TreeWriter {
             open: Default::default(),
             links: Default::default(),
             pending: Default::default(),
+            max_open: max_open_files(),
         };
         let mut pending = Vec::new();
         let mut placements = Vec::new();
@@ -413,7 +430,7 @@ impl WriteAt for TreeWriter {
                         .open(path)?,
                 });
                 if let Ok(mut m) = self.open.lock() {
-                    if m.len() >= MAX_OPEN_FILES {
+                    if m.len() >= self.max_open {
                         m.clear();
                     }
                     m.insert(target, f.clone());
