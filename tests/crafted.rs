@@ -1093,3 +1093,29 @@ fn crafted_paged_units_are_refused_by_restore_and_verify() -> TestResult {
     assert!(env.run(&["verify"])?.status.success());
     Ok(())
 }
+
+/// Defect: `info` said `ok` while the newest catalog generation was damaged and the list came
+/// from its copy (or an older generation, which may lack the newest backup): a monitor saw
+/// nothing to act on. Now status 99 with the reason, until `stanza-repair`.
+#[test]
+fn defect_info_said_ok_while_the_newest_catalog_was_damaged() -> TestResult {
+    let env = Env::new("files")?;
+    two_backups(&env)?;
+    let gens = env.catalog_generations()?;
+    let newest = gens.iter().max().ok_or("no catalog generation")?;
+    flip_byte(newest, fs::metadata(newest)?.len() as usize / 2)?;
+    let status = |env: &Env| -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+        Ok(env.info()?[0]["status"].clone())
+    };
+    let s = status(&env)?;
+    assert_eq!(s["code"], 99, "{s}");
+    assert!(
+        s["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("catalog damaged")),
+        "{s}"
+    );
+    env.ok(&["stanza-repair"])?;
+    assert_eq!(status(&env)?["code"], 0);
+    Ok(())
+}

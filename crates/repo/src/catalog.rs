@@ -324,15 +324,29 @@ impl Stanza {
     /// damage (never an empty list: the next backup would then write a fresh catalog and
     /// orphan every backup for good).
     pub async fn catalog(&self) -> Result<Catalog> {
+        Ok(self.catalog_with_health().await?.0)
+    }
+
+    /// `catalog`, and why the newest catalog could not be used when it could not (the list
+    /// then comes from a copy or an older generation, and may lack the newest backup): what
+    /// `info` reports as damage.
+    pub async fn catalog_with_health(&self) -> Result<(Catalog, Option<String>)> {
         // The copy first, for the reason `catalog_for_write` gives.
         let mirror = self.mirror().await?;
         let gens = self.catalog_generations().await?;
+        let problem = std::sync::Mutex::new(None::<String>);
         let warn = |why: &str| {
             tracing::warn!(
                 "the newest catalog of stanza '{}' cannot be used ({why}); run `cairn --stanza={} stanza-repair` to write it again",
                 self.name(),
                 self.name()
-            )
+            );
+            if let Ok(mut p) = problem.lock() {
+                *p = Some(why.to_string());
+            }
+        };
+        let health = |c: Catalog| -> (Catalog, Option<String>) {
+            (c, problem.lock().ok().and_then(|mut p| p.take()))
         };
         let newest = gens.first().map(|g| g.0);
         if let Some((c, m)) = &mirror
@@ -343,7 +357,7 @@ impl Stanza {
                 self.catalog_generations_prefix()?,
                 self.catalog_key()?
             ));
-            return Ok(c.clone());
+            return Ok(health(c.clone()));
         }
         let mut first_error = None;
         for (generation, key) in &gens {
@@ -354,7 +368,7 @@ impl Stanza {
                             "{e}; using generation {generation}, which may lack the newest backup"
                         ));
                     }
-                    return Ok(c);
+                    return Ok(health(c));
                 }
                 Ok(None) => continue,
                 Err(e) => {
@@ -362,7 +376,7 @@ impl Stanza {
                         && Some(*m) == newest
                     {
                         warn(&format!("{e}; using its copy {}", self.catalog_key()?));
-                        return Ok(c.clone());
+                        return Ok(health(c.clone()));
                     }
                     first_error.get_or_insert(e);
                 }
@@ -373,9 +387,9 @@ impl Stanza {
         }
         if !gens.is_empty() {
             // Every generation listed was removed before it was read: a writer moved on.
-            return Box::pin(self.catalog()).await;
+            return Box::pin(self.catalog_with_health()).await;
         }
-        self.catalog_v1().await
+        Ok((self.catalog_v1().await?, None))
     }
 
     /// A version-1 stanza's catalog: `catalog`, or its copy.

@@ -80,6 +80,9 @@ pub struct StanzaReport {
     /// This host's status files of a running backup and restore (`status_file`).
     pub local_backup: crate::status_file::Seen,
     pub local_restore: crate::status_file::Seen,
+    /// Why the newest catalog could not be used (the list shown then comes from a copy or an
+    /// older generation and may lack the newest backup).
+    pub catalog_problem: Option<String>,
 }
 
 impl StanzaReport {
@@ -107,6 +110,7 @@ impl StanzaReport {
             condemned_bytes: 0,
             local_backup: Default::default(),
             local_restore: Default::default(),
+            catalog_problem: None,
         }
     }
 
@@ -135,7 +139,7 @@ impl StanzaReport {
     }
 
     async fn gather_all(stanza: &Stanza) -> Result<StanzaReport> {
-        let catalog = stanza.catalog().await?;
+        let (catalog, catalog_problem) = stanza.catalog_with_health().await?;
         let packs = stanza.store().list(&stanza.pack_prefix()?).await?;
         use cairn_repo::lock::{Lock, LockState};
         let (locked, stale_lock) =
@@ -199,6 +203,7 @@ impl StanzaReport {
             condemned_bytes,
             local_backup: Default::default(),
             local_restore: Default::default(),
+            catalog_problem,
             name: stanza.name().to_string(),
             engine: stanza.info.engine.clone(),
             packs: packs.len(),
@@ -259,6 +264,14 @@ impl StanzaReport {
                 );
             }
             _ => {}
+        }
+        if let Some(why) = &self.catalog_problem {
+            return (
+                99,
+                format!(
+                    "catalog damaged ({why}); the backups listed may lack the newest: run `cairn stanza-repair`"
+                ),
+            );
         }
         if self.catalog.backups.is_empty() {
             (2, "no valid backups".into())
