@@ -22,6 +22,16 @@ fn cairn(env: &[(String, String)], args: &[&str]) -> Res<Output> {
         .output()?)
 }
 
+/// cairn as root against the repository `repo`, its index cache under `dir`.
+fn cairn_at(dir: &Path, repo: &Path, args: &[&str]) -> Res<Output> {
+    Ok(Command::new(cairn_bin())
+        .env("CAIRN_CACHE_PATH", dir.join("cache"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .output()?)
+}
+
 fn ok(out: Output, what: &str) -> Res<Output> {
     if !out.status.success() {
         return Err(format!(
@@ -577,14 +587,13 @@ fn annotations_are_recorded_changed_removed_and_shown() -> Res<()> {
     let src = dir.path().join("src");
     fs::create_dir_all(&src)?;
     fs::write(src.join("a"), b"a file")?;
+    let repo = dir.path().join("repo");
     let run = |args: &[&str]| -> Res<Output> {
-        Ok(Command::new(cairn_bin())
-            .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
-            .arg("--repo")
-            .arg(dir.path().join("repo"))
-            .args(["--stanza=app", "--log-level=warn"])
-            .args(args)
-            .output()?)
+        cairn_at(
+            dir.path(),
+            &repo,
+            &[&["--stanza=app", "--log-level=warn"], args].concat(),
+        )
     };
     let info = || -> Res<serde_json::Value> {
         let out = ok(run(&["info", "--output=json"])?, "info")?;
@@ -746,14 +755,7 @@ fn info_shows_a_running_backup_and_restore_with_their_progress() -> Res<()> {
 fn defect_info_json_on_a_missing_repository_was_an_error_not_json() -> Res<()> {
     let dir = tempfile::tempdir()?;
     let repo = dir.path().join("not-mounted");
-    let run = |args: &[&str]| -> Res<Output> {
-        Ok(Command::new(cairn_bin())
-            .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
-            .arg("--repo")
-            .arg(&repo)
-            .args(args)
-            .output()?)
-    };
+    let run = |args: &[&str]| cairn_at(dir.path(), &repo, args);
     let out = run(&["--stanza=main", "info", "--output=json"])?;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -784,15 +786,8 @@ fn defect_a_restore_into_a_fresh_mount_point_was_refused_for_its_lost_and_found(
     common::make_tree(&src, 5)?;
     let dest = dir.path().join("mnt");
     fs::create_dir_all(dest.join("lost+found"))?;
-    let run = |args: &[&str]| -> Res<Output> {
-        Ok(Command::new(cairn_bin())
-            .env("CAIRN_CACHE_PATH", dir.path().join("cache"))
-            .arg("--repo")
-            .arg(dir.path().join("repo"))
-            .args(["--stanza=app"])
-            .args(args)
-            .output()?)
-    };
+    let repo = dir.path().join("repo");
+    let run = |args: &[&str]| cairn_at(dir.path(), &repo, &[&["--stanza=app"], args].concat());
     ok(run(&["stanza-create", "--engine=files"])?, "stanza-create")?;
     ok(
         run(&["backup", "--source", src.to_str().ok_or("path")?])?,
