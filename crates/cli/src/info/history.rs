@@ -57,18 +57,12 @@ impl StanzaReport {
     /// archive names.
     pub fn dbs(&self) -> Vec<Db> {
         let mut seen: Vec<(u64, String)> = Vec::new();
-        for entry in self
-            .meta
-            .get("db-history")
-            .map(String::as_str)
-            .unwrap_or("")
-            .split(',')
-        {
-            let mut f = entry.split(':');
-            if let (Some(v), Some(Ok(sys))) = (f.next(), f.next().map(str::parse::<u64>))
-                && !seen.iter().any(|(s, ver)| *s == sys && ver == v)
-            {
-                seen.push((sys, v.to_string()));
+        // An unreadable history is left out here: `Identity::history` names it elsewhere.
+        let history = cairn_engines::postgres::identity::Identity::history(&self.meta);
+        for h in history.unwrap_or_default() {
+            let v = h.version.to_string();
+            if !seen.iter().any(|(s, ver)| *s == h.system_id && *ver == v) {
+                seen.push((h.system_id, v));
             }
         }
         let mut add = |meta: &BTreeMap<String, String>| {

@@ -168,16 +168,23 @@ impl Identity {
             )));
         }
         history.push(old);
+        Ok(self.with_history(&history))
+    }
+
+    /// This identity's meta with `history` (oldest first) as `db-history`, none when empty.
+    pub fn with_history(self, history: &[Identity]) -> BTreeMap<String, String> {
         let mut meta = self.to_meta();
-        meta.insert(
-            HISTORY_KEY.to_string(),
-            history
-                .iter()
-                .map(|h| format!("{}:{}:{}", h.version, h.system_id, h.wal_segment_size))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        Ok(meta)
+        if !history.is_empty() {
+            meta.insert(
+                HISTORY_KEY.to_string(),
+                history
+                    .iter()
+                    .map(|h| format!("{}:{}:{}", h.version, h.system_id, h.wal_segment_size))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        }
+        meta
     }
 
     /// The identity whose WAL a `restore_command` asks for: PostgreSQL runs it in the data

@@ -6,7 +6,7 @@
 //! behind the stanza's archive. And the step can be undone while nothing was stored under the
 //! new identity: `stanza-upgrade` against the previous cluster goes back.
 
-use super::identity::{HISTORY_KEY, Identity};
+use super::identity::Identity;
 use super::lsn::Lsn;
 use super::wal::{WalFileKind, WalFileName};
 use cairn_repo::{Error, Result, Stanza};
@@ -56,18 +56,7 @@ pub async fn upgrade_identity(
             new.version,
             current.system_id
         );
-        let mut m = new.to_meta();
-        let rest = &history[..history.len() - 1];
-        if !rest.is_empty() {
-            m.insert(
-                HISTORY_KEY.to_string(),
-                rest.iter()
-                    .map(|h| format!("{}:{}:{}", h.version, h.system_id, h.wal_segment_size))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            );
-        }
-        return Ok(Some(m));
+        return Ok(Some(new.with_history(&history[..history.len() - 1])));
     }
     let newest_segment = archived
         .iter()
