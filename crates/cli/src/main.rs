@@ -277,6 +277,15 @@ pub struct PgRestoreArgs {
     /// Restore a tablespace elsewhere: NAME=PATH (name or oid); repeatable.
     #[arg(long)]
     pub tablespace_map: Vec<String>,
+    /// postgres: restore every followed symlink of the data directory (pg_wal on its own
+    /// disk, a configuration file kept elsewhere) as the link to its recorded target, instead
+    /// of as a directory or file in its place.
+    #[arg(long, env = "CAIRN_LINK_ALL")]
+    pub link_all: bool,
+    /// postgres: restore PATH (relative to the data directory) as a symlink to TARGET, its
+    /// contents written there: PATH=TARGET (pg_wal=/mnt/wal); repeatable.
+    #[arg(long)]
+    pub link_map: Vec<String>,
     /// postgres: off writes archive_mode = 'off' so the restored copy never archives;
     /// preserve (default) keeps the backup's setting.
     #[arg(long, env = "CAIRN_ARCHIVE_MODE")]

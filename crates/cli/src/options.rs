@@ -141,6 +141,8 @@ impl PgRestoreArgs {
             ("target-action", Given::Text(self.target_action.clone())),
             ("target-timeline", Given::Text(self.target_timeline.clone())),
             ("tablespace-map", Given::List(self.tablespace_map.clone())),
+            ("link-all", Given::Switch(self.link_all)),
+            ("link-map", Given::List(self.link_map.clone())),
             ("archive-mode", Given::Text(self.archive_mode.clone())),
             ("ignore-archive-gap", Given::Switch(self.ignore_archive_gap)),
             ("target-exclusive", Given::Switch(self.target_exclusive)),

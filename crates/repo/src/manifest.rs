@@ -75,6 +75,10 @@ impl Content {
     }
 }
 
+/// The annotation (`FileEntry::meta` key) of a `Dir` or `File` entry that was a symlink in the
+/// source, followed: its value is the link's target (format.md, "Followed links").
+pub const LINK_META: &str = "link";
+
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Relative path, `/`-separated, as raw bytes (file names need not be UTF-8).

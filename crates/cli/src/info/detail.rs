@@ -6,7 +6,7 @@ use anyhow::Result;
 use cairn_engines::postgres::backup::{recorded_databases, recorded_tablespaces};
 use cairn_repo::Stanza;
 use cairn_repo::catalog::BackupRecord;
-use cairn_repo::manifest::EntryKind;
+use cairn_repo::manifest::{EntryKind, LINK_META};
 
 /// The detail of `record`'s backup, reading its manifest.
 pub async fn gather(stanza: &Stanza, record: &BackupRecord) -> Result<SetDetail> {
@@ -20,14 +20,18 @@ pub async fn gather(stanza: &Stanza, record: &BackupRecord) -> Result<SetDetail>
     for e in manifest
         .entries
         .iter()
-        .filter(|e| e.kind == EntryKind::Symlink)
+        .filter(|e| e.kind == EntryKind::Symlink || e.meta.contains_key(LINK_META))
     {
         let path = e.display_path();
-        let target = e
-            .link_target
-            .as_deref()
-            .map(|t| String::from_utf8_lossy(t).into_owned())
-            .unwrap_or_default();
+        // A followed link is recorded as what it points to, its target annotated.
+        let target = match e.meta.get(LINK_META) {
+            Some(t) => t.clone(),
+            None => e
+                .link_target
+                .as_deref()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .unwrap_or_default(),
+        };
         let tablespace = path
             .strip_prefix("pg_tblspc/")
             .and_then(|oid| oid.parse::<u32>().ok());

@@ -68,6 +68,13 @@ impl TreePolicy for PgPolicy {
         }
     }
 
+    fn inline_link(&self, rel: &[u8]) -> bool {
+        // Every link of the data directory but the tablespaces' (pg_wal on its own disk, a
+        // configuration file kept in /etc) is backed up as what it points to, as pgBackRest
+        // does; `restore` puts back a directory or file, or with --link-all the link.
+        !rel.starts_with(b"pg_tblspc/")
+    }
+
     fn follow(&self, rel: &[u8]) -> bool {
         // pg_tblspc/<oid> are symlinks to the tablespaces' directories.
         let rel = String::from_utf8_lossy(rel);

@@ -113,6 +113,7 @@ impl Engine for Postgres {
     async fn restore(&self, stanza: &Stanza, req: RestoreRequest<'_>) -> Result<()> {
         let opts = req.options;
         let tablespace_map = options::tablespace_map(opts)?;
+        let links = options::links(opts)?;
         let recovery = options::recovery(opts)?;
         let record = choose_backup(req.catalog, req.set.as_ref(), &recovery)?;
         let own = Identity::of_backup(&stanza.info.meta, &record.meta)?;
@@ -176,6 +177,7 @@ impl Engine for Postgres {
             process_max: req.process_max,
             recovery: recovery.clone(),
             tablespace_map,
+            links,
         };
         pg_restore::restore(
             stanza,

@@ -12,6 +12,7 @@ pub mod datadir;
 pub mod engine;
 pub mod identity;
 pub mod layout;
+pub mod links;
 pub mod lsn;
 pub mod options;
 pub mod page;

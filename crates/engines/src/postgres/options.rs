@@ -57,6 +57,23 @@ pub fn tablespace_map(opts: &dyn Options) -> Result<Vec<(String, PathBuf)>> {
     Ok(maps)
 }
 
+/// `--link-all` and `--link-map PATH=TARGET` (repeatable).
+pub fn links(opts: &dyn Options) -> Result<super::links::LinkOptions> {
+    let mut map = Vec::new();
+    for m in opts.list("link-map")? {
+        let (name, path) = m.split_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--link-map '{m}': use PATH=TARGET (pg_wal=/mnt/wal, say)"
+            ))
+        })?;
+        map.push((name.to_string(), PathBuf::from(path)));
+    }
+    Ok(super::links::LinkOptions {
+        all: opts.flag("link-all")?,
+        map,
+    })
+}
+
 /// The recovery settings a restore writes, validated: every mistake in them is a usage error
 /// found before anything is chosen or written.
 pub fn recovery(opts: &dyn Options) -> Result<Recovery> {

@@ -6,7 +6,7 @@ pub use super::recovery::{Recovery, TargetType, write_recovery};
 use crate::tree::TreeWriter;
 use cairn_repo::catalog::BackupRecord;
 use cairn_repo::index::Index;
-use cairn_repo::manifest::{EntryKind, FileEntry};
+use cairn_repo::manifest::FileEntry;
 use cairn_repo::pipeline::{NoProgress, Progress};
 use cairn_repo::restore;
 use cairn_repo::{Error, Result, Stanza};
@@ -53,6 +53,8 @@ pub struct RestoreOptions {
     pub recovery: Recovery,
     /// `--tablespace-map NAME=PATH`: tablespace (name or oid) -> where to restore it.
     pub tablespace_map: Vec<(String, PathBuf)>,
+    /// `--link-all`, `--link-map`: which followed links come back as links.
+    pub links: super::links::LinkOptions,
 }
 
 /// Resolve `--tablespace-map` entries against the backup's tablespaces into symlink
@@ -126,7 +128,7 @@ fn link_map(
 
 /// `path` with its longest existing ancestor's symlinks resolved: where a directory created
 /// there will really be.
-fn resolved(path: &Path) -> PathBuf {
+pub(super) fn resolved(path: &Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut cur = path;
     loop {
@@ -173,7 +175,10 @@ pub async fn restore(
     opts: &RestoreOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<()> {
-    let links = link_map(&record.meta, &opts.tablespace_map, &opts.dest)?;
+    let tablespaces = link_map(&record.meta, &opts.tablespace_map, &opts.dest)?;
+    let (entries, mut links) = super::links::plan(entries, &opts.links, &opts.dest, &tablespaces)?;
+    let entries = &*entries;
+    links.extend(tablespaces.clone());
     let (dest, delta, process_max, recovery) = (
         opts.dest.as_path(),
         opts.delta,
@@ -188,7 +193,6 @@ pub async fn restore(
         TargetType::Preserve => Some(KeptRecoveryFiles::read(dest)?),
         _ => None,
     };
-    let entries = &*wal_link_as_directory(entries);
     let (writer, placements) = TreeWriter::prepare_with(
         dest,
         entries,
@@ -204,49 +208,11 @@ pub async fn restore(
     restore::fetch_positioned(stanza, index, rest, process_max, writer.clone(), progress).await?;
     restore::fetch_positioned(stanza, index, last, 1, writer.clone(), Arc::new(NoProgress)).await?;
     writer.finish(entries)?;
-    rewrite_tablespace_map(dest, &links)?;
+    rewrite_tablespace_map(dest, &tablespaces)?;
     if let Some(kept) = kept {
         kept.put_back()?;
     }
     write_recovery(dest, recovery)
-}
-
-/// A `pg_wal` (or `pg_xlog`) that was a symlink in the backed-up cluster (WAL on its own disk)
-/// comes back as a directory inside the destination, as pgBackRest restores it: recreated as
-/// the link, it would point at the source cluster's live WAL, which the restored cluster's
-/// checkpoints would then recycle and remove (the source could no longer start). The backup
-/// holds no WAL files, so the directory starts empty.
-fn wal_link_as_directory(entries: &[FileEntry]) -> std::borrow::Cow<'_, [FileEntry]> {
-    let is_wal_link = |e: &FileEntry| {
-        e.kind == EntryKind::Symlink && (e.path == b"pg_wal" || e.path == b"pg_xlog")
-    };
-    // Other links (a configuration file kept elsewhere, say) are restored as recorded: the
-    // backup holds no contents for them. Say so, since the copy then shares them.
-    for e in entries.iter().filter(|e| {
-        e.kind == EntryKind::Symlink && !is_wal_link(e) && !e.path.starts_with(b"pg_tblspc/")
-    }) {
-        tracing::warn!(
-            "{} is restored as a symlink to {}, as it was in the backed-up cluster: the restored copy shares that target with the source",
-            e.display_path(),
-            String::from_utf8_lossy(e.link_target.as_deref().unwrap_or_default())
-        );
-    }
-    if !entries.iter().any(is_wal_link) {
-        return std::borrow::Cow::Borrowed(entries);
-    }
-    let mut owned = entries.to_vec();
-    for e in owned.iter_mut().filter(|e| is_wal_link(e)) {
-        tracing::info!(
-            "{} was a symlink to {}: restored as a directory inside the destination (map it elsewhere after the restore if WAL belongs on its own disk)",
-            e.display_path(),
-            String::from_utf8_lossy(e.link_target.as_deref().unwrap_or_default())
-        );
-        e.kind = EntryKind::Dir;
-        e.mode = 0o700;
-        e.size = 0;
-        e.link_target = None;
-    }
-    std::borrow::Cow::Owned(owned)
 }
 
 #[cfg(test)]

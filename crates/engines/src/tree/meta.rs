@@ -77,8 +77,14 @@ pub(super) fn remove_path(path: &Path) -> Result<()> {
     })
 }
 
-/// Remove everything under `dest` that the backup does not list (for `--delta`).
-pub(super) fn remove_unlisted(dest: &Path, entries: &[FileEntry]) -> Result<()> {
+/// Remove everything under `dest` that the backup does not list (for `--delta`), also inside
+/// the directories that a symlink of `links` points at when the link already points at its
+/// mapped target (the copy being refreshed owns it).
+pub(super) fn remove_unlisted(
+    dest: &Path,
+    entries: &[FileEntry],
+    links: &std::collections::BTreeMap<Vec<u8>, std::path::PathBuf>,
+) -> Result<()> {
     let listed: std::collections::HashSet<&[u8]> =
         entries.iter().map(|e| e.path.as_slice()).collect();
     let mut stack = vec![(dest.to_path_buf(), Vec::<u8>::new())];
@@ -97,7 +103,12 @@ pub(super) fn remove_unlisted(dest: &Path, entries: &[FileEntry]) -> Result<()> 
             let path = item.path();
             if !listed.contains(r.as_slice()) {
                 remove_path(&path)?;
-            } else if item.file_type().is_ok_and(|t| t.is_dir()) {
+            } else if item.file_type().is_ok_and(|t| t.is_dir())
+                || (item.file_type().is_ok_and(|t| t.is_symlink())
+                    && links
+                        .get(&r)
+                        .is_some_and(|t| fs::read_link(&path).is_ok_and(|l| &l == t) && t.is_dir()))
+            {
                 stack.push((path, r));
             }
         }

@@ -3,6 +3,7 @@
 //! links, never writing outside it. Shared by the `files` engine and the PostgreSQL engine's
 //! data directory.
 
+mod links;
 mod meta;
 mod scan;
 mod special;
@@ -25,6 +26,12 @@ pub trait TreePolicy: Sync {
     /// Whether a symlink at `rel` is followed: recorded as a symlink and its target's contents
     /// backed up beneath it (PostgreSQL tablespaces).
     fn follow(&self, _rel: &[u8]) -> bool {
+        false
+    }
+    /// Whether a symlink at `rel`, when its target exists outside the tree and is a directory
+    /// or a regular file, is recorded as that directory or file, annotated with the target
+    /// (`LINK_META`), instead of as a link. Not asked beneath a followed link.
+    fn inline_link(&self, _rel: &[u8]) -> bool {
         false
     }
     /// Whether the tree is kept exactly as it was: files that change while read are read

@@ -2,7 +2,7 @@
 
 use super::TreePolicy;
 use cairn_repo::backup::SourceEntry;
-use cairn_repo::manifest::{Content, EntryKind, FileEntry};
+use cairn_repo::manifest::{Content, EntryKind, FileEntry, LINK_META};
 use cairn_repo::pipeline::Watch;
 use cairn_repo::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -85,8 +85,10 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
     let exact = policy.exact();
     // Files with more than one name, by (device, inode): the indexes of their entries in `out`.
     let mut inodes: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-    let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new())];
-    while let Some((dir, rel)) = stack.pop() {
+    let root_real = fs::canonicalize(root).ok();
+    // (directory, its relative path, whether it is a followed link or beneath one)
+    let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new(), false)];
+    while let Some((dir, rel, beneath_link)) = stack.pop() {
         let rd = fs::read_dir(&dir)
             .map_err(|e| Error::io(format!("cannot list source directory {}", dir.display()), e))?;
         for item in rd {
@@ -111,8 +113,22 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             } else {
                 None
             };
+            let inlined = match &link {
+                Some(text) if !beneath_link && policy.inline_link(&r) => {
+                    inline_target(&path, text, root_real.as_deref())
+                }
+                _ => None,
+            };
             let special = if exact { special_entry(&r, &m) } else { None };
-            let Some(entry) = entry_for(&r, &m, link).or(special) else {
+            let found = match &inlined {
+                Some((target, tm)) => entry_for(&r, tm, None).map(|mut e| {
+                    e.meta.insert(LINK_META.into(), target.clone());
+                    e
+                }),
+                None => entry_for(&r, &m, link).or(special),
+            };
+            let m = inlined.as_ref().map_or(m, |(_, tm)| tm.clone());
+            let Some(entry) = found else {
                 if exact && m.file_type().is_socket() {
                     tracing::warn!(
                         "skipping socket {} (sockets cannot be backed up)",
@@ -136,7 +152,8 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
                 && policy.follow(&r)
                 && fs::metadata(&path).is_ok_and(|m| m.is_dir());
             if entry.kind == EntryKind::Dir || follow {
-                stack.push((path.clone(), r.clone()));
+                let link_here = follow || inlined.is_some();
+                stack.push((path.clone(), r.clone(), beneath_link || link_here));
             }
             let open: Option<cairn_repo::pipeline::Opener> = if entry.kind == EntryKind::File {
                 let p = path.clone();
@@ -156,6 +173,41 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
     }
     link_groups(&mut out, inodes);
     Ok(out)
+}
+
+/// For a symlink at `path` (whose `readlink` is `text`) that a policy inlines: the target to
+/// record and the target's metadata, when the target exists, is a directory or a regular
+/// file, and lies outside the tree rooted at `root_real` (a link within the tree stays a link,
+/// or its contents would be stored twice). The recorded target is `text` when it is an
+/// absolute path without `.`/`..`, else the canonical path (format.md, "Followed links").
+fn inline_target(
+    path: &Path,
+    text: &[u8],
+    root_real: Option<&Path>,
+) -> Option<(String, fs::Metadata)> {
+    let Ok(real) = fs::canonicalize(path) else {
+        tracing::warn!(
+            "symlink {} points at {}, which does not exist: backed up as the link only",
+            path.display(),
+            String::from_utf8_lossy(text)
+        );
+        return None;
+    };
+    if root_real.is_some_and(|r| real.starts_with(r)) {
+        return None;
+    }
+    let tm = fs::metadata(path).ok()?;
+    if !tm.is_dir() && !tm.is_file() {
+        return None;
+    }
+    let plain =
+        text.first() == Some(&b'/') && !text.split(|b| *b == b'/').any(|s| s == b"." || s == b"..");
+    let target = if plain {
+        std::str::from_utf8(text).ok()?.to_string()
+    } else {
+        real.to_str()?.to_string()
+    };
+    Some((target, tm))
 }
 
 /// Every name of a multiply-linked file but the first (in path order, the order a restore

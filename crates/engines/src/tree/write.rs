@@ -9,24 +9,25 @@ use cairn_repo::pages::{self, Shape};
 use cairn_repo::restore::{Placement, WriteAt};
 use cairn_repo::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The destination of a tree restore.
 #[derive(Debug)]
 pub struct TreeWriter {
-    root: PathBuf,
+    pub(super) root: PathBuf,
     files: Vec<PathBuf>,
     /// Open files by target, so restoring thousands of 8 KiB blocks of one file does not
     /// open it thousands of times; bounded to stay well inside the descriptor limit.
     open: std::sync::Mutex<HashMap<usize, std::sync::Arc<File>>>,
     /// Symlinks with restored contents beneath them (tablespaces), created before the
     /// contents, by path.
-    links: std::collections::HashSet<Vec<u8>>,
+    pub(super) links: std::collections::HashSet<Vec<u8>>,
+    /// `Dir` and `File` entries restored as symlinks (`--link-all`, `--link-map`), by path:
+    /// the directory or file the link points at, where their contents go.
+    pub(super) mapped: HashMap<Vec<u8>, PathBuf>,
     /// By target, the size of a file still to be created: a new restore creates each file
     /// when its first chunk arrives (or in `finish` if none does), so the creations, which
     /// ext4 makes slow after a mass deletion (its inode allocator skips recently deleted
@@ -137,13 +138,14 @@ impl TreeWriter {
             files: Vec::new(),
             open: Default::default(),
             links: Default::default(),
+            mapped: Default::default(),
             pending: Default::default(),
             max_open: max_open_files(),
         };
         let mut pending = Vec::new();
         let mut placements = Vec::new();
         if delta {
-            remove_unlisted(dest, entries)?;
+            remove_unlisted(dest, entries, link_map)?;
         }
         let mut checked = HashSet::new();
         w.create_followed_links(entries, delta, link_map, &mut checked)?;
@@ -152,7 +154,10 @@ impl TreeWriter {
                 continue; // created above, before its contents
             }
             w.parents(&e.path, &mut checked)?;
-            let path = join(dest, &e.path);
+            let path = match link_map.get(&e.path).filter(|_| e.kind == EntryKind::File) {
+                Some(target) => w.file_link_target(e, target, delta)?,
+                None => join(dest, &e.path),
+            };
             if delta {
                 // Whatever stands where a different kind of entry belongs goes.
                 if let Ok(m) = fs::symlink_metadata(&path) {
@@ -257,66 +262,6 @@ impl TreeWriter {
         Ok(Some(f))
     }
 
-    /// Create, before anything beneath them, the symlinks whose contents are in the backup
-    /// (PostgreSQL tablespaces), pointing at their mapped or recorded target directory, which
-    /// must be empty unless restoring with delta.
-    fn create_followed_links(
-        &mut self,
-        entries: &[FileEntry],
-        delta: bool,
-        link_map: &BTreeMap<Vec<u8>, PathBuf>,
-        checked: &mut HashSet<Vec<u8>>,
-    ) -> Result<()> {
-        for (i, e) in entries.iter().enumerate() {
-            if e.kind != EntryKind::Symlink {
-                continue;
-            }
-            let mut prefix = e.path.clone();
-            prefix.push(b'/');
-            if !entries[i + 1..].iter().any(|c| c.path.starts_with(&prefix)) {
-                continue;
-            }
-            let target = match link_map.get(&e.path) {
-                Some(p) => p.clone(),
-                None => PathBuf::from(OsStr::from_bytes(
-                    e.link_target.as_deref().unwrap_or_default(),
-                )),
-            };
-            let link = join(&self.root, &e.path);
-            // --delta reuses a non-empty target only when the destination's own link already
-            // points there (the copy being refreshed owns it): a delta restore into another
-            // directory would otherwise overwrite whatever lives there, such as the source
-            // cluster's own tablespace.
-            let owned = delta && fs::read_link(&link).is_ok_and(|t| t == target);
-            if !owned && fs::read_dir(&target).is_ok_and(|mut rd| rd.next().is_some()) {
-                return Err(Error::Usage(format!(
-                    "{} (the target of {}) is not empty{}; empty it, or restore it elsewhere with --tablespace-map",
-                    target.display(),
-                    e.display_path(),
-                    if delta {
-                        format!(
-                            " and {} does not already point there, so it may belong to another cluster (the source's own tablespace, if restoring on its host)",
-                            link.display()
-                        )
-                    } else {
-                        String::new()
-                    }
-                )));
-            }
-            fs::create_dir_all(&target)
-                .map_err(|err| Error::io(format!("cannot create {}", target.display()), err))?;
-            self.parents(&e.path, checked)?;
-            if fs::symlink_metadata(&link).is_ok() {
-                remove_path(&link)?;
-            }
-            std::os::unix::fs::symlink(&target, &link).map_err(|err| {
-                Error::io(format!("cannot create symlink {}", link.display()), err)
-            })?;
-            self.links.insert(e.path.clone());
-        }
-        Ok(())
-    }
-
     /// After the data is written: symlinks, then modes, owners and mtimes, directories last and
     /// deepest first so restoring a read-only directory's contents is not blocked.
     pub fn finish(&self, entries: &[FileEntry]) -> Result<()> {
@@ -337,6 +282,11 @@ impl TreeWriter {
             .iter()
             .filter(|e| e.kind != EntryKind::Dir && !self.links.contains(&e.path))
         {
+            if let Some(target) = self.mapped.get(&e.path) {
+                self.link_to_file(e, target)?;
+                set_meta(target, e, as_root)?;
+                continue;
+            }
             let path = join(&self.root, &e.path);
             if super::special::create(&self.root, &path, e, as_root)? {
                 set_meta(&path, e, as_root)?;
@@ -352,7 +302,10 @@ impl TreeWriter {
             )
         });
         for e in dirs {
-            set_meta(&join(&self.root, &e.path), e, as_root)?;
+            match self.mapped.get(&e.path) {
+                Some(target) => set_meta(target, e, as_root)?,
+                None => set_meta(&join(&self.root, &e.path), e, as_root)?,
+            }
         }
         self.sync()
     }
@@ -362,6 +315,7 @@ impl TreeWriter {
     fn sync(&self) -> Result<()> {
         let mut roots = vec![self.root.clone()];
         roots.extend(self.links.iter().map(|l| join(&self.root, l)));
+        roots.extend(self.mapped.values().cloned());
         for r in roots {
             let f = File::open(&r)
                 .map_err(|e| Error::io(format!("cannot open {} to sync it", r.display()), e))?;
@@ -380,7 +334,7 @@ impl TreeWriter {
 impl TreeWriter {
     /// Make sure every ancestor of `rel` inside the destination is a real directory (creating
     /// missing ones) or a tablespace link this restore made; `checked` remembers the ones seen.
-    fn parents(&self, rel: &[u8], checked: &mut HashSet<Vec<u8>>) -> Result<()> {
+    pub(super) fn parents(&self, rel: &[u8], checked: &mut HashSet<Vec<u8>>) -> Result<()> {
         for (i, _) in rel.iter().enumerate().filter(|(_, b)| **b == b'/') {
             let dir = &rel[..i];
             if checked.contains(dir) || self.links.contains(dir) {
