@@ -59,6 +59,11 @@ fn a_postgres_stanza_looks_like_a_pgbackrest_repository() -> Res<()> {
     common::set_mtime(&c.data.join("PG_VERSION"), 1_000_000_000, 0);
     c.start()?;
     c.sql("create table t as select g from generate_series(1, 1000) g")?;
+    let ts = c.dir.path().join("ts");
+    std::fs::create_dir_all(&ts)?;
+    common::pg::chown_postgres(&ts)?;
+    c.sql(&format!("create tablespace ts location '{}'", ts.display()))?;
+    c.sql("create table in_ts tablespace ts as select 1 as x")?;
     c.cairn_ok(&["backup", "--type", "full"])?;
     c.sql("insert into t select g from generate_series(1, 1000) g")?;
     c.cairn_ok(&["backup", "--type", "incr"])?;
@@ -170,6 +175,18 @@ fn a_postgres_stanza_looks_like_a_pgbackrest_repository() -> Res<()> {
     assert_eq!(full_tree["pg_data/PG_VERSION"]["size"], 3);
     assert_eq!(full_tree["pg_data/PG_VERSION"]["time"], 1_000_000_000);
     assert_eq!(full_tree["pg_data/base"]["type"], "path");
+    // A tablespace as pgBackRest stores one: its files beside pg_data, a link to them in it.
+    let oid = c.sql("select oid from pg_tablespace where spcname = 'ts'")?;
+    assert_eq!(
+        full_tree[&format!("pg_data/pg_tblspc/{oid}")],
+        serde_json::json!({"type": "link", "destination": format!("../../pg_tblspc/{oid}")})
+    );
+    assert_eq!(full_tree[&format!("pg_tblspc/{oid}")]["type"], "path");
+    let in_ts = c.sql("select pg_relation_filepath('in_ts')")?;
+    assert!(in_ts.starts_with(&format!("pg_tblspc/{oid}/")), "{in_ts}");
+    assert_eq!(full_tree[&in_ts]["size"], 8192, "{full_tree:#}");
+    let page = c.cairn_ok(&["repo-get", &format!("backup/main/{full}/{in_ts}")])?;
+    assert_eq!(page.stdout.len(), 8192);
     let incr_tree = ls(&c, &[&format!("backup/main/{incr}/pg_data"), "--recurse"])?;
     assert!(
         incr_tree.get("PG_VERSION").is_none(),
