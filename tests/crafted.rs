@@ -515,22 +515,29 @@ fn item15_silent_configuration_mistakes_are_errors() -> TestResult {
         "{}",
         stderr(&out)
     );
-    // A relative repository path would depend on where cairn happens to run.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .current_dir(env.dir.path())
-        .args([
-            "--repo=1",
-            "--stanza",
-            "main",
-            "stanza-create",
-            "--engine",
-            "files",
-        ])
-        .env_remove("CAIRN_REPO")
-        .output()?;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("relative path"), "{}", stderr(&out));
-    assert!(!env.dir.path().join("1").exists(), "--repo=1 created ./1");
+    // A relative repository path would depend on where cairn happens to run. (A number
+    // alone, `--repo=1`, is pgBackRest's repository index: without a repo1-path configured it
+    // names no repository, and is refused as well.)
+    for (repo, says) in [
+        ("--repo=./1", "relative path"),
+        ("--repo=1", "no repository is configured"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .current_dir(env.dir.path())
+            .args([
+                repo,
+                "--stanza",
+                "main",
+                "stanza-create",
+                "--engine",
+                "files",
+            ])
+            .env_remove("CAIRN_REPO")
+            .output()?;
+        assert_eq!(out.status.code(), Some(2), "{repo}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{repo}: {}", stderr(&out));
+        assert!(!env.dir.path().join("1").exists(), "{repo} created ./1");
+    }
     // Defect: a value of the wrong type or bad TOML exited 3 with "config file:" and no name.
     for text in ["process-max = \"two\"\n", "process-max = [\n"] {
         fs::write(&conf, text)?;

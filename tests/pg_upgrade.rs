@@ -108,6 +108,39 @@ fn stanza_upgrade_after_pg_upgrade_keeps_old_backups_restorable() -> Res<()> {
     assert_eq!(dbs.len(), 2, "{v}");
     assert_eq!(dbs[0]["system-id"].to_string(), old_sysid);
     assert_eq!(v[0]["archive"].as_array().map(Vec::len), Some(2), "{v}");
+    // repo-ls names each identity's WAL as info does (15-1, 15-2), each under its own id.
+    let ids: Vec<String> = v[0]["archive"]
+        .as_array()
+        .ok_or("archive")?
+        .iter()
+        .filter_map(|a| a["id"].as_str().map(String::from))
+        .collect();
+    let listed: serde_json::Value = serde_json::from_slice(
+        &new.cairn_ok(&["repo-ls", "archive/main", "--output", "json"])?
+            .stdout,
+    )?;
+    let mut names: Vec<String> = listed
+        .as_object()
+        .ok_or("repo-ls")?
+        .keys()
+        .filter(|k| *k != ".")
+        .cloned()
+        .collect();
+    names.sort();
+    assert_eq!(names, ids, "{listed}");
+    for (a, id) in v[0]["archive"]
+        .as_array()
+        .ok_or("archive")?
+        .iter()
+        .zip(&ids)
+    {
+        let Some(max) = a["max"].as_str() else {
+            continue;
+        };
+        let seg = format!("archive/main/{id}/{}/{max}", &max[..16]);
+        let got = new.cairn_ok(&["repo-get", &seg])?.stdout;
+        assert_eq!(got.len(), 16 << 20, "{seg}");
+    }
     let verified = new.cairn(&["verify"])?;
     assert_eq!(verified.status.code(), Some(0), "{}", text(&verified));
     new.stop()?;

@@ -33,6 +33,7 @@ mod logging;
 mod options;
 mod pgbackrest;
 mod progress;
+mod repo_view;
 mod settings;
 mod status_file;
 
@@ -495,6 +496,36 @@ pub enum Command {
             help_heading = "PostgreSQL options"
         )]
         archive_timeout: Option<u64>,
+    },
+    /// List the repository as a pgBackRest repository (archive/<stanza>/<id>/...,
+    /// backup/<stanza>/<label>/...); see README, "repo-ls and repo-get".
+    RepoLs {
+        /// A path in that view, relative to the repository or absolute inside it (default: the
+        /// top).
+        path: Option<String>,
+        /// text (default) or json (pgBackRest's form).
+        #[arg(long, env = "CAIRN_OUTPUT")]
+        output: Option<String>,
+        /// List everything beneath the path, not only its children.
+        #[arg(long)]
+        recurse: bool,
+        /// Only names matching this regular expression.
+        #[arg(long, value_name = "REGEX")]
+        filter: Option<String>,
+        /// asc (default), desc or none.
+        #[arg(long)]
+        sort: Option<String>,
+    },
+    /// Write a file of the repository view (see repo-ls) to standard output, as plain bytes.
+    RepoGet {
+        /// The file, relative to the repository or absolute inside it.
+        file: String,
+        /// Exit 1 without an error message when the file does not exist.
+        #[arg(long)]
+        ignore_missing: bool,
+        /// pgBackRest's "do not decrypt": accepted; nothing in the view is encrypted.
+        #[arg(long)]
+        raw: bool,
     },
     /// Re-read and check every object; non-zero with a list of what is wrong.
     Verify {

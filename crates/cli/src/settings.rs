@@ -90,6 +90,17 @@ impl Settings {
         }
         file.check_keys(&known_options())
             .map_err(|e| usage(format!("{e:#}")))?;
+        // pgBackRest's `--repo=<index>` (check_pgbackrest passes `--repo=1`): cairn has one
+        // repository, so index 1 is the one repo1-path (or cairn's own settings) names.
+        let repo_flag = match repo_index(g.repo.as_deref(), "--repo")? {
+            Some(()) => {
+                file.notes.details.push(
+                    "--repo 1 is pgBackRest's repository index: cairn's one repository (repo1) is used".into(),
+                );
+                None
+            }
+            None => g.repo.clone(),
+        };
         let repo1_given = [
             &g.repo1.repo1_path,
             &g.repo1.repo1_kind,
@@ -97,21 +108,31 @@ impl Settings {
         ]
         .iter()
         .any(|o| o.is_some());
-        if repo1_given && g.repo.is_some() && !cli.repo_from_env {
+        if repo1_given && repo_flag.is_some() && !cli.repo_from_env {
             return Err(usage(
                 "both --repo and --repo1-path (or --repo1-type, --repo1-s3-bucket) are given: they name the same thing; give one",
             ));
         }
-        let repo = match &g.repo {
+        let from_file = match file.string("repo")? {
+            Some(r) if repo_index(Some(&r), "repo (in the configuration)")?.is_some() => None,
+            other => other,
+        };
+        let repo = match &repo_flag {
             // pgBackRest's spelling on the command line wins over CAIRN_REPO.
             Some(_) if repo1_given => repo1(&file, &g.repo1)?,
             Some(r) => Some(r.clone()),
             None if repo1_given => repo1(&file, &g.repo1)?,
-            None => match file.string("repo")? {
+            None => match from_file {
                 Some(r) => Some(r),
                 None => repo1(&file, &g.repo1)?,
             },
         };
+        let index_given = g.repo.is_some() && repo_flag.is_none();
+        if repo.is_none() && index_given {
+            return Err(usage(
+                "--repo 1 selects pgBackRest's repository 1, but no repository is configured: set repo1-path (or cairn's repo) in the configuration file, or give --repo the repository's directory or s3:// URL",
+            ));
+        }
         let flag_or_file = |flag: &Option<String>, key: &str| -> Result<Option<String>> {
             match flag {
                 Some(v) => Ok(Some(v.clone())),
@@ -391,6 +412,22 @@ impl Settings {
         }
         Ok(Arc::new(Retrying::new(LocalStorage::new(path)?, policy)))
     }
+}
+
+/// Whether `value` of `what` is pgBackRest's repository index (`--repo=1`: only digits) rather
+/// than cairn's repository path: Some for index 1, cairn's one repository; an error for any
+/// other index. A relative directory named only by digits is written `./1` (and `--repo` wants
+/// an absolute path anyway).
+fn repo_index(value: Option<&str>, what: &str) -> Result<Option<()>> {
+    let Some(v) = value.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) else {
+        return Ok(None);
+    };
+    if v.trim_start_matches('0') == "1" {
+        return Ok(Some(()));
+    }
+    Err(usage(format!(
+        "{what} {v}: a number is pgBackRest's repository index, and cairn has one repository (repo1); use --repo=1 or leave --repo out, or give a repository path (a directory named only by digits is written ./{v}, or better as an absolute path)"
+    )))
 }
 
 /// The repository pgBackRest's options name: `repo1-path` (a directory), or with

@@ -22,7 +22,10 @@ pub enum PushOutcome {
 pub struct Archived {
     pub timeline: u32,
     pub name: String,
+    /// The stored object's size (sealed, compressed), not the file's.
     pub size: u64,
+    /// When it was stored, in seconds since the Unix epoch, where the listing says.
+    pub modified: Option<i64>,
 }
 
 impl Stanza {
@@ -98,6 +101,7 @@ impl Stanza {
                 timeline,
                 name: name.to_string(),
                 size: m.size,
+                modified: m.modified,
             });
         }
         out.sort_by(|a, b| (a.timeline, &a.name).cmp(&(b.timeline, &b.name)));

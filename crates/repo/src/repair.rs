@@ -230,6 +230,7 @@ pub(crate) async fn pack_chunks(stanza: &Stanza, id: &PackId, size: u64) -> Resu
     let meta = ObjectMeta {
         key: stanza.pack_key(id)?,
         size,
+        modified: None,
     };
     Ok(read_trailer(stanza, &meta)
         .await?

@@ -352,3 +352,156 @@ pub async fn fetch_ordered(
     progress.finish();
     Ok(())
 }
+
+/// Bytes of one file `fetch_file_ordered` assembles in memory before writing them out.
+const ORDERED_WINDOW: u64 = 16 * 1024 * 1024;
+
+/// Write one file of a manifest to `out` in order (`repo-get`): its chunks, or its paged
+/// units with their deltas applied. The file is assembled a window (about 16 MiB) at a time
+/// by `fetch_positioned`, the restore path itself, so a paged file's base and delta meet
+/// exactly as restore lays them down and every chunk is checked against its name. `Inherit`
+/// content must have been resolved by the caller; `None` is `size` zero bytes (format.md,
+/// "Manifest").
+pub async fn fetch_file_ordered(
+    stanza: &Stanza,
+    index: &Index,
+    name: &str,
+    content: &crate::manifest::Content,
+    size: u64,
+    process_max: usize,
+    out: &mut (dyn Write + Send),
+) -> Result<()> {
+    use crate::manifest::Content;
+    let placements: Vec<(u64, ChunkRef, Shape)> = match content {
+        Content::Chunks(chunks) => {
+            let mut offset = 0;
+            chunks
+                .iter()
+                .map(|c| {
+                    let p = (offset, *c, Shape::Whole);
+                    offset += c.len as u64;
+                    p
+                })
+                .collect()
+        }
+        Content::Pages { page_size, units } => crate::pages::placements(*page_size, units),
+        Content::None => Vec::new(),
+        Content::Inherit => {
+            return Err(Error::Invalid(format!(
+                "{name}: its content is inherited from an earlier backup; resolve the backup first"
+            )));
+        }
+    };
+    let covered = match content {
+        Content::Chunks(chunks) => Some(chunks.iter().map(|c| c.len as u64).sum::<u64>()),
+        Content::Pages { page_size, units } => {
+            crate::pages::check_units(*page_size, units, size)
+                .map_err(|why| Error::corrupt(name, why))?;
+            Some(size)
+        }
+        _ => None,
+    };
+    if covered.is_some_and(|c| c != size) {
+        return Err(Error::corrupt(
+            name,
+            format!("its chunks do not add up to its size of {size} bytes"),
+        ));
+    }
+    let write = |out: &mut (dyn Write + Send), bytes: &[u8]| {
+        out.write_all(bytes)
+            .map_err(|e| Error::io(format!("cannot write {name}"), e))
+    };
+    let mut done = 0u64;
+    let mut rest = placements.as_slice();
+    while !rest.is_empty() {
+        let start = rest[0].0;
+        if start != done {
+            return Err(Error::corrupt(
+                name,
+                format!("its content starts at byte {start}, expected {done}"),
+            ));
+        }
+        // Placements at one offset (a unit's base and delta) stay in one window.
+        let n = rest
+            .iter()
+            .position(|p| p.0 != start && p.0 - start >= ORDERED_WINDOW)
+            .unwrap_or(rest.len());
+        let end = rest.get(n).map_or(size, |p| p.0);
+        if end < start || end - start > MAX_RANGE * 8 {
+            return Err(Error::corrupt(
+                name,
+                format!("its content does not add up to its size of {size} bytes"),
+            ));
+        }
+        let sink = Arc::new(Window {
+            name: name.to_string(),
+            start,
+            bytes: std::sync::Mutex::new(vec![0; (end - start) as usize]),
+        });
+        let window = rest[..n]
+            .iter()
+            .map(|&(offset, chunk, shape)| Placement {
+                target: 0,
+                offset,
+                chunk,
+                shape,
+            })
+            .collect();
+        fetch_positioned(
+            stanza,
+            index,
+            window,
+            process_max,
+            sink.clone(),
+            Arc::new(crate::pipeline::NoProgress),
+        )
+        .await?;
+        let bytes = sink
+            .bytes
+            .lock()
+            .map_err(|_| Error::Invalid("a restore thread panicked".into()))?;
+        write(out, &bytes)?;
+        done = end;
+        rest = &rest[n..];
+    }
+    // A file with no content (an empty file, or `None`): its size in zero bytes.
+    let zeros = vec![0u8; 64 * 1024];
+    while done < size {
+        let n = (size - done).min(zeros.len() as u64);
+        write(out, &zeros[..n as usize])?;
+        done += n;
+    }
+    out.flush()
+        .map_err(|e| Error::io(format!("cannot write {name}"), e))
+}
+
+/// One window of a file being written in order: placements land in memory first.
+struct Window {
+    name: String,
+    start: u64,
+    bytes: std::sync::Mutex<Vec<u8>>,
+}
+
+impl WriteAt for Window {
+    fn write_at(&self, _target: usize, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut bytes = self
+            .bytes
+            .lock()
+            .map_err(|_| io::Error::other("a restore thread panicked"))?;
+        let at = offset
+            .checked_sub(self.start)
+            .map(|a| a as usize)
+            .filter(|a| a + data.len() <= bytes.len())
+            .ok_or_else(|| {
+                io::Error::other(format!(
+                    "{}: a chunk lies outside the file's size (damaged manifest)",
+                    self.name
+                ))
+            })?;
+        bytes[at..at + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+    fn describe(&self, _target: usize) -> String {
+        self.name.clone()
+    }
+}

@@ -3,7 +3,8 @@
 
 use self::{
     annotate::*, archive_get::*, archive_push::*, backup::*, check::*, control::*, expire::*,
-    info::*, restore::*, stanza_create::*, stanza_repair::*, stanza_upgrade::*, verify::*,
+    info::*, repo_get::*, repo_ls::*, restore::*, stanza_create::*, stanza_repair::*,
+    stanza_upgrade::*, verify::*,
 };
 use crate::Cli;
 use crate::Command;
@@ -26,6 +27,8 @@ mod check;
 mod control;
 mod expire;
 mod info;
+mod repo_get;
+mod repo_ls;
 mod restore;
 mod stanza_create;
 mod stanza_repair;
@@ -297,6 +300,27 @@ pub(crate) async fn dispatch(cli: Cli, s: &Settings, quiet: bool) -> Result<Exit
             check_cmd(s, &opts(vec![pg, timeout])).await
         }
         Command::Verify { set } => verify_cmd(s, set).await,
+        Command::RepoLs {
+            path,
+            output,
+            recurse,
+            filter,
+            sort,
+        } => {
+            let args = LsArgs {
+                path,
+                output,
+                recurse,
+                filter,
+                sort,
+            };
+            repo_ls_cmd(s, args).await
+        }
+        Command::RepoGet {
+            file,
+            ignore_missing,
+            raw,
+        } => repo_get_cmd(s, &file, ignore_missing, raw).await,
     }
 }
 

@@ -56,44 +56,8 @@ impl StanzaReport {
     /// oldest first, then its current one (the stanza's own), then any that only WAL in the
     /// archive names.
     pub fn dbs(&self) -> Vec<Db> {
-        let mut seen: Vec<(u64, String)> = Vec::new();
-        // An unreadable history is left out here: `Identity::history` names it elsewhere.
-        let history = cairn_engines::postgres::identity::Identity::history(&self.meta);
-        for h in history.unwrap_or_default() {
-            let v = h.version.to_string();
-            if !seen.iter().any(|(s, ver)| *s == h.system_id && *ver == v) {
-                seen.push((h.system_id, v));
-            }
-        }
-        let mut add = |meta: &BTreeMap<String, String>| {
-            if let (Some(Ok(sys)), Some(v)) = (
-                meta.get("system-id").map(|s| s.parse::<u64>()),
-                meta.get("version"),
-            ) && !seen.iter().any(|(s, ver)| *s == sys && ver == v)
-            {
-                seen.push((sys, v.clone()));
-            }
-        };
-        for b in &self.catalog.backups {
-            add(&b.meta);
-        }
-        add(&self.meta);
-        for (id, ..) in &self.archives {
-            if let Some((v, sys)) = id.split_once('-')
-                && let Ok(sys) = sys.parse::<u64>()
-                && !seen.iter().any(|(s, ver)| *s == sys && ver == v)
-            {
-                seen.push((sys, v.to_string()));
-            }
-        }
-        seen.into_iter()
-            .zip(1..)
-            .map(|((system_id, version), id)| Db {
-                id,
-                system_id,
-                version,
-            })
-            .collect()
+        let ids: Vec<&str> = self.archives.iter().map(|(id, ..)| id.as_str()).collect();
+        dbs_of(&self.meta, &self.catalog.backups, &ids)
     }
 
     /// The history id of the identity a backup was made from.
@@ -135,4 +99,52 @@ impl StanzaReport {
         }));
         out
     }
+}
+
+/// The stanza's identities with pgBackRest's history ids (`StanzaReport::dbs`), from its
+/// `stanza.info` meta, its listed backups and the archive ids its WAL archive holds: what
+/// `info` and the `repo-ls` view number alike, so an id means one cluster in both.
+pub fn dbs_of(
+    meta: &BTreeMap<String, String>,
+    backups: &[cairn_repo::catalog::BackupRecord],
+    archive_ids: &[&str],
+) -> Vec<Db> {
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    // An unreadable history is left out here: `Identity::history` names it elsewhere.
+    let history = cairn_engines::postgres::identity::Identity::history(meta);
+    for h in history.unwrap_or_default() {
+        let v = h.version.to_string();
+        if !seen.iter().any(|(s, ver)| *s == h.system_id && *ver == v) {
+            seen.push((h.system_id, v));
+        }
+    }
+    let mut add = |meta: &BTreeMap<String, String>| {
+        if let (Some(Ok(sys)), Some(v)) = (
+            meta.get("system-id").map(|s| s.parse::<u64>()),
+            meta.get("version"),
+        ) && !seen.iter().any(|(s, ver)| *s == sys && ver == v)
+        {
+            seen.push((sys, v.clone()));
+        }
+    };
+    for b in backups {
+        add(&b.meta);
+    }
+    add(meta);
+    for id in archive_ids {
+        if let Some((v, sys)) = id.split_once('-')
+            && let Ok(sys) = sys.parse::<u64>()
+            && !seen.iter().any(|(s, ver)| *s == sys && ver == v)
+        {
+            seen.push((sys, v.to_string()));
+        }
+    }
+    seen.into_iter()
+        .zip(1..)
+        .map(|((system_id, version), id)| Db {
+            id,
+            system_id,
+            version,
+        })
+        .collect()
 }

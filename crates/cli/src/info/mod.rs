@@ -4,7 +4,7 @@
 //! layout and adds what each backup added to the repository and the deduplication ratio.
 
 mod detail;
-mod history;
+pub(crate) mod history;
 mod json;
 mod text;
 

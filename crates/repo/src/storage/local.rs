@@ -223,7 +223,11 @@ impl LocalStorage {
             }
             if let Some(key) = self.key_of(&entry.path()) {
                 match entry.metadata() {
-                    Ok(m) => out.push(ObjectMeta { key, size: m.len() }),
+                    Ok(m) => out.push(ObjectMeta {
+                        key,
+                        size: m.len(),
+                        modified: m.modified().ok().map(super::epoch_seconds),
+                    }),
                     // Deleted since the directory was read: not there any more.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(classify(&key, e)),
@@ -333,7 +337,11 @@ impl Storage for LocalStorage {
                     key: key.to_string(),
                 });
             }
-            Ok(ObjectMeta { key, size: m.len() })
+            Ok(ObjectMeta {
+                key,
+                size: m.len(),
+                modified: m.modified().ok().map(super::epoch_seconds),
+            })
         })
         .await
     }

@@ -82,6 +82,17 @@ pub enum PutMode {
 pub struct ObjectMeta {
     pub key: Key,
     pub size: u64,
+    /// When the object was last written, in whole seconds since the Unix epoch, where the
+    /// listing gives it at no extra request (local disk: the file's mtime; S3: LastModified).
+    pub modified: Option<i64>,
+}
+
+/// Seconds since the Unix epoch of `t` (negative before it).
+pub fn epoch_seconds(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_secs().min(i64::MAX as u64) as i64,
+        Err(e) => -(e.duration().as_secs().min(i64::MAX as u64) as i64),
+    }
 }
 
 /// Something an interrupted write left behind (see `Storage::leftovers`).

@@ -517,6 +517,7 @@ impl Storage for S3Storage {
         Ok(ObjectMeta {
             key: key.clone(),
             size: out.content_length().unwrap_or(0).max(0) as u64,
+            modified: out.last_modified().map(|t| t.secs()),
         })
     }
 
@@ -546,6 +547,7 @@ impl Storage for S3Storage {
                     out.push(ObjectMeta {
                         key,
                         size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().map(|t| t.secs()),
                     });
                 }
             }
