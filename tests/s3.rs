@@ -163,5 +163,31 @@ fn postgres_point_in_time_recovery_from_s3() -> Res<()> {
     );
     r.stop()?;
     c.cairn_ok(&["verify"])?;
+
+    // repo-ls over S3: the archived segments with their size and S3's LastModified time.
+    let listed: serde_json::Value = serde_json::from_slice(
+        &c.cairn_ok(&[
+            "repo-ls",
+            "archive/main/15-1",
+            "--recurse",
+            "--output",
+            "json",
+        ])?
+        .stdout,
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let last_key = format!("{}/{last}", &last[..16]);
+    let seg = &listed[&last_key];
+    assert_eq!(seg["type"], "file", "{listed}");
+    assert_eq!(seg["size"], 16 * 1024 * 1024, "{listed}");
+    let time = seg["time"].as_i64().ok_or("no time")?;
+    assert!(
+        (now - 3600..=now + 60).contains(&time),
+        "time {time} is not S3's LastModified (now {now})"
+    );
+    let got = c.cairn_ok(&["repo-get", &format!("archive/main/15-1/{last_key}")])?;
+    assert_eq!(got.stdout.len(), 16 * 1024 * 1024);
     Ok(())
 }
