@@ -33,14 +33,6 @@ fn link_out(c: &Cluster, rel: &str, outside: &Path) -> Res<()> {
     Ok(())
 }
 
-fn start_copy(c: &Cluster, dest: &Path) -> Res<Cluster> {
-    let mut r = c.sibling(dest.to_path_buf());
-    r.set("archive_mode = off")?;
-    r.start()?;
-    r.wait_promoted()?;
-    Ok(r)
-}
-
 #[test]
 fn links_come_back_in_place_by_default_and_as_links_with_link_all_or_link_map() -> Res<()> {
     let mut c = Cluster::init(None)?;
@@ -116,7 +108,7 @@ fn links_come_back_in_place_by_default_and_as_links_with_link_all_or_link_map() 
         fs::read_link(dest.join("inner_link"))?,
         PathBuf::from("global")
     );
-    let mut r = start_copy(&c, &dest)?;
+    let mut r = c.start_copy(&dest)?;
     assert_eq!(r.sql("select count(*) from t")?, "1500");
     r.stop()?;
     assert_eq!(wal_before, listing(&wal)?, "the source's WAL changed");
@@ -159,7 +151,7 @@ fn links_come_back_in_place_by_default_and_as_links_with_link_all_or_link_map() 
     assert_eq!(fs::read_link(dest3.join("extra_dir"))?, extra2);
     assert_eq!(fs::read(&ident2)?, ident_text);
     assert_eq!(fs::read(extra2.join("notes.txt"))?, b"second, longer\n");
-    let mut r = start_copy(&c, &dest3)?;
+    let mut r = c.start_copy(&dest3)?;
     assert_eq!(r.sql("select count(*) from t")?, "1500");
     r.stop()?;
     assert!(
@@ -226,7 +218,7 @@ fn links_come_back_in_place_by_default_and_as_links_with_link_all_or_link_map() 
     assert_eq!(fs::read_link(dest5.join("pg_ident.conf"))?, ident);
     assert_eq!(fs::read(&ident)?, ident_text);
     assert_eq!(fs::read(extra.join("notes.txt"))?, b"second, longer\n");
-    let mut r = start_copy(&c, &dest5)?;
+    let mut r = c.start_copy(&dest5)?;
     assert_eq!(r.sql("select count(*) from t")?, "1500");
     r.stop()?;
     Ok(())

@@ -72,11 +72,7 @@ fn restore_to_point(c: &Cluster, dest: &std::path::Path, extra: &[&str], rp: &st
         "promote",
     ]);
     c.cairn_ok(&args)?;
-    let mut r = c.sibling(dest.to_path_buf());
-    r.set("archive_mode = off")?;
-    r.start()?;
-    r.wait_promoted()?;
-    Ok(r)
+    c.start_copy(dest)
 }
 
 #[test]

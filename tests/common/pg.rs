@@ -222,6 +222,15 @@ impl Cluster {
         }
     }
 
+    /// The restored copy at `data`, started with archiving off and waited on until promoted.
+    pub fn start_copy(&self, data: &Path) -> Res<Cluster> {
+        let mut r = self.sibling(data.to_path_buf());
+        r.set("archive_mode = off")?;
+        r.start()?;
+        r.wait_promoted()?;
+        Ok(r)
+    }
+
     /// Append settings to postgresql.auto.conf (they win over postgresql.conf).
     pub fn set(&self, settings: &str) -> Res<()> {
         let path = self.data.join("postgresql.auto.conf");
