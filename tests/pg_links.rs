@@ -223,3 +223,98 @@ fn links_come_back_in_place_by_default_and_as_links_with_link_all_or_link_map() 
     r.stop()?;
     Ok(())
 }
+
+/// Defects found by an adversarial pass (2026-11-25), on one cluster whose pg_wal, a file and
+/// a directory (by a relative link) live outside the data directory:
+/// - a refused `restore --delta --link-all` in place had already removed what the backup does
+///   not list, all of pg_wal's segments among them, and the cluster no longer started;
+/// - a relative link was never found "already pointing there", so that restore always failed;
+/// - a link to a parent of the data directory was followed: the backup held the data
+///   directory again, and the repository beside it;
+/// - a `--link-map` target reached through a dangling symlink to the not yet created
+///   destination passed the "inside the destination" check and was merged into it;
+/// - a refused `--link-map` target (an existing directory for a file, a path beneath a file,
+///   a trailing '/') was refused only half way through, leaving a partial destination.
+#[test]
+fn defect_refused_link_restores_had_already_deleted_or_written_and_parent_links_were_followed()
+-> Res<()> {
+    let mut c = Cluster::init(None)?;
+    let out_dir = c.dir.path().join("elsewhere");
+    let wal = out_dir.join("wal");
+    let ident = out_dir.join("etc/pg_ident.conf");
+    link_out(&c, "pg_wal", &wal)?;
+    link_out(&c, "pg_ident.conf", &ident)?;
+    let rel_target = out_dir.join("reldir");
+    fs::create_dir_all(&rel_target)?;
+    fs::write(rel_target.join("r.txt"), b"r\n")?;
+    std::os::unix::fs::symlink("../elsewhere/reldir", c.data.join("rel"))?;
+    std::os::unix::fs::symlink(c.dir.path(), c.data.join("up"))?;
+    chown_postgres(&out_dir)?;
+    c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
+    c.start()?;
+    c.sql("create table t as select g from generate_series(1, 1000) g")?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let last = c.switch_wal()?;
+    c.wait_archived(&last)?;
+    c.stop()?;
+
+    // The link to a parent is kept as a link, not followed.
+    let dest = c.dir.path().join("plain");
+    c.cairn_ok(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+    assert_eq!(fs::read_link(dest.join("up"))?, c.dir.path());
+    assert_eq!(fs::read(dest.join("rel/r.txt"))?, b"r\n");
+
+    // In place, with a link the destination no longer owns: refused before anything goes.
+    let wal_before = listing(&wal)?;
+    assert!(!wal_before.is_empty());
+    fs::remove_file(c.data.join("rel"))?;
+    fs::create_dir(c.data.join("rel"))?;
+    chown_postgres(&c.data.join("rel"))?;
+    let data = c.data.to_str().ok_or("path")?.to_string();
+    let out = c.cairn(&["restore", "--delta", "--link-all", "--dest", &data])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not empty"), "{}", stderr(&out));
+    assert_eq!(listing(&wal)?, wal_before, "a refused restore removed WAL");
+    assert!(c.data.join("PG_VERSION").exists());
+    // Put back, the relative link is found pointing at its target and the restore runs.
+    fs::remove_dir(c.data.join("rel"))?;
+    std::os::unix::fs::symlink("../elsewhere/reldir", c.data.join("rel"))?;
+    c.cairn_ok(&["restore", "--delta", "--link-all", "--dest", &data])?;
+    assert_eq!(fs::read(rel_target.join("r.txt"))?, b"r\n");
+    c.start()?;
+    assert_eq!(c.sql("select count(*) from t")?, "1000");
+    c.stop()?;
+
+    // Targets refused up front: nothing of the destination is written.
+    let future = c.dir.path().join("future");
+    let lnk = c.dir.path().join("lnk");
+    std::os::unix::fs::symlink(&future, &lnk)?;
+    let a_file = c.dir.path().join("a-file");
+    fs::write(&a_file, b"x")?;
+    let cases = [
+        (
+            format!("rel={}/global", lnk.display()),
+            "does not exist (yet)",
+        ),
+        (
+            format!("pg_ident.conf={}", out_dir.display()),
+            "already exists",
+        ),
+        (
+            format!("pg_ident.conf={}/sub", a_file.display()),
+            "is not a directory",
+        ),
+        (
+            format!("pg_ident.conf={}/new/", c.dir.path().display()),
+            "ends in '/'",
+        ),
+    ];
+    for (map, want) in &cases {
+        let f = future.to_str().ok_or("path")?;
+        let out = c.cairn(&["restore", "--dest", f, "--link-map", map])?;
+        assert_eq!(out.status.code(), Some(2), "{map}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{map}: {}", stderr(&out));
+        assert!(!future.exists(), "{map}: the destination was written");
+    }
+    Ok(())
+}

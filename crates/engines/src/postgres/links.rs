@@ -30,6 +30,7 @@ pub fn plan<'a>(
 ) -> Result<(Cow<'a, [FileEntry]>, LinkTargets)> {
     let mut entries = wal_link_as_directory(entries);
     let mut map: BTreeMap<Vec<u8>, (PathBuf, &str)> = BTreeMap::new();
+    let mut repointed = Vec::new();
     for (name, target) in &opts.map {
         let path = name.trim_end_matches('/');
         let flag = format!("--link-map {name}={}", target.display());
@@ -72,7 +73,11 @@ pub fn plan<'a>(
                 // A link the backup holds no contents for: only its target changes.
                 let owned = entries.to_mut();
                 owned[i].link_target = Some(target.as_os_str().as_encoded_bytes().to_vec());
-                tracing::info!("map link '{path}' to '{}'", target.display());
+                tracing::info!(
+                    "map link '{path}' to '{}' (the backup holds no contents for it: only the link is restored)",
+                    target.display()
+                );
+                repointed.push(path.as_bytes().to_vec());
                 continue;
             }
             _ => {
@@ -127,7 +132,7 @@ pub fn plan<'a>(
     for e in entries.iter().filter(|e| {
         e.kind == EntryKind::Symlink
             && !e.path.starts_with(b"pg_tblspc/")
-            && !map.contains_key(&e.path)
+            && !repointed.contains(&e.path)
     }) {
         tracing::warn!(
             "{} is restored as a symlink to {}, as it was in the backed-up cluster (the backup holds no contents for it): the restored copy shares that target with the source",
@@ -142,13 +147,21 @@ pub fn plan<'a>(
 
 /// A link target must be an absolute path without `.`/`..`, outside the data directory.
 fn check_target(what: &str, target: &Path, dest: &Path) -> Result<()> {
+    let raw = target.as_os_str().as_encoded_bytes();
     if !target.is_absolute()
+        || raw.split(|b| *b == b'/').any(|s| s == b"." || s == b"..")
         || target
             .components()
-            .any(|c| matches!(c, Component::CurDir | Component::ParentDir))
+            .any(|c| matches!(c, Component::ParentDir))
     {
         return Err(Error::Usage(format!(
             "{what}: the target must be an absolute path without '.' or '..'"
+        )));
+    }
+    if let Some(link) = super::restore::dangling_link_in(target) {
+        return Err(Error::Usage(format!(
+            "{what}: the target's path goes through {}, a symlink to something that does not exist (yet), so where it lands cannot be checked; give a path without it",
+            link.display()
         )));
     }
     let (t, d) = (

@@ -98,6 +98,13 @@ fn link_map(
                 path.display()
             )));
         }
+        if let Some(link) = dangling_link_in(path) {
+            return Err(Error::Usage(format!(
+                "--tablespace-map {name}={}: the path goes through {}, a symlink to something that does not exist (yet), so where it lands cannot be checked; give a path without it",
+                path.display(),
+                link.display()
+            )));
+        }
         let path = &resolved(path);
         let dest = &resolved(dest);
         let overlaps = |a: &Path, b: &Path| a.starts_with(b) || b.starts_with(a);
@@ -124,6 +131,17 @@ fn link_map(
         out.insert(link, path.clone());
     }
     Ok(out)
+}
+
+/// The first dangling symlink on `path` (itself or an ancestor), if any: a target reached
+/// through one cannot be checked against the destination, which it may yet become (a link
+/// to a `--dest` that does not exist yet).
+pub(super) fn dangling_link_in(path: &Path) -> Option<PathBuf> {
+    path.ancestors().find_map(|p| {
+        (std::fs::symlink_metadata(p).is_ok_and(|m| m.is_symlink())
+            && std::fs::metadata(p).is_err())
+        .then(|| p.to_path_buf())
+    })
 }
 
 /// `path` with its longest existing ancestor's symlinks resolved: where a directory created

@@ -26,44 +26,10 @@ impl TreeWriter {
         link_map: &BTreeMap<Vec<u8>, PathBuf>,
         checked: &mut HashSet<Vec<u8>>,
     ) -> Result<()> {
-        for (i, e) in entries.iter().enumerate() {
-            let mapped_dir = e.kind == EntryKind::Dir && link_map.contains_key(&e.path);
-            if e.kind != EntryKind::Symlink && !mapped_dir {
-                continue;
-            }
-            let mut prefix = e.path.clone();
-            prefix.push(b'/');
-            if !mapped_dir && !entries[i + 1..].iter().any(|c| c.path.starts_with(&prefix)) {
-                continue;
-            }
-            let target = match link_map.get(&e.path) {
-                Some(p) => p.clone(),
-                None => PathBuf::from(OsStr::from_bytes(
-                    e.link_target.as_deref().unwrap_or_default(),
-                )),
-            };
+        for (e, target) in dir_links(entries, link_map) {
+            let mapped_dir = e.kind == EntryKind::Dir;
             let link = join(&self.root, &e.path);
-            let owned = delta && fs::read_link(&link).is_ok_and(|t| t == target);
-            if !owned && fs::read_dir(&target).is_ok_and(|mut rd| rd.next().is_some()) {
-                let hint = if e.kind == EntryKind::Symlink {
-                    "restore it elsewhere with --tablespace-map"
-                } else {
-                    "restore the link elsewhere with --link-map, or leave out --link-all to restore a directory in its place"
-                };
-                return Err(Error::Usage(format!(
-                    "{} (the target of {}) is not empty{}; empty it, or {hint}",
-                    target.display(),
-                    e.display_path(),
-                    not_owned(delta, &link),
-                )));
-            }
-            if fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
-                return Err(Error::Usage(format!(
-                    "{} (the target of {}) exists and is not a directory; remove it or choose another target",
-                    target.display(),
-                    e.display_path()
-                )));
-            }
+            check_dir_target(e, &target, &link, delta)?;
             fs::create_dir_all(&target)
                 .map_err(|err| Error::io(format!("cannot create {}", target.display()), err))?;
             self.parents(&e.path, checked)?;
@@ -90,20 +56,7 @@ impl TreeWriter {
         target: &Path,
         delta: bool,
     ) -> Result<PathBuf> {
-        let link = join(&self.root, &e.path);
-        let owned = delta && fs::read_link(&link).is_ok_and(|t| t == target);
-        match fs::symlink_metadata(target) {
-            Ok(m) if owned && m.is_file() => {}
-            Ok(_) => {
-                return Err(Error::Usage(format!(
-                    "{} (the target of {}) already exists{}; remove it, or restore the link elsewhere with --link-map",
-                    target.display(),
-                    e.display_path(),
-                    not_owned(delta, &link),
-                )));
-            }
-            Err(_) => {}
-        }
+        check_file_target(e, target, &join(&self.root, &e.path), delta)?;
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir)
                 .map_err(|err| Error::io(format!("cannot create {}", dir.display()), err))?;
@@ -123,6 +76,136 @@ impl TreeWriter {
         }
         std::os::unix::fs::symlink(target, &link)
             .map_err(|err| Error::io(format!("cannot create symlink {}", link.display()), err))
+    }
+}
+
+/// Check every link target of `entries` (see `TreeWriter::create_followed_links` and
+/// `file_link_target`) before anything is removed or written: a restore refused for a target
+/// leaves the destination as it was (defect of 2026-11-25: a refused `--delta --link-all` had
+/// already removed what the backup does not list, pg_wal's segments among them).
+pub(super) fn check_targets(
+    root: &Path,
+    entries: &[FileEntry],
+    delta: bool,
+    link_map: &BTreeMap<Vec<u8>, PathBuf>,
+) -> Result<()> {
+    for (e, target) in dir_links(entries, link_map) {
+        check_dir_target(e, &target, &join(root, &e.path), delta)?;
+    }
+    for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
+        if let Some(target) = link_map.get(&e.path) {
+            check_file_target(e, target, &join(root, &e.path), delta)?;
+        }
+    }
+    Ok(())
+}
+
+/// The entries restored as symlinks to a directory holding their contents, with that
+/// directory: tablespace links with entries beneath them, and `Dir` entries in `link_map`.
+fn dir_links<'a>(
+    entries: &'a [FileEntry],
+    link_map: &'a BTreeMap<Vec<u8>, PathBuf>,
+) -> impl Iterator<Item = (&'a FileEntry, PathBuf)> + 'a {
+    entries.iter().enumerate().filter_map(move |(i, e)| {
+        let mapped_dir = e.kind == EntryKind::Dir && link_map.contains_key(&e.path);
+        if e.kind != EntryKind::Symlink && !mapped_dir {
+            return None;
+        }
+        let mut prefix = e.path.clone();
+        prefix.push(b'/');
+        if !mapped_dir && !entries[i + 1..].iter().any(|c| c.path.starts_with(&prefix)) {
+            return None;
+        }
+        Some(match link_map.get(&e.path) {
+            Some(p) => (e, p.clone()),
+            None => (
+                e,
+                PathBuf::from(OsStr::from_bytes(
+                    e.link_target.as_deref().unwrap_or_default(),
+                )),
+            ),
+        })
+    })
+}
+
+/// Whether `--delta` finds the destination's `link` already pointing at `target` (also
+/// through a relative link, or a target that is itself a link).
+pub(super) fn owned(delta: bool, link: &Path, target: &Path) -> bool {
+    if !delta || !fs::symlink_metadata(link).is_ok_and(|m| m.is_symlink()) {
+        return false;
+    }
+    fs::read_link(link).is_ok_and(|t| t == target)
+        || matches!((fs::canonicalize(link), fs::canonicalize(target)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// The closest ancestor of `target` that exists must be a directory (or a link to one), or
+/// creating the target fails half way through a restore.
+fn check_ancestors(e: &FileEntry, target: &Path) -> Result<()> {
+    let mut cur = target.parent();
+    while let Some(p) = cur {
+        match fs::symlink_metadata(p) {
+            Ok(_) if fs::metadata(p).is_ok_and(|m| m.is_dir()) => return Ok(()),
+            Ok(_) => {
+                return Err(Error::Usage(format!(
+                    "{} (the target of {}) cannot be created: {} is not a directory; choose another target",
+                    target.display(),
+                    e.display_path(),
+                    p.display()
+                )));
+            }
+            Err(_) => cur = p.parent(),
+        }
+    }
+    Ok(())
+}
+
+/// A directory target: new, or an empty directory (or a link to one), unless owned.
+fn check_dir_target(e: &FileEntry, target: &Path, link: &Path, delta: bool) -> Result<()> {
+    if owned(delta, link, target) {
+        return Ok(());
+    }
+    let hint = if e.kind == EntryKind::Symlink {
+        "restore it elsewhere with --tablespace-map"
+    } else {
+        "restore the link elsewhere with --link-map, or leave out --link-all to restore a directory in its place"
+    };
+    if fs::symlink_metadata(target).is_ok() && !fs::metadata(target).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Usage(format!(
+            "{} (the target of {}) exists and is not a directory; remove it, or {hint}",
+            target.display(),
+            e.display_path()
+        )));
+    }
+    if fs::read_dir(target).is_ok_and(|mut rd| rd.next().is_some()) {
+        return Err(Error::Usage(format!(
+            "{} (the target of {}) is not empty{}; empty it, or {hint}",
+            target.display(),
+            e.display_path(),
+            not_owned(delta, link),
+        )));
+    }
+    check_ancestors(e, target)
+}
+
+/// A file target: one that does not exist yet, unless owned (then a regular file).
+fn check_file_target(e: &FileEntry, target: &Path, link: &Path, delta: bool) -> Result<()> {
+    let owned = owned(delta, link, target);
+    match fs::symlink_metadata(target) {
+        Ok(m) if owned && m.is_file() => Ok(()),
+        Ok(_) => Err(Error::Usage(format!(
+            "{} (the target of {}) already exists{}; remove it, or restore the link elsewhere with --link-map",
+            target.display(),
+            e.display_path(),
+            not_owned(delta, link),
+        ))),
+        Err(_) if target.as_os_str().as_encoded_bytes().ends_with(b"/") => {
+            Err(Error::Usage(format!(
+                "{} (the target of the file {}) ends in '/'; give the path of the file",
+                target.display(),
+                e.display_path()
+            )))
+        }
+        Err(_) => check_ancestors(e, target),
     }
 }
 

@@ -107,7 +107,7 @@ pub(super) fn remove_unlisted(
                 || (item.file_type().is_ok_and(|t| t.is_symlink())
                     && links
                         .get(&r)
-                        .is_some_and(|t| fs::read_link(&path).is_ok_and(|l| &l == t) && t.is_dir()))
+                        .is_some_and(|t| super::links::owned(true, &path, t) && t.is_dir()))
             {
                 stack.push((path, r));
             }

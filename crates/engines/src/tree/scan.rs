@@ -185,15 +185,33 @@ fn inline_target(
     text: &[u8],
     root_real: Option<&Path>,
 ) -> Option<(String, fs::Metadata)> {
-    let Ok(real) = fs::canonicalize(path) else {
-        tracing::warn!(
-            "symlink {} points at {}, which does not exist: backed up as the link only",
-            path.display(),
-            String::from_utf8_lossy(text)
-        );
-        return None;
+    let real = match fs::canonicalize(path) {
+        Ok(real) => real,
+        Err(e) => {
+            tracing::warn!(
+                "symlink {} points at {}, which {}: backed up as the link only",
+                path.display(),
+                String::from_utf8_lossy(text),
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    "leads into a loop of symlinks"
+                } else {
+                    "does not exist"
+                }
+            );
+            return None;
+        }
     };
     if root_real.is_some_and(|r| real.starts_with(r)) {
+        return None;
+    }
+    // A link to a directory that holds the tree (`/`, the data directory's parent) would back
+    // the tree up again inside itself, with whatever lies beside it.
+    if root_real.is_some_and(|r| r.starts_with(&real)) {
+        tracing::warn!(
+            "symlink {} points at {}, which holds the directory being backed up: backed up as the link only",
+            path.display(),
+            real.display()
+        );
         return None;
     }
     let tm = fs::metadata(path).ok()?;

@@ -97,6 +97,7 @@ impl TreeWriter {
         allow_links_under: &[&[u8]],
     ) -> Result<(TreeWriter, Vec<Placement>)> {
         cairn_repo::manifest::check_paths("the backup's manifest", entries, allow_links_under)?;
+        super::links::check_targets(dest, entries, delta, link_map)?;
         match fs::read_dir(dest) {
             Ok(rd) => {
                 // A fresh file system's mount point holds an empty lost+found: that is empty.
