@@ -390,6 +390,57 @@ fn item5_a_damaged_wal_segment_is_a_hole_and_archive_get_stops_recovery() -> Res
     Ok(())
 }
 
+/// Defect (found by an adversarial pass, 2026-11-25): an archived segment's object copied over
+/// another's (someone who can write to the repository, or a careless copy) is intact as an
+/// object, so `archive-get` served the wrong segment under the name with exit 0, `repo-get`
+/// too, and `verify` reported nothing; PostgreSQL takes a segment from the wrong position as
+/// the end of WAL and promotes early. Read back, a segment's header must match its name.
+#[test]
+fn defect_a_wal_object_copied_over_another_was_served_as_that_segment() -> Res<()> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let mut segs = Vec::new();
+    for _ in 0..2 {
+        c.sql("insert into t select g from generate_series(1, 1000) g")?;
+        segs.push(c.switch_wal()?);
+    }
+    c.wait_archived(&segs[1])?;
+    c.stop()?;
+    let (victim, other) = (&segs[0], &segs[1]);
+    let dir = archive_dir(&c, 1)?;
+    fs::copy(dir.join(other), dir.join(victim))?;
+    common::pg::chown_postgres(&dir)?;
+
+    let dest = c.dir.path().join("fetched");
+    let out = c.cairn(&["archive-get", victim, dest.to_str().ok_or("path")?])?;
+    assert_eq!(out.status.code(), Some(126), "{}", stderr(&out));
+    assert!(stderr(&out).contains(victim.as_str()), "{}", stderr(&out));
+    assert!(!dest.exists());
+
+    let out = c.cairn(&[
+        "repo-get",
+        &format!("archive/main/15-1/{}/{victim}", &victim[..16]),
+    ])?;
+    assert!(!out.status.success(), "repo-get served it");
+    assert!(
+        out.stdout.is_empty(),
+        "repo-get wrote {} bytes",
+        out.stdout.len()
+    );
+
+    let out = c.cairn(&["verify"])?;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains(victim.as_str()), "{}", stdout(&out));
+    Ok(())
+}
+
 /// The last LSN before a segment, from its name (16 MiB segments).
 fn lsn_before(seg: &str) -> Res<String> {
     let log = u64::from_str_radix(seg.get(8..16).ok_or("name")?, 16)?;

@@ -8,6 +8,8 @@ use crate::exit::usage;
 use crate::repo_view::{Found, Origin, View, relative_path};
 use crate::settings::Settings;
 use anyhow::Result;
+use cairn_engines::postgres::identity::Identity;
+use cairn_engines::postgres::wal::WalFileName;
 use cairn_repo::Repository;
 use std::io::Write;
 use std::process::ExitCode;
@@ -65,6 +67,13 @@ pub(crate) async fn repo_get_cmd(
                         "file '{file}' was removed from the archive while it was read"
                     ))
                 })?;
+            // As archive-get: bytes that are not the file the name says are damage.
+            let identity = Identity::all(&stanza.info.meta)
+                .ok()
+                .and_then(|all| all.into_iter().find(|i| i.archive_id() == repository_id));
+            if let (Some(i), Some(w)) = (identity, WalFileName::parse(&name)) {
+                i.check_archived(&w, &bytes)?;
+            }
             out.write_all(&bytes)
                 .and_then(|()| out.flush())
                 .map_err(|e| cairn_repo::Error::io(format!("cannot write {file}"), e))?;

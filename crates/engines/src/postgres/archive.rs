@@ -81,6 +81,7 @@ impl LogArchive for WalArchive {
             tracing::info!("unable to find {} in the archive", name.name);
             return Ok(false);
         };
+        identity.check_archived(&name, &data)?;
         crate::durable::write_durably(dest, &data)
             .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", dest.display())))?;
         tracing::info!("found {} in the archive", name.name);

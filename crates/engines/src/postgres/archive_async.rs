@@ -450,7 +450,10 @@ pub(super) async fn prefetch(stanza: &Stanza, name: &WalFileName, spool: &Spool)
             let archive_id = &archive_id;
             async move {
                 let got = match WalFileName::parse(&n) {
-                    Some(w) => stanza.archive_get(archive_id, w.timeline, &n).await,
+                    Some(w) => match stanza.archive_get(archive_id, w.timeline, &n).await {
+                        Ok(Some(data)) => identity.check_archived(&w, &data).map(|()| Some(data)),
+                        other => other,
+                    },
                     None => Ok(None),
                 };
                 (n, got)

@@ -224,6 +224,25 @@ impl Identity {
         format!("{}-{}", self.version, self.system_id)
     }
 
+    /// Check a file read back from this identity's archive the way `check_wal` checked it on
+    /// the way in: an object whose bytes are not what its name says (renamed or copied over in
+    /// the repository) is damage, never served as that file (PostgreSQL would take a segment
+    /// from the wrong position as the end of WAL and promote early).
+    pub fn check_archived(&self, name: &WalFileName, data: &[u8]) -> Result<()> {
+        self.check_wal(name, data).map_err(|e| {
+            Error::corrupt(
+                format!("archived {} of {}", name.name, self.archive_id()),
+                format!(
+                    "its bytes are not that file ({}); run `cairn verify`",
+                    match e {
+                        Error::Invalid(m) | Error::Usage(m) => m,
+                        other => other.to_string(),
+                    }
+                ),
+            )
+        })
+    }
+
     /// Check a file about to be archived: its name, and for segments the page header's system
     /// id, version and position. Nothing is stored when this fails.
     pub fn check_wal(&self, name: &WalFileName, data: &[u8]) -> Result<()> {

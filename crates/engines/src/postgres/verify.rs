@@ -91,10 +91,8 @@ async fn verify_wal_of(
         let result = match stanza.store().get(&key, None).await {
             Ok(bytes) => codec::open_raw(key.as_str(), magic::WAL, &bytes).and_then(|plain| {
                 match WalFileName::parse(&a.name) {
-                    Some(w) if w.kind == WalFileKind::History => {
-                        super::identity::check_history(&w, &plain)
-                    }
-                    _ => Ok(()),
+                    Some(w) => identity.check_archived(&w, &plain),
+                    None => Ok(()),
                 }
             }),
             Err(e) => Err(e.into()),
