@@ -262,6 +262,47 @@ fn a_postgres_stanza_looks_like_a_pgbackrest_repository() -> Res<()> {
         "one repository (repo1)",
     );
     failed_with(&pgbr(&["info", "--repo=2"])?, 2, "one repository (repo1)");
+    // Defects (adversarial pass, 2026-11-25): --repo=1 on the command line lost to a `repo=2`
+    // in the file, and messages named --repo for a value that came from elsewhere.
+    let conf2 = c.dir.path().join("pgbackrest-repo2.conf");
+    std::fs::write(
+        &conf2,
+        format!(
+            "[global]\nrepo1-path={}\n\n[global:info]\nrepo=2\n",
+            c.repo.display()
+        ),
+    )?;
+    let conf2_arg = format!("--config={}", conf2.display());
+    let with_flag = bare(
+        &c,
+        &[
+            "--stanza=main",
+            &conf2_arg,
+            "--repo=1",
+            "info",
+            "--output=json",
+        ],
+    )?;
+    assert!(
+        with_flag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_flag.stderr)
+    );
+    failed_with(
+        &bare(&c, &["--stanza=main", &conf2_arg, "info"])?,
+        2,
+        "repo (in",
+    );
+    let mut env_cmd = as_postgres(&cairn_bin().display().to_string());
+    env_cmd
+        .env("CAIRN_REPO", "1")
+        .args(["--stanza=main", "info"]);
+    failed_with(&env_cmd.output()?, 2, "CAIRN_REPO 1");
+    let mut env_cmd = as_postgres(&cairn_bin().display().to_string());
+    env_cmd
+        .env("PGBACKREST_REPO", "2")
+        .args(["--stanza=main", &conf_arg, "info"]);
+    failed_with(&env_cmd.output()?, 2, "PGBACKREST_REPO");
 
     // Mistakes: a missing file, a path outside the repository, //, another stanza, a path.
     let missing = format!("archive/main/{id}/0000000100000000/0000000100000000000000FF");

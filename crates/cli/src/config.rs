@@ -284,7 +284,7 @@ impl ConfigFile {
     }
 
     /// Where `key`'s value comes from, for messages: `PGBACKREST_<KEY>` or the file.
-    fn source_of(&self, key: &str) -> String {
+    pub fn source_of(&self, key: &str) -> String {
         if self.env.contains_key(key) {
             format!(
                 "environment variable PGBACKREST_{}",

@@ -92,7 +92,12 @@ impl Settings {
             .map_err(|e| usage(format!("{e:#}")))?;
         // pgBackRest's `--repo=<index>` (check_pgbackrest passes `--repo=1`): cairn has one
         // repository, so index 1 is the one repo1-path (or cairn's own settings) names.
-        let repo_flag = match repo_index(g.repo.as_deref(), "--repo")? {
+        let flag_name = if cli.repo_from_env {
+            "CAIRN_REPO"
+        } else {
+            "--repo"
+        };
+        let repo_flag = match repo_index(g.repo.as_deref(), flag_name)? {
             Some(()) => {
                 file.notes.details.push(
                     "--repo 1 is pgBackRest's repository index: cairn's one repository (repo1) is used".into(),
@@ -113,8 +118,15 @@ impl Settings {
                 "both --repo and --repo1-path (or --repo1-type, --repo1-s3-bucket) are given: they name the same thing; give one",
             ));
         }
+        // The file's `repo` is read only when no flag or CAIRN_REPO gives one: given, that wins
+        // (also a pgBackRest index in the file such as repo=2 under --repo=1).
         let from_file = match file.string("repo")? {
-            Some(r) if repo_index(Some(&r), "repo (in the configuration)")?.is_some() => None,
+            Some(r) if is_index(&r) => {
+                if g.repo.is_none() {
+                    repo_index(Some(&r), &format!("repo (in {})", file.source_of("repo")))?;
+                }
+                None
+            }
             other => other,
         };
         let repo = match &repo_flag {
@@ -129,9 +141,10 @@ impl Settings {
         };
         let index_given = g.repo.is_some() && repo_flag.is_none();
         if repo.is_none() && index_given {
-            return Err(usage(
-                "--repo 1 selects pgBackRest's repository 1, but no repository is configured: set repo1-path (or cairn's repo) in the configuration file, or give --repo the repository's directory or s3:// URL",
-            ));
+            return Err(usage(format!(
+                "{flag_name} {} selects pgBackRest's repository 1, but no repository is configured: set repo1-path (or cairn's repo) in the configuration file, or give --repo the repository's directory or s3:// URL",
+                g.repo.as_deref().unwrap_or("1")
+            )));
         }
         let flag_or_file = |flag: &Option<String>, key: &str| -> Result<Option<String>> {
             match flag {
@@ -419,7 +432,7 @@ impl Settings {
 /// other index. A relative directory named only by digits is written `./1` (and `--repo` wants
 /// an absolute path anyway).
 fn repo_index(value: Option<&str>, what: &str) -> Result<Option<()>> {
-    let Some(v) = value.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) else {
+    let Some(v) = value.filter(|v| is_index(v)) else {
         return Ok(None);
     };
     if v.trim_start_matches('0') == "1" {
@@ -428,6 +441,11 @@ fn repo_index(value: Option<&str>, what: &str) -> Result<Option<()>> {
     Err(usage(format!(
         "{what} {v}: a number is pgBackRest's repository index, and cairn has one repository (repo1); use --repo=1 or leave --repo out, or give a repository path (a directory named only by digits is written ./{v}, or better as an absolute path)"
     )))
+}
+
+/// Whether a `repo` value is pgBackRest's repository index (only digits), not a path.
+fn is_index(v: &str) -> bool {
+    !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The repository pgBackRest's options name: `repo1-path` (a directory), or with
