@@ -6,6 +6,7 @@ use cairn_repo::manifest::{Content, EntryKind, FileEntry, LINK_META};
 use cairn_repo::pipeline::Watch;
 use cairn_repo::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -89,8 +90,20 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
     // (directory, its relative path, whether it is a followed link or beneath one)
     let mut stack = vec![(root.to_path_buf(), Vec::<u8>::new(), false)];
     while let Some((dir, rel, beneath_link)) = stack.pop() {
-        let rd = fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("cannot list source directory {}", dir.display()), e))?;
+        let rd = fs::read_dir(&dir).map_err(|e| {
+            let via = if beneath_link {
+                format!(
+                    " ({} in the data directory, through a symlink that backup follows)",
+                    root.join(OsStr::from_bytes(&rel)).display()
+                )
+            } else {
+                String::new()
+            };
+            Error::io(
+                format!("cannot list source directory {}{via}", dir.display()),
+                e,
+            )
+        })?;
         for item in rd {
             let item = item.map_err(|e| {
                 Error::io(format!("cannot list source directory {}", dir.display()), e)
