@@ -276,6 +276,16 @@ fn defect_refused_link_restores_had_already_deleted_or_written_and_parent_links_
     assert!(stderr(&out).contains("is not empty"), "{}", stderr(&out));
     assert_eq!(listing(&wal)?, wal_before, "a refused restore removed WAL");
     assert!(c.data.join("PG_VERSION").exists());
+    // A target this user may not create in is refused before anything goes too (second
+    // adversarial pass, 2026-11-25: it failed with exit 3 after pg_wal was emptied).
+    let locked = c.dir.path().join("locked");
+    fs::create_dir_all(&locked)?;
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o555))?;
+    let map = format!("pg_ident.conf={}/x", locked.display());
+    let out = c.cairn(&["restore", "--delta", "--link-map", &map, "--dest", &data])?;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("may not write"), "{}", stderr(&out));
+    assert_eq!(listing(&wal)?, wal_before, "a refused restore removed WAL");
     // Put back, the relative link is found pointing at its target and the restore runs.
     fs::remove_dir(c.data.join("rel"))?;
     std::os::unix::fs::symlink("../elsewhere/reldir", c.data.join("rel"))?;

@@ -229,93 +229,154 @@ impl Identity {
     /// the repository) is damage, never served as that file (PostgreSQL would take a segment
     /// from the wrong position as the end of WAL and promote early).
     pub fn check_archived(&self, name: &WalFileName, data: &[u8]) -> Result<()> {
-        self.check_wal(name, data).map_err(|e| {
-            Error::corrupt(
+        match self.mismatch(name, data) {
+            None => Ok(()),
+            Some(m) => Err(Error::corrupt(
                 format!("archived {} of {}", name.name, self.archive_id()),
-                format!(
-                    "its bytes are not that file ({}); run `cairn verify`",
-                    match e {
-                        Error::Invalid(m) | Error::Usage(m) => m,
-                        other => other.to_string(),
-                    }
-                ),
-            )
-        })
+                format!("its bytes are not that file: {}", m.what),
+            )),
+        }
     }
 
     /// Check a file about to be archived: its name, and for segments the page header's system
-    /// id, version and position. Nothing is stored when this fails.
+    /// id, version, timeline and position; for history and backup history files their text.
+    /// Nothing is stored when this fails.
     pub fn check_wal(&self, name: &WalFileName, data: &[u8]) -> Result<()> {
-        if name.kind == WalFileKind::History {
-            return check_history(name, data);
+        match self.mismatch(name, data) {
+            None => Ok(()),
+            Some(m) => Err(Error::Invalid(format!(
+                "{} {}{}",
+                name.name, m.what, m.advice
+            ))),
         }
-        if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
-            return Ok(());
+    }
+
+    /// What is wrong with `data` as the file `name` of this identity (format.md, "What
+    /// `archive-push` checks before storing"), in words that suit a file on its way in and one
+    /// read back, with the advice for the first.
+    fn mismatch(&self, name: &WalFileName, data: &[u8]) -> Option<Mismatch> {
+        let m = |what: String, advice: &'static str| Some(Mismatch { what, advice });
+        match name.kind {
+            WalFileKind::History => {
+                return history_problem(name, data).map(|why| Mismatch {
+                    what: format!("is not a timeline history file: {why}"),
+                    advice: "; archive_command was given the wrong file",
+                });
+            }
+            WalFileKind::BackupLabel => {
+                return backup_history_problem(name, data).map(|why| Mismatch {
+                    what: format!("is not a backup history file: {why}"),
+                    advice: "; archive_command was given the wrong file",
+                });
+            }
+            WalFileKind::Segment | WalFileKind::Partial => {}
         }
-        let header = LongPageHeader::parse(data)
-            .map_err(|e| Error::Invalid(format!("{} is not a WAL segment: {e}", name.name)))?;
+        let header = match LongPageHeader::parse(data) {
+            Ok(h) => h,
+            Err(e) => return m(format!("is not a WAL segment: {e}"), ""),
+        };
         if header.system_identifier != self.system_id {
-            return Err(Error::Invalid(format!(
-                "{} belongs to database system {}, but this stanza archives system {}: archive_command points at the wrong stanza or repository (or, after pg_upgrade, run `cairn stanza-upgrade`)",
-                name.name, header.system_identifier, self.system_id
-            )));
+            return m(
+                format!(
+                    "belongs to database system {}, not this stanza's {}",
+                    header.system_identifier, self.system_id
+                ),
+                ": archive_command points at the wrong stanza or repository (or, after pg_upgrade, run `cairn stanza-upgrade`)",
+            );
         }
         if header.version() != Some(self.version) {
-            return Err(Error::Invalid(format!(
-                "{} was written by PostgreSQL {}, but this stanza archives PostgreSQL {} (after pg_upgrade, run `cairn stanza-upgrade`)",
-                name.name,
-                header.version().map_or("?".to_string(), |v| v.to_string()),
-                self.version
-            )));
+            return m(
+                format!(
+                    "was written by PostgreSQL {}, not this stanza's {}",
+                    header.version().map_or("?".to_string(), |v| v.to_string()),
+                    self.version
+                ),
+                " (after pg_upgrade, run `cairn stanza-upgrade`)",
+            );
         }
         if header.seg_size != self.wal_segment_size || data.len() != header.seg_size as usize {
-            return Err(Error::Invalid(format!(
-                "{} is {} bytes with a {}-byte segment size in its header; the cluster's WAL segment size is {}",
-                name.name,
-                data.len(),
-                header.seg_size,
-                self.wal_segment_size
-            )));
+            return m(
+                format!(
+                    "is {} bytes with a {}-byte segment size in its header; the cluster's WAL segment size is {}",
+                    data.len(),
+                    header.seg_size,
+                    self.wal_segment_size
+                ),
+                "",
+            );
+        }
+        // Pages copied from a parent timeline at a switch keep the parent's; none is newer.
+        if header.timeline > name.timeline {
+            return m(
+                format!(
+                    "holds WAL of timeline {}, after the timeline {} its name says",
+                    header.timeline, name.timeline
+                ),
+                "",
+            );
         }
         let expected = name
             .segno(self.wal_segment_size)
             .map(|s| s * self.wal_segment_size as u64);
         if expected != Some(header.pageaddr) {
-            return Err(Error::Invalid(format!(
-                "{} holds WAL from {}, not from the position its name says",
-                name.name,
-                super::lsn::Lsn(header.pageaddr)
-            )));
+            return m(
+                format!(
+                    "holds WAL from {}, not from the position its name says",
+                    super::lsn::Lsn(header.pageaddr)
+                ),
+                "",
+            );
         }
-        Ok(())
+        None
     }
 }
+
+/// What `Identity::mismatch` found, and the advice for a file on its way into the archive.
+struct Mismatch {
+    what: String,
+    advice: &'static str,
+}
+
+/// Why `data` is not the backup history file `name` (`<segment>.<offset>.backup`), which
+/// PostgreSQL writes as text whose first line is `START WAL LOCATION: <lsn> (file <segment>)`.
+fn backup_history_problem(name: &WalFileName, data: &[u8]) -> Option<String> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Some("it is not text".into());
+    };
+    let first = text.lines().next().unwrap_or("");
+    let segment = name.name.get(..24).unwrap_or("");
+    if !first.starts_with("START WAL LOCATION: ") || !first.ends_with(&format!("(file {segment})"))
+    {
+        return Some(format!(
+            "its first line is not 'START WAL LOCATION: <lsn> (file {segment})'"
+        ));
+    }
+    None
+}
+
 /// A timeline history file as PostgreSQL writes it: one line per ancestor timeline, each
 /// older than the file's own, switch points in order. A file the archive holds is create-only,
 /// so one that is not this is refused before it can misdirect every later restore.
-pub fn check_history(name: &WalFileName, data: &[u8]) -> Result<()> {
-    let bad = |why: &str| {
-        Error::Invalid(format!(
-            "{} is not a timeline history file: {why}; archive_command was given the wrong file",
-            name.name
-        ))
+fn history_problem(name: &WalFileName, data: &[u8]) -> Option<String> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Some("it is not text".into());
     };
-    let text = std::str::from_utf8(data).map_err(|_| bad("it is not text"))?;
-    let entries = super::wal::parse_history(text)
-        .ok_or_else(|| bad("its lines are not '<parent timeline> <switch LSN> <reason>'"))?;
+    let Some(entries) = super::wal::parse_history(text) else {
+        return Some("its lines are not '<parent timeline> <switch LSN> <reason>'".into());
+    };
     if entries.is_empty() {
-        return Err(bad("it names no parent timeline"));
+        return Some("it names no parent timeline".into());
     }
     let ordered = entries
         .windows(2)
         .all(|w| w[0].parent < w[1].parent && w[0].switchpoint <= w[1].switchpoint);
     if !ordered || entries.iter().any(|e| e.parent >= name.timeline) {
-        return Err(bad(&format!(
+        return Some(format!(
             "its timelines are not ancestors of timeline {} in order",
             name.timeline
-        )));
+        ));
     }
-    Ok(())
+    None
 }
 
 #[cfg(test)]
@@ -357,5 +418,45 @@ mod tests {
         bad.insert(HISTORY_KEY.into(), "15:x:1".into());
         assert!(Identity::history(&bad).is_err());
         Ok(())
+    }
+
+    /// A segment's first page: long header of PostgreSQL 15 (magic 0xD110), padded to 16 MiB.
+    fn segment(tli: u32, pageaddr: u64, sysid: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 16 << 20];
+        b[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        b[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        b[4..8].copy_from_slice(&tli.to_le_bytes());
+        b[8..16].copy_from_slice(&pageaddr.to_le_bytes());
+        b[24..32].copy_from_slice(&sysid.to_le_bytes());
+        b[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        b[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        b
+    }
+
+    /// Defect (adversarial pass, 2026-11-25): a later timeline's segment copied over an
+    /// earlier timeline's (same position, same system) was served under its name; a copied
+    /// `.backup` object too. The header's timeline may be lower than the name's (pages copied
+    /// from the parent at a switch), never higher.
+    #[test]
+    fn defect_a_segment_of_a_later_timeline_or_a_bogus_backup_file_passed_as_another() {
+        let me = id(7001, 15);
+        let name = |n: &str| WalFileName::parse(n).expect("name");
+        let at_a = 0x0A * (16u64 << 20);
+        let seg1 = name("00000001000000000000000A");
+        let seg2 = name("00000002000000000000000A");
+        assert!(me.check_archived(&seg1, &segment(1, at_a, 7001)).is_ok());
+        assert!(me.check_archived(&seg2, &segment(1, at_a, 7001)).is_ok());
+        assert!(me.check_archived(&seg1, &segment(2, at_a, 7001)).is_err());
+        assert!(me.check_archived(&seg1, &segment(1, at_a, 7002)).is_err());
+        assert!(
+            me.check_wal(&seg1, &segment(1, at_a + (16 << 20), 7001))
+                .is_err()
+        );
+        let backup = name("00000001000000000000000A.00000028.backup");
+        let text = b"START WAL LOCATION: 0/A000028 (file 00000001000000000000000A)\nSTOP WAL LOCATION: 0/A000100 (file 00000001000000000000000A)\n";
+        assert!(me.check_archived(&backup, text).is_ok());
+        assert!(me.check_archived(&backup, &segment(1, at_a, 7001)).is_err());
+        let other = b"START WAL LOCATION: 0/B000028 (file 00000001000000000000000B)\n";
+        assert!(me.check_wal(&backup, other).is_err());
     }
 }

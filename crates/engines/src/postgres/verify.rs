@@ -136,7 +136,7 @@ async fn verify_wal_of(
         });
     }
     // Continuity: replay from each backup must reach the end of the archive without a hole.
-    let mut view = reach::load(stanza, &identity).await?;
+    let mut view = reach::load_fresh(stanza, &identity).await?;
     for s in &unreadable {
         view.segments.remove(s);
     }

@@ -138,13 +138,30 @@ pub(super) fn owned(delta: bool, link: &Path, target: &Path) -> bool {
         || matches!((fs::canonicalize(link), fs::canonicalize(target)), (Ok(a), Ok(b)) if a == b)
 }
 
-/// The closest ancestor of `target` that exists must be a directory (or a link to one), or
-/// creating the target fails half way through a restore.
+/// Whether this process may write into (and search) the directory `p`, or write the file `p`.
+fn may_write(p: &Path, dir: bool) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mode = if dir {
+        libc::W_OK | libc::X_OK
+    } else {
+        libc::W_OK
+    };
+    // SAFETY: c is a valid NUL-terminated path; access only reads it.
+    unsafe { libc::access(c.as_ptr(), mode) == 0 }
+}
+
+/// The closest ancestor of `target` that exists must be a directory (or a link to one) this
+/// process may create in, or creating the target fails half way through a restore (after
+/// `--delta` removed what the backup does not list).
 fn check_ancestors(e: &FileEntry, target: &Path) -> Result<()> {
     let mut cur = target.parent();
     while let Some(p) = cur {
         match fs::symlink_metadata(p) {
-            Ok(_) if fs::metadata(p).is_ok_and(|m| m.is_dir()) => return Ok(()),
+            Ok(_) if fs::metadata(p).is_ok_and(|m| m.is_dir()) => {
+                return writable(e, target, p, true);
+            }
             Ok(_) => {
                 return Err(Error::Usage(format!(
                     "{} (the target of {}) cannot be created: {} is not a directory; choose another target",
@@ -159,15 +176,27 @@ fn check_ancestors(e: &FileEntry, target: &Path) -> Result<()> {
     Ok(())
 }
 
+fn writable(e: &FileEntry, target: &Path, p: &Path, dir: bool) -> Result<()> {
+    if may_write(p, dir) {
+        return Ok(());
+    }
+    Err(Error::Usage(format!(
+        "{} (the target of {}) cannot be written: this user may not write {}; fix its permissions or choose another target",
+        target.display(),
+        e.display_path(),
+        p.display()
+    )))
+}
+
 /// A directory target: new, or an empty directory (or a link to one), unless owned.
 fn check_dir_target(e: &FileEntry, target: &Path, link: &Path, delta: bool) -> Result<()> {
     if owned(delta, link, target) {
-        return Ok(());
+        return writable(e, target, target, true);
     }
     let hint = if e.kind == EntryKind::Symlink {
         "restore it elsewhere with --tablespace-map"
     } else {
-        "restore the link elsewhere with --link-map, or leave out --link-all to restore a directory in its place"
+        "restore the link elsewhere with --link-map, or restore a directory in its place (without --link-all or a --link-map for it)"
     };
     if fs::symlink_metadata(target).is_ok() && !fs::metadata(target).is_ok_and(|m| m.is_dir()) {
         return Err(Error::Usage(format!(
@@ -184,6 +213,9 @@ fn check_dir_target(e: &FileEntry, target: &Path, link: &Path, delta: bool) -> R
             not_owned(delta, link),
         )));
     }
+    if fs::metadata(target).is_ok() {
+        return writable(e, target, target, true);
+    }
     check_ancestors(e, target)
 }
 
@@ -191,7 +223,7 @@ fn check_dir_target(e: &FileEntry, target: &Path, link: &Path, delta: bool) -> R
 fn check_file_target(e: &FileEntry, target: &Path, link: &Path, delta: bool) -> Result<()> {
     let owned = owned(delta, link, target);
     match fs::symlink_metadata(target) {
-        Ok(m) if owned && m.is_file() => Ok(()),
+        Ok(m) if owned && m.is_file() => writable(e, target, target, false),
         Ok(_) => Err(Error::Usage(format!(
             "{} (the target of {}) already exists{}; remove it, or restore the link elsewhere with --link-map",
             target.display(),
