@@ -58,6 +58,18 @@ fn a_repository_inside_the_source_is_refused() -> TestResult {
         "--source",
         src.join("data").to_str().ok_or("path")?,
     ])?;
+    // A restore into the repository is refused (adversarial pass, 2026-11-25: it left a
+    // stanza directory without stanza.info there), relative or not.
+    for dest in [env.repo.join("stanza/x"), env.repo.clone()] {
+        let out = env.run(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("restore outside the repository"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!env.repo.join("stanza/x").exists());
     Ok(())
 }
 

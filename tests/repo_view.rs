@@ -300,6 +300,16 @@ fn a_postgres_stanza_looks_like_a_pgbackrest_repository() -> Res<()> {
     failed_with(&env_cmd.output()?, 2, "CAIRN_REPO 1");
     let mut env_cmd = as_postgres(&cairn_bin().display().to_string());
     env_cmd
+        .env("CAIRN_REPO", &c.repo)
+        .args(["--stanza=main", "--repo=1", "info", "--output=json"]);
+    let via_env = env_cmd.output()?;
+    assert!(
+        via_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_env.stderr)
+    );
+    let mut env_cmd = as_postgres(&cairn_bin().display().to_string());
+    env_cmd
         .env("PGBACKREST_REPO", "2")
         .args(["--stanza=main", &conf_arg, "info"]);
     failed_with(&env_cmd.output()?, 2, "PGBACKREST_REPO");

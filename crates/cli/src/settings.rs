@@ -140,6 +140,14 @@ impl Settings {
             },
         };
         let index_given = g.repo.is_some() && repo_flag.is_none();
+        // --repo=1 on the command line hides CAIRN_REPO from clap: the repository it names
+        // is then repo1.
+        let repo = match repo {
+            None if index_given => std::env::var("CAIRN_REPO")
+                .ok()
+                .filter(|r| !r.is_empty() && !is_index(r)),
+            r => r,
+        };
         if repo.is_none() && index_given {
             return Err(usage(format!(
                 "{flag_name} {} selects pgBackRest's repository 1, but no repository is configured: set repo1-path (or cairn's repo) in the configuration file, or give --repo the repository's directory or s3:// URL",

@@ -21,6 +21,24 @@ pub(crate) async fn restore(
     opts: &EngineOptions<'_>,
     quiet: bool,
 ) -> Result<ExitCode> {
+    if let (Some(d), Some(repo)) = (&dest, &s.repo)
+        && d.as_os_str() != "-"
+        && !repo.starts_with("s3://")
+    {
+        let real = |p: &std::path::Path| {
+            cairn_engines::postgres::restore::resolved(
+                &std::path::absolute(p).unwrap_or(p.to_path_buf()),
+            )
+        };
+        let (d, r) = (real(d), real(std::path::Path::new(repo)));
+        if d.starts_with(&r) || r.starts_with(&d) {
+            return Err(usage(format!(
+                "restore destination {} and the repository {} lie one inside the other; restore outside the repository",
+                d.display(),
+                r.display()
+            )));
+        }
+    }
     let stanza = open_stanza(s).await?;
     let engine = engine_of(&stanza)?;
     refuse_foreign_options(engine, Command::Restore, opts)?;

@@ -116,7 +116,7 @@ fn indexed_name(group: &str, index: u32, tail: &str) -> Option<Name> {
     match index {
         1 => Some(known),
         n => Some(Name::Unsupported(format!(
-            "cairn uses one {} ({group}1); {group}{n}-{tail} is ignored",
+            "cairn uses one {} ({group}1), not {group}{n}",
             if group == "pg" {
                 "PostgreSQL cluster"
             } else {

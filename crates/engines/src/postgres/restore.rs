@@ -146,7 +146,7 @@ pub(super) fn dangling_link_in(path: &Path) -> Option<PathBuf> {
 
 /// `path` with its longest existing ancestor's symlinks resolved: where a directory created
 /// there will really be.
-pub(super) fn resolved(path: &Path) -> PathBuf {
+pub fn resolved(path: &Path) -> PathBuf {
     let mut rest = Vec::new();
     let mut cur = path;
     loop {
