@@ -35,6 +35,21 @@ fn started(c: &mut Cluster) -> Res<()> {
     Ok(())
 }
 
+/// A stopped cluster with a full backup and `n` segments archived after it (their names).
+fn backup_then_segments(n: usize) -> Res<(Cluster, Vec<String>)> {
+    let mut c = Cluster::init(None)?;
+    started(&mut c)?;
+    c.cairn_ok(&["backup", "--type", "full"])?;
+    let mut segs = Vec::new();
+    for _ in 0..n {
+        c.sql("insert into t select g from generate_series(1, 1000) g")?;
+        segs.push(c.switch_wal()?);
+    }
+    c.wait_archived(segs.last().ok_or("no segment")?)?;
+    c.stop()?;
+    Ok((c, segs))
+}
+
 #[test]
 fn item1_archive_push_from_a_restored_copy_is_refused() -> Res<()> {
     let mut c = Cluster::init(None)?;
@@ -346,16 +361,7 @@ fn item5_a_hole_in_the_wal_archive_is_reported_and_a_restore_beyond_it_refused()
 /// transactions after it were lost with exit 0.
 #[test]
 fn item5_a_damaged_wal_segment_is_a_hole_and_archive_get_stops_recovery() -> Res<()> {
-    let mut c = Cluster::init(None)?;
-    started(&mut c)?;
-    c.cairn_ok(&["backup", "--type", "full"])?;
-    let mut segs = Vec::new();
-    for _ in 0..3 {
-        c.sql("insert into t select g from generate_series(1, 1000) g")?;
-        segs.push(c.switch_wal()?);
-    }
-    c.wait_archived(&segs[2])?;
-    c.stop()?;
+    let (c, segs) = backup_then_segments(3)?;
     let bad = &segs[1];
     let path = archive_dir(&c, 1)?.join(bad);
     let mut bytes = fs::read(&path)?;
@@ -410,16 +416,7 @@ fn item5_a_damaged_wal_segment_is_a_hole_and_archive_get_stops_recovery() -> Res
 /// the end of WAL and promotes early. Read back, a segment's header must match its name.
 #[test]
 fn defect_a_wal_object_copied_over_another_was_served_as_that_segment() -> Res<()> {
-    let mut c = Cluster::init(None)?;
-    started(&mut c)?;
-    c.cairn_ok(&["backup", "--type", "full"])?;
-    let mut segs = Vec::new();
-    for _ in 0..2 {
-        c.sql("insert into t select g from generate_series(1, 1000) g")?;
-        segs.push(c.switch_wal()?);
-    }
-    c.wait_archived(&segs[1])?;
-    c.stop()?;
+    let (c, segs) = backup_then_segments(2)?;
     let (victim, other) = (&segs[0], &segs[1]);
     let dir = archive_dir(&c, 1)?;
     fs::copy(dir.join(other), dir.join(victim))?;
