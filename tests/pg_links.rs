@@ -230,7 +230,7 @@ fn links_come_back_in_place_by_default_and_as_links_with_link_all_or_link_map() 
 ///   not list, all of pg_wal's segments among them, and the cluster no longer started;
 /// - a relative link was never found "already pointing there", so that restore always failed;
 /// - a link to a parent of the data directory was followed: the backup held the data
-///   directory again, and the repository beside it;
+///   directory again, and the repository beside it (a link to the repository too);
 /// - a `--link-map` target reached through a dangling symlink to the not yet created
 ///   destination passed the "inside the destination" check and was merged into it;
 /// - a refused `--link-map` target (an existing directory for a file, a path beneath a file,
@@ -249,6 +249,7 @@ fn defect_refused_link_restores_had_already_deleted_or_written_and_parent_links_
     fs::write(rel_target.join("r.txt"), b"r\n")?;
     std::os::unix::fs::symlink("../elsewhere/reldir", c.data.join("rel"))?;
     std::os::unix::fs::symlink(c.dir.path(), c.data.join("up"))?;
+    std::os::unix::fs::symlink(&c.repo, c.data.join("repolink"))?;
     chown_postgres(&out_dir)?;
     c.cairn_ok(&["stanza-create", "--engine", "postgres"])?;
     c.start()?;
@@ -262,6 +263,7 @@ fn defect_refused_link_restores_had_already_deleted_or_written_and_parent_links_
     let dest = c.dir.path().join("plain");
     c.cairn_ok(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
     assert_eq!(fs::read_link(dest.join("up"))?, c.dir.path());
+    assert_eq!(fs::read_link(dest.join("repolink"))?, c.repo);
     assert_eq!(fs::read(dest.join("rel/r.txt"))?, b"r\n");
 
     // In place, with a link the destination no longer owns: refused before anything goes.

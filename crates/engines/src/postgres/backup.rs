@@ -149,8 +149,9 @@ async fn run(
         control.relseg_size,
     );
     let bad2 = bad.clone();
+    let repo = std::fs::canonicalize(job.stanza().store().location()).ok();
     let sources = tokio::task::spawn_blocking(move || {
-        datadir::sources(&path, checksums, start_lsn, relseg, &bad2)
+        datadir::sources(&path, repo, checksums, start_lsn, relseg, &bad2)
     })
     .await
     .map_err(|e| Error::Invalid(format!("scan failed: {e}")))??;

@@ -32,6 +32,8 @@ pub type BadPages = Arc<Mutex<BTreeMap<String, Vec<u32>>>>;
 
 struct PgPolicy {
     unlogged: HashSet<String>,
+    /// The repository's directory (canonical), when it is on local disk.
+    repo: Option<std::path::PathBuf>,
 }
 
 impl TreePolicy for PgPolicy {
@@ -73,6 +75,18 @@ impl TreePolicy for PgPolicy {
         // configuration file kept in /etc) is backed up as what it points to, as pgBackRest
         // does; `restore` puts back a directory or file, or with --link-all the link.
         !rel.starts_with(b"pg_tblspc/")
+    }
+
+    fn keep_link_to(&self, target: &Path) -> Option<String> {
+        // Followed, a link to the repository (or to a directory holding it) would back the
+        // repository up into itself, growing with every backup.
+        let repo = self.repo.as_deref()?;
+        (repo.starts_with(target) || target.starts_with(repo)).then(|| {
+            format!(
+                "is or holds the repository {} (or lies inside it)",
+                repo.display()
+            )
+        })
     }
 
     fn follow(&self, rel: &[u8]) -> bool {
@@ -129,10 +143,12 @@ fn find_unlogged(pg_path: &Path) -> HashSet<String> {
     out
 }
 
-/// Everything to back up under `pg_path`. Relation files are read through a page-checksum
-/// validator when `checksums` is on; bad pages are collected in `bad`.
+/// Everything to back up under `pg_path` (`repo`: the repository's directory, whose links are
+/// not followed). Relation files are read through a page-checksum validator when `checksums`
+/// is on; bad pages are collected in `bad`.
 pub fn sources(
     pg_path: &Path,
+    repo: Option<std::path::PathBuf>,
     checksums: bool,
     start_lsn: Lsn,
     relseg_size: u32,
@@ -140,6 +156,7 @@ pub fn sources(
 ) -> Result<Vec<SourceEntry>> {
     let policy = PgPolicy {
         unlogged: find_unlogged(pg_path),
+        repo,
     };
     let mut entries = tree::scan(pg_path, &policy)?;
     if checksums {

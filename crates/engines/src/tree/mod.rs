@@ -34,6 +34,11 @@ pub trait TreePolicy: Sync {
     fn inline_link(&self, _rel: &[u8]) -> bool {
         false
     }
+    /// Why a link `inline_link` accepts, to `target` (canonical), is kept as a link after all
+    /// (its target holds the repository, say), or None.
+    fn keep_link_to(&self, _target: &Path) -> Option<String> {
+        None
+    }
     /// Whether the tree is kept exactly as it was: files that change while read are read
     /// again (and marked when they keep changing); hard links, FIFOs and devices are kept.
     /// Not for a live database, whose files change all the time and WAL replay repairs.

@@ -128,7 +128,7 @@ pub fn scan(root: &Path, policy: &dyn TreePolicy) -> Result<Vec<SourceEntry>> {
             };
             let inlined = match &link {
                 Some(text) if !beneath_link && policy.inline_link(&r) => {
-                    inline_target(&path, text, root_real.as_deref())
+                    inline_target(&path, text, root_real.as_deref(), policy)
                 }
                 _ => None,
             };
@@ -197,6 +197,7 @@ fn inline_target(
     path: &Path,
     text: &[u8],
     root_real: Option<&Path>,
+    policy: &dyn TreePolicy,
 ) -> Option<(String, fs::Metadata)> {
     let real = match fs::canonicalize(path) {
         Ok(real) => real,
@@ -229,6 +230,14 @@ fn inline_target(
     }
     let tm = fs::metadata(path).ok()?;
     if !tm.is_dir() && !tm.is_file() {
+        return None;
+    }
+    if let Some(why) = policy.keep_link_to(&real) {
+        tracing::warn!(
+            "symlink {} points at {}, which {why}: backed up as the link only",
+            path.display(),
+            real.display()
+        );
         return None;
     }
     let plain =
