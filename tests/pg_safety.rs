@@ -377,6 +377,11 @@ fn item5_a_damaged_wal_segment_is_a_hole_and_archive_get_stops_recovery() -> Res
         .find(|l| l.contains(bad.as_str()))
         .ok_or_else(|| format!("no line for {bad}: {text}"))?;
     assert!(!line.contains("affects: no listed backup"), "{line}");
+    let said = format!("{text}{}", stderr(&out));
+    assert!(
+        said.contains("1 damaged archived WAL file(s)") && !said.contains("chunk(s) or pack(s)"),
+        "{said}"
+    );
     let json: serde_json::Value =
         serde_json::from_slice(&c.cairn_ok(&["info", "--output", "json"])?.stdout)?;
     let recovery = &json[0]["backup"][0]["recovery"];

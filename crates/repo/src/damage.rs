@@ -62,6 +62,11 @@ impl Damage {
         &self.1
     }
 
+    /// How many of the unusable records are chunks or packs (not other objects).
+    pub fn pack_count(&self) -> usize {
+        self.count() - self.1.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty() && self.1.is_empty()
     }

@@ -103,10 +103,19 @@ pub(crate) async fn verify_cmd(s: &Settings, set: Option<String>) -> Result<Exit
         );
     }
     match &report.register {
-        verify::Register::Saved { changed: true } if !report.damage.is_empty() => say!(
-            "verify: recorded {} damaged chunk(s) or pack(s) in the damage register: the next backup stores that data again where the source still has it",
-            report.damage.count()
-        ),
+        verify::Register::Saved { changed: true } if !report.damage.is_empty() => {
+            let (packs, objects) = (report.damage.pack_count(), report.damage.objects().len());
+            if packs > 0 {
+                say!(
+                    "verify: recorded {packs} damaged chunk(s) or pack(s) in the damage register: the next backup stores that data again where the source still has it"
+                );
+            }
+            if objects > 0 {
+                say!(
+                    "verify: recorded {objects} damaged archived WAL file(s) in the damage register: archive-get refuses them (exit 126) and restores needing them are refused; put an intact copy back and run verify again"
+                );
+            }
+        }
         verify::Register::Saved { changed: true } if report.problems.is_empty() => {
             say!("verify: the damage register is cleared: no damage remains")
         }
