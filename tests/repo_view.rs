@@ -187,6 +187,21 @@ fn a_postgres_stanza_looks_like_a_pgbackrest_repository() -> Res<()> {
     assert_eq!(full_tree[&in_ts]["size"], 8192, "{full_tree:#}");
     let page = c.cairn_ok(&["repo-get", &format!("backup/main/{full}/{in_ts}")])?;
     assert_eq!(page.stdout.len(), 8192);
+    // Listed and read through the link in pg_data, as a file system would.
+    let via_link = ls(
+        &c,
+        &[&format!("backup/main/{full}/pg_data/pg_tblspc/{oid}")],
+    )?;
+    assert!(
+        names(&via_link).iter().any(|n| n.starts_with("PG_15_")),
+        "{via_link}"
+    );
+    assert_eq!(
+        names(&via_link),
+        names(&ls(&c, &[&format!("backup/main/{full}/pg_tblspc/{oid}")])?)
+    );
+    let page2 = c.cairn_ok(&["repo-get", &format!("backup/main/{full}/pg_data/{in_ts}")])?;
+    assert_eq!(page2.stdout, page.stdout);
     let incr_tree = ls(&c, &[&format!("backup/main/{incr}/pg_data"), "--recurse"])?;
     assert!(
         incr_tree.get("PG_VERSION").is_none(),

@@ -254,9 +254,52 @@ fn is_postgres(s: &Stanza) -> bool {
     s.info.engine == "postgres"
 }
 
+/// `path` in `tree` with the view's own links followed (`pg_data/pg_tblspc/<oid>` ->
+/// `pg_tblspc/<oid>`), as a file system lists and reads through them: every prefix that is a
+/// relative link within the tree is replaced by its destination. None when it leaves the tree.
+fn through_links(tree: &Tree, path: &str) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (hops, part) in path.split('/').enumerate() {
+        out.push(part.to_string());
+        if hops > 64 {
+            return None;
+        }
+        let here = out.join("/");
+        if let Some(Node {
+            kind: Kind::Link { destination },
+            ..
+        }) = tree.get(&here)
+        {
+            if destination.starts_with('/') {
+                continue;
+            }
+            out.pop();
+            for d in destination.split('/') {
+                match d {
+                    "" | "." => {}
+                    ".." => {
+                        out.pop()?;
+                    }
+                    d => out.push(d.to_string()),
+                }
+            }
+        }
+    }
+    let resolved = out.join("/");
+    tree.contains_key(&resolved).then_some(resolved)
+}
+
 /// What `rest` names in `tree`.
 fn select(tree: Tree, rest: &[&str], recurse: bool) -> Found {
-    let wanted = rest.join("/");
+    let asked = rest.join("/");
+    let wanted = if asked.is_empty() {
+        asked
+    } else {
+        match through_links(&tree, &asked) {
+            Some(w) => w,
+            None => return Found::Missing,
+        }
+    };
     let prefix = if wanted.is_empty() {
         String::new()
     } else {
@@ -333,6 +376,26 @@ mod tests {
         };
         assert_eq!(names(select(t.clone(), &["a"], false)), ["b", "d"]);
         assert_eq!(names(select(t.clone(), &["a"], true)), ["b", "b/c", "d"]);
-        assert_eq!(names(select(t, &[], false)), ["a"]);
+        assert_eq!(names(select(t.clone(), &[], false)), ["a"]);
+        // A link of the view is listed and read through, as a file system does.
+        let link = |d: &str| Node {
+            kind: Kind::Link {
+                destination: d.into(),
+            },
+            origin: Origin::Nothing,
+        };
+        add(&mut t, "p/l".into(), link("../a/b"));
+        add(&mut t, "p/out".into(), link("../../x"));
+        add(&mut t, "p/abs".into(), link("/etc"));
+        assert_eq!(names(select(t.clone(), &["p", "l"], false)), ["c"]);
+        assert!(matches!(
+            select(t.clone(), &["p", "l", "c"], false),
+            Found::File(_)
+        ));
+        assert!(matches!(
+            select(t.clone(), &["p", "out"], false),
+            Found::Missing
+        ));
+        assert!(matches!(select(t, &["p", "abs"], false), Found::File(_)));
     }
 }
