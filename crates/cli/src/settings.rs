@@ -97,14 +97,14 @@ impl Settings {
         } else {
             "--repo"
         };
-        let repo_flag = match repo_index(g.repo.as_deref(), flag_name)? {
-            Some(()) => {
-                file.notes.details.push(
-                    "--repo 1 is pgBackRest's repository index: cairn's one repository (repo1) is used".into(),
-                );
-                None
-            }
-            None => g.repo.clone(),
+        let repo_flag = if repo_index(g.repo.as_deref(), flag_name)? {
+            file.notes.details.push(
+                "--repo 1 is pgBackRest's repository index: cairn's one repository (repo1) is used"
+                    .into(),
+            );
+            None
+        } else {
+            g.repo.clone()
         };
         let repo1_given = [
             &g.repo1.repo1_path,
@@ -118,8 +118,8 @@ impl Settings {
                 "both --repo and --repo1-path (or --repo1-type, --repo1-s3-bucket) are given: they name the same thing; give one",
             ));
         }
-        // The file's `repo` is read only when no flag or CAIRN_REPO gives one: given, that wins
-        // (also a pgBackRest index in the file such as repo=2 under --repo=1).
+        // A pgBackRest index in the file (`repo=1`) names no path; another than 1 is refused,
+        // unless --repo or CAIRN_REPO is given: that wins (repo=2 in the file, --repo=1 given).
         let from_file = match file.string("repo")? {
             Some(r) if is_index(&r) => {
                 if g.repo.is_none() {
@@ -436,15 +436,15 @@ impl Settings {
 }
 
 /// Whether `value` of `what` is pgBackRest's repository index (`--repo=1`: only digits) rather
-/// than cairn's repository path: Some for index 1, cairn's one repository; an error for any
+/// than cairn's repository path: true for index 1, cairn's one repository; an error for any
 /// other index. A relative directory named only by digits is written `./1` (and `--repo` wants
 /// an absolute path anyway).
-fn repo_index(value: Option<&str>, what: &str) -> Result<Option<()>> {
+fn repo_index(value: Option<&str>, what: &str) -> Result<bool> {
     let Some(v) = value.filter(|v| is_index(v)) else {
-        return Ok(None);
+        return Ok(false);
     };
     if v.trim_start_matches('0') == "1" {
-        return Ok(Some(()));
+        return Ok(true);
     }
     Err(usage(format!(
         "{what} {v}: a number is pgBackRest's repository index, and cairn has one repository (repo1); use --repo=1 or leave --repo out, or give a repository path (a directory named only by digits is written ./{v}, or better as an absolute path)"

@@ -69,6 +69,44 @@ impl Content {
         }
     }
 
+    /// Where each chunk lands in the file, in file order: (offset, chunk, how it is laid
+    /// down). Nothing for `None` and `Inherit`.
+    pub fn placements(&self) -> Vec<(u64, ChunkRef, crate::pages::Shape)> {
+        match self {
+            Content::Chunks(chunks) => {
+                let mut offset = 0u64;
+                chunks
+                    .iter()
+                    .map(|c| {
+                        let at = offset;
+                        offset += c.len as u64;
+                        (at, *c, crate::pages::Shape::Whole)
+                    })
+                    .collect()
+            }
+            Content::Pages { page_size, units } => crate::pages::placements(*page_size, units),
+            Content::None | Content::Inherit => Vec::new(),
+        }
+    }
+
+    /// Why this content cannot be a file of `size` bytes (its chunks do not add up to it, or
+    /// its units are damaged), as words that follow the file's name; None when it can.
+    pub fn misfit(&self, size: u64) -> Option<String> {
+        match self {
+            Content::Pages { page_size, units } => {
+                crate::pages::check_units(*page_size, units, size)
+                    .err()
+                    .map(|why| format!("is damaged: {why}"))
+            }
+            Content::Chunks(chunks) => {
+                let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
+                (total != size)
+                    .then(|| format!("has {total} bytes of chunks for a {size}-byte file"))
+            }
+            Content::None | Content::Inherit => None,
+        }
+    }
+
     /// Whether this is a file's stored content (not `None` or `Inherit`).
     pub fn is_data(&self) -> bool {
         matches!(self, Content::Chunks(_) | Content::Pages { .. })
@@ -299,26 +337,11 @@ pub fn resolve_next(current: Vec<FileEntry>, m: Manifest) -> Result<Vec<FileEntr
 /// Every resolved file's chunks add up to its size.
 pub fn check_sizes(entries: &[FileEntry], last: &crate::ids::BackupLabel) -> Result<()> {
     for e in entries {
-        if let Content::Pages { page_size, units } = &e.content {
-            crate::pages::check_units(*page_size, units, e.size).map_err(|why| {
-                Error::corrupt(
-                    format!("manifest of {last}"),
-                    format!("'{}' is damaged: {why}", e.display_path()),
-                )
-            })?;
-        }
-        if let Content::Chunks(chunks) = &e.content {
-            let total: u64 = chunks.iter().map(|c| c.len as u64).sum();
-            if total != e.size {
-                return Err(Error::corrupt(
-                    format!("manifest of {last}"),
-                    format!(
-                        "'{}' has {total} bytes of chunks for a {}-byte file",
-                        e.display_path(),
-                        e.size
-                    ),
-                ));
-            }
+        if let Some(why) = e.content.misfit(e.size) {
+            return Err(Error::corrupt(
+                format!("manifest of {last}"),
+                format!("'{}' {why}", e.display_path()),
+            ));
         }
     }
     Ok(())

@@ -371,42 +371,15 @@ pub async fn fetch_file_ordered(
     process_max: usize,
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
-    use crate::manifest::Content;
-    let placements: Vec<(u64, ChunkRef, Shape)> = match content {
-        Content::Chunks(chunks) => {
-            let mut offset = 0;
-            chunks
-                .iter()
-                .map(|c| {
-                    let p = (offset, *c, Shape::Whole);
-                    offset += c.len as u64;
-                    p
-                })
-                .collect()
-        }
-        Content::Pages { page_size, units } => crate::pages::placements(*page_size, units),
-        Content::None => Vec::new(),
-        Content::Inherit => {
-            return Err(Error::Invalid(format!(
-                "{name}: its content is inherited from an earlier backup; resolve the backup first"
-            )));
-        }
-    };
-    let covered = match content {
-        Content::Chunks(chunks) => Some(chunks.iter().map(|c| c.len as u64).sum::<u64>()),
-        Content::Pages { page_size, units } => {
-            crate::pages::check_units(*page_size, units, size)
-                .map_err(|why| Error::corrupt(name, why))?;
-            Some(size)
-        }
-        _ => None,
-    };
-    if covered.is_some_and(|c| c != size) {
-        return Err(Error::corrupt(
-            name,
-            format!("its chunks do not add up to its size of {size} bytes"),
-        ));
+    if *content == crate::manifest::Content::Inherit {
+        return Err(Error::Invalid(format!(
+            "{name}: its content is inherited from an earlier backup; resolve the backup first"
+        )));
     }
+    if let Some(why) = content.misfit(size) {
+        return Err(Error::corrupt(name, format!("it {why}")));
+    }
+    let placements = content.placements();
     let write = |out: &mut (dyn Write + Send), bytes: &[u8]| {
         out.write_all(bytes)
             .map_err(|e| Error::io(format!("cannot write {name}"), e))

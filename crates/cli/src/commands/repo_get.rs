@@ -8,7 +8,6 @@ use crate::exit::usage;
 use crate::repo_view::{Found, Origin, View, relative_path};
 use crate::settings::Settings;
 use anyhow::Result;
-use cairn_engines::postgres::identity::Identity;
 use cairn_engines::postgres::wal::WalFileName;
 use cairn_repo::Repository;
 use std::io::Write;
@@ -56,6 +55,7 @@ pub(crate) async fn repo_get_cmd(
         Origin::Wal {
             stanza,
             repository_id,
+            identity,
             timeline,
             name,
         } => {
@@ -68,9 +68,6 @@ pub(crate) async fn repo_get_cmd(
                     ))
                 })?;
             // As archive-get: bytes that are not the file the name says are damage.
-            let identity = Identity::all(&stanza.info.meta)
-                .ok()
-                .and_then(|all| all.into_iter().find(|i| i.archive_id() == repository_id));
             if let (Some(i), Some(w)) = (identity, WalFileName::parse(&name)) {
                 i.check_archived(&w, &bytes)?;
             }

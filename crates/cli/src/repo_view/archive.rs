@@ -23,8 +23,9 @@ pub struct ArchiveDir {
     pub view_id: String,
     /// cairn's (`15-<system id>`).
     pub repository_id: String,
-    /// The segment size of the identity, when the stanza records it.
-    pub segment_size: Option<u64>,
+    /// The identity, when the stanza records it (its segment size, and the checks of what is
+    /// read back).
+    pub identity: Option<Identity>,
 }
 
 /// Every archive id of the stanza: one per identity, as `info`'s `archive` list gives them,
@@ -35,18 +36,18 @@ pub async fn ids(stanza: &Stanza) -> Result<Vec<ArchiveDir>> {
     let stored_refs: Vec<&str> = stored.iter().map(String::as_str).collect();
     let dbs = dbs_of(&stanza.info.meta, &catalog.backups, &stored_refs);
     let known = Identity::all(&stanza.info.meta).unwrap_or_default();
-    let size_of = |db: &Db| {
+    let identity_of = |db: &Db| {
         known
             .iter()
             .find(|i| i.system_id == db.system_id && i.version.to_string() == db.version)
-            .map(|i| u64::from(i.wal_segment_size))
+            .copied()
     };
     let mut out: Vec<ArchiveDir> = dbs
         .iter()
         .map(|db| ArchiveDir {
             view_id: db.archive_id(),
             repository_id: db.repository_archive_id(),
-            segment_size: size_of(db),
+            identity: identity_of(db),
         })
         .collect();
     for id in stored {
@@ -54,7 +55,7 @@ pub async fn ids(stanza: &Stanza) -> Result<Vec<ArchiveDir>> {
             out.push(ArchiveDir {
                 view_id: id.clone(),
                 repository_id: id,
-                segment_size: None,
+                identity: None,
             });
         }
     }
@@ -70,7 +71,7 @@ pub async fn tree(stanza: &Stanza, view_id: &str) -> Result<Option<Tree>> {
     else {
         return Ok(None);
     };
-    let mut segment_size = dir.segment_size;
+    let mut segment_size = dir.identity.map(|i| u64::from(i.wal_segment_size));
     let mut tree = Tree::new();
     for a in stanza.archive_list(&dir.repository_id).await? {
         let whole = a.name.len() == 24 || a.name.ends_with(".partial");
@@ -108,6 +109,7 @@ pub async fn tree(stanza: &Stanza, view_id: &str) -> Result<Option<Tree>> {
             origin: Origin::Wal {
                 stanza: stanza.clone(),
                 repository_id: dir.repository_id.clone(),
+                identity: dir.identity,
                 timeline: a.timeline,
                 name: a.name,
             },

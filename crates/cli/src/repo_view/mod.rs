@@ -53,6 +53,9 @@ pub enum Origin {
     Wal {
         stanza: Stanza,
         repository_id: String,
+        /// The identity whose WAL it is, to check what is read back (None: one the stanza
+        /// does not record).
+        identity: Option<cairn_engines::postgres::identity::Identity>,
         timeline: u32,
         name: String,
     },

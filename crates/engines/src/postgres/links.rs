@@ -29,7 +29,7 @@ pub fn plan<'a>(
     tablespaces: &BTreeMap<Vec<u8>, PathBuf>,
 ) -> Result<(Cow<'a, [FileEntry]>, LinkTargets)> {
     let mut entries = wal_link_as_directory(entries);
-    let mut map: BTreeMap<Vec<u8>, (PathBuf, &str)> = BTreeMap::new();
+    let mut map = LinkTargets::new();
     let mut repointed = Vec::new();
     for (name, target) in &opts.map {
         let path = name.trim_end_matches('/');
@@ -39,7 +39,7 @@ pub fn plan<'a>(
                 "{flag}: give the path of a directory or file of the data directory, relative to it (pg_wal, say)"
             )));
         }
-        let Some(i) = entries.iter().position(|e| e.path == path.as_bytes()) else {
+        let Some(i) = find(&entries, path.as_bytes()) else {
             return Err(Error::Usage(format!(
                 "{flag}: the backup has no path '{path}'; name a directory or file of the data directory, relative to it (pg_wal, say)"
             )));
@@ -86,7 +86,7 @@ pub fn plan<'a>(
                 )));
             }
         }
-        map.insert(path.as_bytes().to_vec(), (target.clone(), "--link-map"));
+        map.insert(path.as_bytes().to_vec(), target.clone());
     }
     for e in entries.iter() {
         let Some(recorded) = e.meta.get(LINK_META) else {
@@ -97,7 +97,7 @@ pub fn plan<'a>(
         } else {
             "file"
         };
-        if let Some((target, _)) = map.get(&e.path) {
+        if let Some(target) = map.get(&e.path) {
             tracing::info!(
                 "map {what} link '{}' to '{}'",
                 e.display_path(),
@@ -114,7 +114,7 @@ pub fn plan<'a>(
                 dest,
             )?;
             tracing::info!("restore {what} link '{}' to '{recorded}'", e.display_path());
-            map.insert(e.path.clone(), (target, "--link-all"));
+            map.insert(e.path.clone(), target);
         } else if e.kind == EntryKind::Dir {
             tracing::warn!(
                 "contents of directory link '{}' (to {recorded}) will be restored in a directory at the same location (--link-all or --link-map {}=<dir> restores the link)",
@@ -141,8 +141,14 @@ pub fn plan<'a>(
         );
     }
     check_overlaps(&entries, &map, tablespaces)?;
-    let out = map.into_iter().map(|(k, (t, _))| (k, t)).collect();
-    Ok((entries, out))
+    Ok((entries, map))
+}
+
+/// The index of the entry at `path` (entries are sorted by path).
+fn find(entries: &[FileEntry], path: &[u8]) -> Option<usize> {
+    entries
+        .binary_search_by(|e| e.path.as_slice().cmp(path))
+        .ok()
 }
 
 /// A link target must be an absolute path without `.`/`..`, outside the data directory.
@@ -182,14 +188,12 @@ fn check_target(what: &str, target: &Path, dest: &Path) -> Result<()> {
 /// their contents would be written over each other.
 fn check_overlaps(
     entries: &[FileEntry],
-    map: &BTreeMap<Vec<u8>, (PathBuf, &str)>,
+    map: &LinkTargets,
     tablespaces: &BTreeMap<Vec<u8>, PathBuf>,
 ) -> Result<()> {
     let mut all: Vec<(String, PathBuf, bool)> = Vec::new();
-    for (path, (target, _)) in map {
-        let is_dir = entries
-            .iter()
-            .any(|e| &e.path == path && e.kind == EntryKind::Dir);
+    for (path, target) in map {
+        let is_dir = find(entries, path).is_some_and(|i| entries[i].kind == EntryKind::Dir);
         let name = String::from_utf8_lossy(path).into_owned();
         all.push((name, super::restore::resolved(target), is_dir));
     }

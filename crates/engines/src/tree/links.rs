@@ -18,18 +18,16 @@ use std::path::{Path, PathBuf};
 impl TreeWriter {
     /// Create, before anything beneath them, the symlinks whose contents are in the backup
     /// (a tablespace link with entries beneath it; a `Dir` entry mapped in `link_map`),
-    /// pointing at their mapped or recorded target directory.
+    /// pointing at their mapped or recorded target directory (checked by `check_targets`).
     pub(super) fn create_followed_links(
         &mut self,
         entries: &[FileEntry],
-        delta: bool,
         link_map: &BTreeMap<Vec<u8>, PathBuf>,
         checked: &mut HashSet<Vec<u8>>,
     ) -> Result<()> {
         for (e, target) in dir_links(entries, link_map) {
             let mapped_dir = e.kind == EntryKind::Dir;
             let link = join(&self.root, &e.path);
-            check_dir_target(e, &target, &link, delta)?;
             fs::create_dir_all(&target)
                 .map_err(|err| Error::io(format!("cannot create {}", target.display()), err))?;
             self.parents(&e.path, checked)?;
@@ -48,15 +46,8 @@ impl TreeWriter {
     }
 
     /// Where the bytes of `e`, a `File` entry restored as a link to `target`, go: `target`
-    /// itself, which must not exist unless `--delta` finds the destination's link already
-    /// pointing there. Its directory is created.
-    pub(super) fn file_link_target(
-        &mut self,
-        e: &FileEntry,
-        target: &Path,
-        delta: bool,
-    ) -> Result<PathBuf> {
-        check_file_target(e, target, &join(&self.root, &e.path), delta)?;
+    /// itself (checked by `check_targets`). Its directory is created.
+    pub(super) fn file_link_target(&mut self, e: &FileEntry, target: &Path) -> Result<PathBuf> {
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir)
                 .map_err(|err| Error::io(format!("cannot create {}", dir.display()), err))?;

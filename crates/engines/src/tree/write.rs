@@ -4,8 +4,8 @@ use super::join;
 use super::meta::{
     chunk_matches, ready_for_delta, remove_path, remove_unlisted, set_meta, unsafe_geteuid,
 };
-use cairn_repo::manifest::{ChunkRef, Content, EntryKind, FileEntry};
-use cairn_repo::pages::{self, Shape};
+use cairn_repo::manifest::{ChunkRef, EntryKind, FileEntry};
+use cairn_repo::pages::Shape;
 use cairn_repo::restore::{Placement, WriteAt};
 use cairn_repo::{Error, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -149,14 +149,14 @@ impl TreeWriter {
             remove_unlisted(dest, entries, link_map)?;
         }
         let mut checked = HashSet::new();
-        w.create_followed_links(entries, delta, link_map, &mut checked)?;
+        w.create_followed_links(entries, link_map, &mut checked)?;
         for e in entries {
             if w.links.contains(&e.path) {
                 continue; // created above, before its contents
             }
             w.parents(&e.path, &mut checked)?;
             let path = match link_map.get(&e.path).filter(|_| e.kind == EntryKind::File) {
-                Some(target) => w.file_link_target(e, target, delta)?,
+                Some(target) => w.file_link_target(e, target)?,
                 None => join(dest, &e.path),
             };
             if delta {
@@ -221,20 +221,8 @@ impl TreeWriter {
                             });
                         }
                     };
-                    match &e.content {
-                        Content::Chunks(chunks) => {
-                            let mut offset = 0u64;
-                            for c in chunks {
-                                push(offset, c, Shape::Whole);
-                                offset += c.len as u64;
-                            }
-                        }
-                        Content::Pages { page_size, units } => {
-                            for (offset, c, shape) in pages::placements(*page_size, units) {
-                                push(offset, &c, shape);
-                            }
-                        }
-                        Content::None | Content::Inherit => {}
+                    for (offset, c, shape) in e.content.placements() {
+                        push(offset, &c, shape);
                     }
                 }
                 _ => {} // links and special files: in `finish`
