@@ -58,18 +58,6 @@ fn a_repository_inside_the_source_is_refused() -> TestResult {
         "--source",
         src.join("data").to_str().ok_or("path")?,
     ])?;
-    // A restore into the repository is refused (adversarial pass, 2026-11-25: it left a
-    // stanza directory without stanza.info there), relative or not.
-    for dest in [env.repo.join("stanza/x"), env.repo.clone()] {
-        let out = env.run(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
-        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-        assert!(
-            stderr(&out).contains("restore outside the repository"),
-            "{}",
-            stderr(&out)
-        );
-    }
-    assert!(!env.repo.join("stanza/x").exists());
     Ok(())
 }
 
@@ -200,5 +188,27 @@ fn a_producers_endless_stderr_line_is_quoted_cut_short() -> TestResult {
         &line[..line.len().min(300)]
     );
     assert!(line.len() < 5_000, "the error line is {} bytes", line.len());
+    Ok(())
+}
+
+/// Defect (adversarial pass, 2026-11-25): a restore into the repository was accepted and left
+/// a stanza directory without stanza.info there, which `info` then reported as damage.
+#[test]
+fn defect_a_restore_into_the_repository_was_accepted() -> TestResult {
+    let env = Env::new("files")?;
+    let src = env.path("tree");
+    fs::create_dir_all(&src)?;
+    fs::write(src.join("f"), b"x")?;
+    env.ok(&["backup", "--source", src.to_str().ok_or("path")?])?;
+    for dest in [env.repo.join("stanza/x"), env.repo.clone()] {
+        let out = env.run(&["restore", "--dest", dest.to_str().ok_or("path")?])?;
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("restore outside the repository"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!env.repo.join("stanza/x").exists());
     Ok(())
 }

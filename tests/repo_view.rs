@@ -277,57 +277,6 @@ fn a_postgres_stanza_looks_like_a_pgbackrest_repository() -> Res<()> {
         "one repository (repo1)",
     );
     failed_with(&pgbr(&["info", "--repo=2"])?, 2, "one repository (repo1)");
-    // Defects (adversarial pass, 2026-11-25): --repo=1 on the command line lost to a `repo=2`
-    // in the file, and messages named --repo for a value that came from elsewhere.
-    let conf2 = c.dir.path().join("pgbackrest-repo2.conf");
-    std::fs::write(
-        &conf2,
-        format!(
-            "[global]\nrepo1-path={}\n\n[global:info]\nrepo=2\n",
-            c.repo.display()
-        ),
-    )?;
-    let conf2_arg = format!("--config={}", conf2.display());
-    let with_flag = bare(
-        &c,
-        &[
-            "--stanza=main",
-            &conf2_arg,
-            "--repo=1",
-            "info",
-            "--output=json",
-        ],
-    )?;
-    assert!(
-        with_flag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&with_flag.stderr)
-    );
-    failed_with(
-        &bare(&c, &["--stanza=main", &conf2_arg, "info"])?,
-        2,
-        "repo (in",
-    );
-    let mut env_cmd = as_postgres(&cairn_bin().display().to_string());
-    env_cmd
-        .env("CAIRN_REPO", "1")
-        .args(["--stanza=main", "info"]);
-    failed_with(&env_cmd.output()?, 2, "CAIRN_REPO 1");
-    let mut env_cmd = as_postgres(&cairn_bin().display().to_string());
-    env_cmd
-        .env("CAIRN_REPO", &c.repo)
-        .args(["--stanza=main", "--repo=1", "info", "--output=json"]);
-    let via_env = env_cmd.output()?;
-    assert!(
-        via_env.status.success(),
-        "{}",
-        String::from_utf8_lossy(&via_env.stderr)
-    );
-    let mut env_cmd = as_postgres(&cairn_bin().display().to_string());
-    env_cmd
-        .env("PGBACKREST_REPO", "2")
-        .args(["--stanza=main", &conf_arg, "info"]);
-    failed_with(&env_cmd.output()?, 2, "PGBACKREST_REPO");
 
     // Mistakes: a missing file, a path outside the repository, //, another stanza, a path.
     let missing = format!("archive/main/{id}/0000000100000000/0000000100000000000000FF");
@@ -435,5 +384,69 @@ fn a_files_stanza_lists_its_entries_under_the_label() -> common::TestResult {
     assert_eq!(&head, &big[..10]);
     assert_eq!(done.status.code(), Some(0), "{}", common::stderr(&done));
     assert!(done.stderr.is_empty(), "{}", common::stderr(&done));
+    Ok(())
+}
+
+/// Defects (adversarial pass, 2026-11-25): `--repo=1` on the command line lost to a `repo=2`
+/// in the configuration file (refused), `--repo=1` with CAIRN_REPO naming the repository said
+/// none was configured, and a refused index was said to come from `--repo` when CAIRN_REPO or
+/// PGBACKREST_REPO gave it.
+#[test]
+fn defect_repo_1_lost_to_an_index_in_the_file_and_messages_named_the_wrong_source()
+-> common::TestResult {
+    let env = common::Env::new("files")?;
+    let src = env.path("src");
+    std::fs::create_dir_all(&src)?;
+    std::fs::write(src.join("f"), b"x")?;
+    env.ok(&["backup", "--source", src.to_str().ok_or("path")?])?;
+    let conf = env.path("pgbackrest.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}\n\n[global:info]\nrepo=2\n",
+            env.repo.display()
+        ),
+    )?;
+    let conf_arg = format!("--config={}", conf.display());
+    let run = |vars: &[(&str, &str)], args: &[&str]| -> std::io::Result<Output> {
+        let mut c = std::process::Command::new(cairn_bin());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CAIRN_") || k.starts_with("PGBACKREST_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("CAIRN_CACHE_PATH", env.path("cache"))
+            .envs(vars.iter().copied())
+            .args(["--stanza", "main"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+    };
+    let with_flag = run(&[], &[&conf_arg, "--repo=1", "info", "--output=json"])?;
+    assert!(
+        with_flag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_flag.stderr)
+    );
+    failed_with(&run(&[], &[&conf_arg, "info"])?, 2, "repo (in");
+    failed_with(&run(&[("CAIRN_REPO", "1")], &["info"])?, 2, "CAIRN_REPO 1");
+    let repo = env.repo.to_str().ok_or("path")?;
+    let via_env = run(
+        &[("CAIRN_REPO", repo)],
+        &["--repo=1", "info", "--output=json"],
+    )?;
+    assert!(
+        via_env.status.success(),
+        "{}",
+        String::from_utf8_lossy(&via_env.stderr)
+    );
+    let conf1 = env.path("pgbackrest-1.conf");
+    std::fs::write(&conf1, format!("[global]\nrepo1-path={repo}\n"))?;
+    let conf1_arg = format!("--config={}", conf1.display());
+    failed_with(
+        &run(&[("PGBACKREST_REPO", "2")], &[&conf1_arg, "info"])?,
+        2,
+        "PGBACKREST_REPO",
+    );
     Ok(())
 }
